@@ -1,0 +1,51 @@
+"""Chat renderers: messages -> tokens + loss weights, sampled tokens -> messages."""
+
+from cookbook.renderers.base import (
+    ContentPart,
+    ImagePart,
+    Message,
+    ParseTermination,
+    RenderContext,
+    RenderedMessage,
+    Renderer,
+    RendererProtocol,
+    TextPart,
+    ThinkingPart,
+    ToolCall,
+    ToolSpec,
+    TrainOnWhat,
+    UnparsedToolCall,
+    message,
+    model_input_tokens,
+)
+from cookbook.renderers.registry import (
+    builtin_renderer_names,
+    get_renderer,
+    register_renderer,
+    registered_renderer_names,
+    unregister_renderer,
+)
+
+__all__ = [
+    "ContentPart",
+    "ImagePart",
+    "Message",
+    "ParseTermination",
+    "RenderContext",
+    "RenderedMessage",
+    "Renderer",
+    "RendererProtocol",
+    "TextPart",
+    "ThinkingPart",
+    "ToolCall",
+    "ToolSpec",
+    "TrainOnWhat",
+    "UnparsedToolCall",
+    "builtin_renderer_names",
+    "get_renderer",
+    "message",
+    "model_input_tokens",
+    "register_renderer",
+    "registered_renderer_names",
+    "unregister_renderer",
+]

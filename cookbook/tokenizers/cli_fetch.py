@@ -1,0 +1,34 @@
+"""``cookbook tokenizers fetch [FAMILY|MODEL ...]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", help="tokenizer families or model names (default: the core families)")
+    p.add_argument("--all", action="store_true", help="every family in the catalogue")
+    p.add_argument("--force", action="store_true", help="rebuild folders even if up to date")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
+CORE = ["qwen3", "llama3", "llama3_1", "deepseek_v3_1", "gpt_oss"]
+
+
+def run(args: argparse.Namespace) -> int:
+    from cookbook.tokenizers.catalogue import FAMILIES, model_entry
+    from cookbook.tokenizers.provision import cache_root, fetch
+
+    names: list[str] = []
+    for n in args.names:
+        names.append(n if n in FAMILIES else model_entry(n).family)
+    if args.all:
+        names = sorted(FAMILIES)
+    elif not names:
+        names = CORE
+    paths = fetch(sorted(set(names)), quiet=args.quiet, force=args.force)
+    if not args.quiet:
+        print(f"cache: {cache_root()}")
+        for p in paths:
+            print(f"  {p.name:<16} {p}")
+    return 0
