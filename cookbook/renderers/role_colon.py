@@ -14,6 +14,7 @@ from cookbook.renderers.base import (
     ParseTermination,
     RenderContext,
     RenderedMessage,
+    Segment,
     Renderer,
     text_of,
 )

@@ -221,14 +221,14 @@ def build_family(name: str, quiet: bool = False, force: bool = False) -> Path:
 
     files: dict[str, bytes] = {"tokenizer.json": tok_bytes, "tokenizer_config.json": cfg_bytes}
     sources: dict[str, FileRef | None] = {"tokenizer.json": fam.tokenizer_json, "tokenizer_config.json": fam.config}
-    for rel, ref in fam.extra_files.items():
-        files[rel] = blob(ref)
-        sources[rel] = ref
+    for rel, extra in fam.extra_files.items():
+        files[rel] = blob(extra)
+        sources[rel] = extra
     for rel, data in files.items():
-        ref = sources.get(rel)
+        origin = sources.get(rel)
         provenance["files"][rel] = {
             "sha256": sha256_bytes(data),
-            "from": f"{ref.artifact}:{ref.member}" if ref else "generated",
+            "from": f"{origin.artifact}:{origin.member}" if origin else "generated",
         }
 
     dest.parent.mkdir(parents=True, exist_ok=True)
