@@ -14,8 +14,8 @@ from cookbook.renderers.base import (
     ParseTermination,
     RenderContext,
     RenderedMessage,
-    Segment,
     Renderer,
+    Segment,
     text_of,
 )
 
