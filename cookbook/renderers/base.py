@@ -263,16 +263,20 @@ class TextEncoder:
 _Piece = tuple[Segment, float]
 
 
-def _flatten(enc: TextEncoder, pieces: list[_Piece]) -> tuple[list[int], list[float]]:
-    texts = [seg for seg, _ in pieces if isinstance(seg, str) and seg]
-    encoded = iter(enc.encode_batch(texts))
+def _flatten(
+    enc: TextEncoder, pieces: list[_Piece], memo: dict[str, list[int]] | None = None
+) -> tuple[list[int], list[float]]:
+    """Concatenate segments; text segments are encoded in one batch (``memo`` reuses earlier encodings)."""
+    memo = {} if memo is None else memo
+    todo = list(dict.fromkeys(seg for seg, _ in pieces if isinstance(seg, str) and seg and seg not in memo))
+    memo.update(zip(todo, enc.encode_batch(todo)))
     tokens: list[int] = []
     weights: list[float] = []
     for seg, w in pieces:
         if isinstance(seg, str):
             if not seg:
                 continue
-            ids = next(encoded)
+            ids = memo[seg]
         else:
             ids = seg
         tokens.extend(ids)
@@ -361,7 +365,11 @@ class Renderer:
         ]
 
     def generation_prompt_tokens(
-        self, messages: Sequence[Message], role: str = "assistant", prefill: str | None = None
+        self,
+        messages: Sequence[Message],
+        role: str = "assistant",
+        prefill: str | None = None,
+        _memo: dict[str, list[int]] | None = None,
     ) -> list[int]:
         self.check_messages(messages)
         pieces: list[_Piece] = [(self.bos_tokens(), 0.0)]
@@ -380,7 +388,7 @@ class Renderer:
         pieces += [(s, 0.0) for s in self.generation_suffix(role, suffix_ctx)]
         if prefill:
             pieces.append((prefill, 0.0))
-        return _flatten(self.enc, pieces)[0]
+        return _flatten(self.enc, pieces, _memo)[0]
 
     def build_generation_prompt(
         self, messages: Sequence[Message], role: str = "assistant", prefill: str | None = None
@@ -423,20 +431,26 @@ class Renderer:
             last_w, last_r = ow, r
         if last_r is not None and last_r.stop_overlap:
             pieces += [(s, last_w) for s in last_r.stop_overlap]
-        tokens, weights = _flatten(self.enc, pieces)
+        memo: dict[str, list[int]] = {}
+        tokens, weights = _flatten(self.enc, pieces, memo)
         if mode in (TrainOnWhat.LAST_ASSISTANT_MESSAGE, TrainOnWhat.LAST_ASSISTANT_TURN):
-            weights = self._untrain_generation_prompt(messages, mode, tokens, weights)
+            weights = self._untrain_generation_prompt(messages, mode, tokens, weights, memo)
         return tokens, weights
 
     def _untrain_generation_prompt(
-        self, messages: Sequence[Message], mode: TrainOnWhat, tokens: list[int], weights: list[float]
+        self,
+        messages: Sequence[Message],
+        mode: TrainOnWhat,
+        tokens: list[int],
+        weights: list[float],
+        memo: dict[str, list[int]] | None = None,
     ) -> list[float]:
         """Tokens that the generation prompt already supplies (a ``<think>`` prefill, an empty think block)
         are not trained: the model never samples them."""
         boundary = len(messages) - 1 if mode is TrainOnWhat.LAST_ASSISTANT_MESSAGE else last_user_index(messages) + 1
         if boundary >= len(messages) or messages[boundary]["role"] != "assistant":
             return weights
-        prompt = self.generation_prompt_tokens(messages[:boundary])
+        prompt = self.generation_prompt_tokens(messages[:boundary], _memo=memo)
         if tokens[: len(prompt)] == prompt:
             return [0.0] * len(prompt) + weights[len(prompt) :]
         if self.disables_thinking:
