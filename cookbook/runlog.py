@@ -1,0 +1,154 @@
+"""Run directory: ``config.json``, ``metrics.jsonl``, ``checkpoints.jsonl`` — written so a crash loses nothing.
+
+* ``config.json`` is replaced atomically (write a temporary file, fsync, ``os.replace``).
+* JSONL files are appended one whole line per ``write`` call, flushed and fsynced. A line torn by a crash
+  (no trailing newline, or invalid JSON) is dropped when the file is read back, and removed before the next
+  append, so readers never see half a record.
+* ``metrics.jsonl`` rows start with ``step``. On resume from step ``N`` every row with ``step >= N`` is
+  removed (those steps run again), as tinker-cookbook does.
+* ``checkpoints.jsonl`` rows follow tinker-cookbook's ``CheckpointRecord`` key order: ``name``, ``batch``,
+  ``epoch``, ``final``, ``state_path``, ``sampler_path``, then loop-specific keys; ``None`` values are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from cookbook.errors import DataError
+
+CHECKPOINT_KEY_ORDER = ("name", "batch", "epoch", "final", "state_path", "sampler_path")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _jsonable(value.item())
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Complete records of a JSONL file; a torn final line (crash mid-write) is ignored."""
+    if not path.exists():
+        return []
+    rows: list[dict[str, Any]] = []
+    data = path.read_text(encoding="utf-8")
+    lines = data.split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        complete = i < len(lines) - 1  # followed by a newline
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if not complete:
+                break
+            raise DataError(f"{path}: line {i + 1} is not valid JSON ({exc}); the file is corrupted") from exc
+        if complete and isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _repair_tail(path: Path) -> None:
+    """Remove a torn last line so the next append starts on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        data = path.read_bytes()
+        cut = data.rfind(b"\n") + 1
+        f.truncate(cut)
+
+
+def append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _repair_tail(path)
+    line = json.dumps(_jsonable(dict(row)), ensure_ascii=False) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class RunLog:
+    """The files of one run directory."""
+
+    def __init__(self, log_dir: str | os.PathLike[str]):
+        self.dir = Path(log_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self.checkpoints_path = self.dir / "checkpoints.jsonl"
+        self.config_path = self.dir / "config.json"
+
+    # -------------------------------------------------------------------------------- config
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        atomic_write_text(self.config_path, json.dumps(_jsonable(dict(config)), indent=2, sort_keys=True) + "\n")
+
+    def read_config(self) -> dict[str, Any] | None:
+        if not self.config_path.exists():
+            return None
+        data: dict[str, Any] = json.loads(self.config_path.read_text())
+        return data
+
+    # -------------------------------------------------------------------------------- metrics
+    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+        row = {"step": int(step)}
+        row.update({k: v for k, v in metrics.items() if k != "step"})
+        append_jsonl(self.metrics_path, row)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.metrics_path)
+
+    def truncate_metrics(self, from_step: int) -> None:
+        """Drop rows with ``step >= from_step`` (they will be logged again after a resume)."""
+        rows = [r for r in self.metrics() if int(r.get("step", -1)) < from_step]
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        atomic_write_text(self.metrics_path, text)
+
+    # -------------------------------------------------------------------------------- checkpoints
+    def record_checkpoint(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        if "name" not in record:
+            raise DataError("a checkpoint record needs a 'name'")
+        ordered = {k: record[k] for k in CHECKPOINT_KEY_ORDER if record.get(k) is not None}
+        ordered.update({k: v for k, v in record.items() if k not in CHECKPOINT_KEY_ORDER and v is not None})
+        append_jsonl(self.checkpoints_path, ordered)
+        return ordered
+
+    def checkpoints(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.checkpoints_path)
+
+    def last_checkpoint(self, required_key: str = "state_path") -> dict[str, Any] | None:
+        """The last record that has ``required_key`` (only records with a state can be resumed from)."""
+        for rec in reversed(self.checkpoints()):
+            if rec.get(required_key):
+                return rec
+        return None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.metrics())

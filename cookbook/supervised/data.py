@@ -1,0 +1,178 @@
+"""Supervised datums: conversation -> renderer -> (shift, truncate, weights) -> ``tinker.Datum``.
+
+Semantics (tinker-cookbook 0.6.1 ``datum_from_model_input_weights``):
+
+1. Truncate from the right to ``max_length`` tokens (``None``: no limit).
+2. Shift: ``model_input = tokens[:-1]``, ``target_tokens = tokens[1:]``, ``weights = weights[1:]`` — position
+   ``i`` of the input predicts ``target_tokens[i]`` and carries the weight of that target token.
+3. ``reduction="mean"`` divides the weights by their sum when it is positive, so every example contributes
+   the mean NLL of its trained tokens (Tinker itself *sums* the loss); ``"none"`` keeps raw weights.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from cookbook.errors import DataError
+from cookbook.renderers.base import Message, RendererProtocol, ToolCall, TrainOnWhat, model_input_tokens
+
+Reduction = Literal["mean", "none"]
+
+
+def datum_from_tokens_weights(
+    tokens: Sequence[int],
+    weights: Sequence[float] | np.ndarray,
+    max_length: int | None = None,
+    reduction: Reduction = "mean",
+) -> Any:
+    """A cross-entropy ``tinker.Datum`` from a full token sequence and one weight per token."""
+    import tinker
+
+    toks = [int(t) for t in tokens]
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or len(w) != len(toks):
+        raise DataError(f"need one weight per token: {len(toks)} tokens, weights of shape {w.shape}")
+    if max_length is not None:
+        if max_length < 2:
+            raise DataError(f"max_length must be >= 2 to leave one target token, got {max_length}")
+        toks, w = toks[:max_length], w[:max_length]
+    if len(toks) < 2:
+        raise DataError(f"a supervised example needs at least 2 tokens after truncation, got {len(toks)}")
+    if not np.all(np.isfinite(w)):
+        raise DataError("weights contain NaN or inf")
+    target_w = w[1:]
+    if reduction == "mean":
+        total = float(target_w.sum())
+        if total > 0:
+            target_w = target_w / total
+    elif reduction != "none":
+        raise DataError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return tinker.Datum(
+        model_input=tinker.ModelInput.from_ints(toks[:-1]),
+        loss_fn_inputs={
+            "target_tokens": tinker.TensorData(data=toks[1:], dtype="int64", shape=[len(toks) - 1]),
+            "weights": tinker.TensorData(
+                data=[float(x) for x in target_w.astype(np.float32)], dtype="float32", shape=[len(toks) - 1]
+            ),
+        },
+    )
+
+
+def conversation_to_datum(
+    messages: Sequence[Message],
+    renderer: RendererProtocol,
+    max_length: int | None = None,
+    train_on_what: TrainOnWhat | str = TrainOnWhat.ALL_ASSISTANT_MESSAGES,
+    reduction: Reduction = "mean",
+) -> Any:
+    model_input, weights = renderer.build_supervised_example(messages, TrainOnWhat(train_on_what))
+    return datum_from_tokens_weights(model_input_tokens(model_input), np.asarray(weights), max_length, reduction)
+
+
+# ----------------------------------------------------------------------------------------------- JSON messages
+
+
+def message_from_json(obj: Any, where: str) -> Message:
+    """A message from OpenAI-style JSON: ``{"role", "content", "tool_calls"?: [{"id", "function": {...}}]}``
+    or the flat ``{"name", "arguments"}`` tool-call form; ``reasoning_content`` becomes a thinking part."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("role"), str):
+        raise DataError(f"{where}: a message must be an object with a string 'role', got {obj!r:.200}")
+    content = obj.get("content", "")
+    if content is None:
+        content = ""
+    if not isinstance(content, str | list):
+        raise DataError(f"{where}: 'content' must be a string or a list of parts")
+    msg: dict[str, Any] = {"role": obj["role"], "content": content}
+    reasoning = obj.get("reasoning_content")
+    if reasoning:
+        text_parts: list[Any] = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+        msg["content"] = [{"type": "thinking", "thinking": reasoning}, *text_parts]
+    calls = obj.get("tool_calls")
+    if calls:
+        parsed = []
+        for j, c in enumerate(calls):
+            fn = c.get("function", c) if isinstance(c, dict) else None
+            if not isinstance(fn, dict) or "name" not in fn:
+                raise DataError(f"{where}: tool_calls[{j}] needs a function name")
+            args = fn.get("arguments", "{}")
+            if not isinstance(args, str):
+                args = json.dumps(args, ensure_ascii=False)
+            parsed.append(ToolCall(name=str(fn["name"]), arguments=args, id=c.get("id")))
+        msg["tool_calls"] = parsed
+    for key in ("tool_call_id", "name", "trainable"):
+        if key in obj:
+            msg[key] = obj[key]
+    return msg  # type: ignore[return-value]
+
+
+def read_conversations_jsonl(path: str | Path) -> list[list[Message]]:
+    """``{"messages": [...]}`` per line (tinker-cookbook's conversations.jsonl format)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"conversation file {p} does not exist")
+    out: list[list[Message]] = []
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{p}:{i}: not valid JSON ({exc})") from exc
+        msgs = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(msgs, list) or not msgs:
+            raise DataError(f"{p}:{i}: expected an object with a non-empty 'messages' list")
+        out.append([message_from_json(m, f"{p}:{i} message {j}") for j, m in enumerate(msgs)])
+    return out
+
+
+@dataclass
+class ConversationDataset:
+    """Batches of conversations with a per-epoch shuffle (``set_epoch(seed)``); the last partial batch is dropped."""
+
+    conversations: list[list[Message]]
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise DataError(f"batch_size must be positive, got {self.batch_size}")
+        self._order = list(range(len(self.conversations)))
+
+    def set_epoch(self, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self._order = [int(i) for i in rng.permutation(len(self.conversations))]
+
+    def __len__(self) -> int:
+        return len(self.conversations) // self.batch_size
+
+    def get_batch(self, index: int) -> list[list[Message]]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range (0..{len(self) - 1})")
+        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        return [self.conversations[i] for i in idx]
+
+    def __iter__(self) -> Iterator[list[list[Message]]]:
+        return (self.get_batch(i) for i in range(len(self)))
+
+
+def load_conversations(source: str | Path, split: str = "train", message_field: str = "messages") -> list[list[Message]]:
+    """Conversations from a local JSON/JSONL file through ``datasets`` (or a hub dataset when online)."""
+    import datasets
+
+    p = Path(source)
+    if p.exists():
+        ds = datasets.load_dataset("json", data_files=str(p), split=split)
+    else:
+        ds = datasets.load_dataset(str(source), split=split)
+    out = []
+    for i, row in enumerate(ds):
+        msgs = row.get(message_field)
+        if not isinstance(msgs, list) or not msgs:
+            raise DataError(f"{source} row {i}: no '{message_field}' list")
+        out.append([message_from_json(m, f"{source} row {i} message {j}") for j, m in enumerate(msgs)])
+    return out
