@@ -1,0 +1,1 @@
+"""Reinforcement learning: advantages, KL metrics, rollouts and the training loops."""

@@ -1,0 +1,1 @@
+"""Supervised learning: datum construction, datasets, NLL metrics and the training loop."""
