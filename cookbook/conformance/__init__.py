@@ -1,0 +1,1 @@
+"""Conformance runners: specs and goldens applied to any implementation (`cookbook conform ...`)."""
