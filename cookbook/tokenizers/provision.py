@@ -195,6 +195,11 @@ def build_family(name: str, quiet: bool = False, force: bool = False) -> Path:
     }
 
     tok_bytes = blob(fam.tokenizer_json)
+    if fam.builder:
+        from cookbook.tokenizers.builders import BUILDERS
+
+        tok_bytes, how = BUILDERS[fam.builder](tok_bytes)
+        provenance["patches"][f"builder:{fam.builder}"] = how
     if fam.patches:
         tj = json.loads(tok_bytes)
         for p in fam.patches:

