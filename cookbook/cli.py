@@ -23,6 +23,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("parity",), "cookbook.conformance.parity_cli", "parity suite over every built-in renderer (main job)"),
     (("golden",), "cookbook.conformance.golden_cli", "regenerate golden fixtures from the oracles"),
     (("mock", "serve"), "cookbook.mock.cli", "run the mock Tinker server"),
+    (("run",), "cookbook.recipes.cli", "run a recipe (offline on the embedded mock unless TINKER_API_KEY is set)"),
 ]
 
 GROUP_HELP = {

@@ -1,0 +1,75 @@
+"""sl_basic: supervised fine-tuning on a small conversation file (cross-entropy, LoRA).
+
+Offline by default (embedded mock Tinker). ``python -m cookbook.recipes.sl_basic log_path=runs/sl max_steps=20``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import chz
+
+from cookbook.recipes.common import Progress, bundled, parse_config, print_summary, tinker_service
+
+
+@chz.chz
+class Config:
+    log_path: str = "runs/sl_basic"
+    model_name: str = "meta-llama/Llama-3.2-1B"
+    renderer_name: str | None = None  # default: the model's recommended renderer
+    dataset: str | None = None  # a {"messages": [...]} JSONL file; default: the bundled conversations
+    learning_rate: float = 2e-2
+    lr_schedule: str = "linear"
+    num_epochs: int = 3
+    batch_size: int = 8
+    max_length: int = 256
+    lora_rank: int = 8
+    save_every: int = 5
+    eval_every: int = 5
+    test_size: int = 8
+    max_steps: int | None = None
+    seed: int = 0
+    base_url: str | None = None
+
+
+KEYS = ("train_mean_nll", "test/nll", "learning_rate")
+
+
+def main(cfg: Config) -> dict[str, object]:
+    from cookbook.renderers import get_renderer
+    from cookbook.supervised.data import ConversationDataset, conversation_to_datum, load_conversations
+    from cookbook.supervised.train import SupervisedConfig, train
+    from cookbook.tokenizers import model_entry
+
+    renderer_name = cfg.renderer_name or model_entry(cfg.model_name).default_renderer
+    renderer = get_renderer(renderer_name, cfg.model_name)
+    conversations = load_conversations(cfg.dataset or bundled("conversations.jsonl"))
+    test, train_convs = conversations[: cfg.test_size], conversations[cfg.test_size :]
+    test_data = [conversation_to_datum(c, renderer, cfg.max_length) for c in test]
+    sl_cfg = SupervisedConfig(
+        log_path=cfg.log_path,
+        model_name=cfg.model_name,
+        renderer_name=renderer_name,
+        learning_rate=cfg.learning_rate,
+        lr_schedule=cfg.lr_schedule,
+        num_epochs=cfg.num_epochs,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        lora_rank=cfg.lora_rank,
+        save_every=cfg.save_every,
+        eval_every=cfg.eval_every,
+        max_steps=cfg.max_steps,
+        seed=cfg.seed,
+    )
+    with tinker_service(cfg.log_path, cfg.base_url) as service:
+        train(sl_cfg, service.client, ConversationDataset(train_convs, cfg.batch_size), test_data, renderer, Progress(KEYS))
+        return print_summary("sl_basic", cfg.log_path, service, KEYS)
+
+
+def run(argv: Sequence[str]) -> dict[str, object]:
+    return main(parse_config(Config, argv))
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])
