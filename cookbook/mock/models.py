@@ -1,0 +1,181 @@
+"""Base models the mock serves: built-in tiny test models, the tokenizer catalogue, and registrations.
+
+One function, :meth:`ModelRegistry.resolve`, turns a Tinker base-model name into a
+:class:`~cookbook.mock.engine.BaseModelSpec` (vocabulary size, tokenizer folder, EOS id).
+
+* ``cookbook/tiny-test`` (vocab 512) and ``cookbook/tiny-test-b`` (vocab 512, different frozen weights) need no
+  tokenizer. Their detokenizer is byte-level: ids 0-255 are bytes, 256-510 print as ``<|tNNN|>`` and
+  511 is ``<|eos|>`` (the EOS / default stop token).
+* Any model of the :mod:`cookbook.tokenizers` catalogue (``Qwen/Qwen3-8B`` ...) uses the catalogue's embedding
+  size and the provisioned tokenizer folder (offline; never fetched by the server).
+* :meth:`ModelRegistry.register` adds more (e.g. a teacher and a student for distillation tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from cookbook.errors import ConfigurationError, CookbookError
+from cookbook.mock.engine import BaseModelSpec
+
+TINY_VOCAB = 512
+TINY_EOS = TINY_VOCAB - 1
+
+BUILTIN: dict[str, BaseModelSpec] = {
+    "cookbook/tiny-test": BaseModelSpec("cookbook/tiny-test", TINY_VOCAB, eos_token_id=TINY_EOS),
+    "cookbook/tiny-test-b": BaseModelSpec("cookbook/tiny-test-b", TINY_VOCAB, eos_token_id=TINY_EOS),
+}
+
+
+def tiny_decode(tokens: Sequence[int]) -> str:
+    """Byte-level detokenizer of the built-in tiny models."""
+    out = bytearray()
+    for t in tokens:
+        if 0 <= t < 256:
+            out.extend(bytes([t]))
+        elif t == TINY_EOS:
+            out.extend(b"<|eos|>")
+        else:
+            out.extend(f"<|t{t}|>".encode())
+    return out.decode("utf-8", errors="replace")
+
+
+def tiny_encode(text: str) -> list[int]:
+    return list(text.encode("utf-8"))
+
+
+@functools.lru_cache(maxsize=16)
+def _hf_tokenizer(folder: str) -> Any:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+
+
+def _eos_from_folder(folder: Path) -> int | None:
+    try:
+        cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    eos = cfg.get("eos_token")
+    if isinstance(eos, dict):
+        eos = eos.get("content")
+    if not isinstance(eos, str):
+        return None
+    tid = _hf_tokenizer(str(folder)).token_to_id(eos)
+    return int(tid) if tid is not None else None
+
+
+class ModelRegistry:
+    """Thread-safe name -> :class:`BaseModelSpec` resolution with caching."""
+
+    def __init__(self) -> None:
+        self._extra: dict[str, BaseModelSpec] = {}
+        self._cache: dict[str, BaseModelSpec] = {}
+        self._lock = threading.Lock()
+
+    def register(
+        self,
+        name: str,
+        vocab_size: int,
+        tokenizer_dir: str | Path | None = None,
+        eos_token_id: int | None = None,
+        d_model: int = 32,
+    ) -> BaseModelSpec:
+        """Add (or replace) a base model; the tokenizer folder must hold ``tokenizer.json``."""
+        if not name or "\n" in name or len(name) > 200:
+            raise ConfigurationError(f"register: invalid base model name {name!r}")
+        if not (2 <= vocab_size <= 1_000_000):
+            raise ConfigurationError(f"register: vocab_size must be in [2, 1e6], got {vocab_size}")
+        folder = Path(tokenizer_dir).resolve() if tokenizer_dir is not None else None
+        if folder is not None:
+            if not (folder / "tokenizer.json").exists():
+                raise ConfigurationError(f"register: {folder} has no tokenizer.json")
+            if ":" in str(folder):
+                raise ConfigurationError(f"register: tokenizer folder {folder} must not contain ':'")
+            if eos_token_id is None:
+                eos_token_id = _eos_from_folder(folder)
+        elif eos_token_id is None:
+            eos_token_id = vocab_size - 1
+        spec = BaseModelSpec(name, vocab_size, d_model=d_model, eos_token_id=eos_token_id, tokenizer_dir=folder)
+        with self._lock:
+            self._extra[name] = spec
+            self._cache.pop(name, None)
+        return spec
+
+    def resolve(self, name: str) -> BaseModelSpec:
+        """The spec for ``name``; :class:`ConfigurationError` naming the model if unknown."""
+        with self._lock:
+            if name in self._extra:
+                return self._extra[name]
+            if name in BUILTIN:
+                return BUILTIN[name]
+            if name in self._cache:
+                return self._cache[name]
+        spec = self._from_catalogue(name)
+        with self._lock:
+            self._cache[name] = spec
+        return spec
+
+    def _from_catalogue(self, name: str) -> BaseModelSpec:
+        try:
+            from cookbook.tokenizers import model_entry, tokenizer_dir
+        except ImportError as exc:  # pragma: no cover - the tokenizers package is part of cookbook
+            raise ConfigurationError(f"base_model: unknown model {name!r} ({exc})") from exc
+        try:
+            entry = model_entry(name)
+        except CookbookError as exc:
+            raise ConfigurationError(
+                f"base_model: unknown model {name!r}; known: {', '.join(self.names()[:12])} ... "
+                "(register more with MockTinker.register_base_model)"
+            ) from exc
+        try:
+            folder: Path | None = tokenizer_dir(name, fetch=False)
+        except CookbookError:
+            folder = None  # served without a tokenizer (no stop strings, get_tokenizer unavailable)
+        eos = _eos_from_folder(folder) if folder is not None else None
+        return BaseModelSpec(name, int(entry.vocab_size), eos_token_id=eos, tokenizer_dir=folder)
+
+    def names(self) -> list[str]:
+        names = list(BUILTIN) + sorted(self._extra)
+        try:
+            from cookbook.tokenizers import known_model_names
+
+            names += [n for n in known_model_names() if n not in names]
+        except ImportError:  # pragma: no cover
+            pass
+        return names
+
+    def registered(self) -> list[BaseModelSpec]:
+        with self._lock:
+            return list(self._extra.values())
+
+    def reset(self) -> None:
+        with self._lock:
+            self._extra.clear()
+            self._cache.clear()
+
+    @staticmethod
+    def with_context_length(spec: BaseModelSpec, n: int) -> BaseModelSpec:
+        return replace(spec, max_context_length=n)
+
+
+def decoder_for(spec: BaseModelSpec) -> Callable[[Sequence[int]], str] | None:
+    if spec.tokenizer_dir is not None:
+        tok = _hf_tokenizer(str(spec.tokenizer_dir))
+        return lambda ids: str(tok.decode(list(ids), skip_special_tokens=False))
+    if spec.name in BUILTIN or spec.vocab_size <= 4096:
+        return tiny_decode
+    return None
+
+
+def encoder_for(spec: BaseModelSpec) -> Callable[[str], list[int]]:
+    if spec.tokenizer_dir is not None:
+        tok = _hf_tokenizer(str(spec.tokenizer_dir))
+        return lambda text: list(tok.encode(text, add_special_tokens=False).ids)
+    return tiny_encode

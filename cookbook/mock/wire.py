@@ -1,0 +1,355 @@
+"""Wire encoding: the SDK's own protobuf module (``tinker.proto.tinker_public_pb2``) and JSON field checks.
+
+Every decoding error is a :class:`BadRequest` carrying the HTTP status and the offending field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from google.protobuf.message import DecodeError
+from tinker.proto import tinker_public_pb2 as pb
+
+from cookbook.mock.engine import DatumArrays, ForwardResult, SampleResult
+
+MAX_TENSOR_ELEMENTS = 50_000_000
+
+
+class BadRequest(Exception):
+    """A request the server refuses: ``status`` (4xx), a message naming ``field``."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.status = status
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"detail": self.message}
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"body: not UTF-8 ({exc.reason} at byte {exc.start})", "body") from exc
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"body: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", "body") from exc
+    except RecursionError as exc:
+        raise BadRequest("body: JSON nested too deeply", "body") from exc
+    except ValueError as exc:
+        raise BadRequest(f"body: {exc}", "body") from exc
+    if not isinstance(obj, dict):
+        raise BadRequest(f"body: expected a JSON object, got {type(obj).__name__}", "body")
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name} is not allowed in JSON")
+
+
+class Fields:
+    """Typed access to a JSON object; errors name the dotted field path."""
+
+    def __init__(self, obj: Mapping[str, Any], prefix: str = "") -> None:
+        self.obj = obj
+        self.prefix = prefix
+
+    def name(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def has(self, key: str) -> bool:
+        return self.obj.get(key) is not None
+
+    def str_(self, key: str, required: bool = True, max_len: int = 4096) -> str | None:
+        v = self.obj.get(key)
+        if v is None:
+            if required:
+                raise BadRequest(f"{self.name(key)}: required string is missing", self.name(key))
+            return None
+        if not isinstance(v, str):
+            raise BadRequest(f"{self.name(key)}: expected a string, got {type(v).__name__}", self.name(key))
+        if len(v) > max_len:
+            raise BadRequest(f"{self.name(key)}: longer than {max_len} characters", self.name(key))
+        return v
+
+    def req_str(self, key: str, max_len: int = 4096) -> str:
+        v = self.str_(key, True, max_len)
+        assert v is not None
+        return v
+
+    def int_(
+        self, key: str, default: int | None = None, lo: int | None = None, hi: int | None = None
+    ) -> int | None:
+        v = self.obj.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise BadRequest(f"{self.name(key)}: expected an integer, got {type(v).__name__}", self.name(key))
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise BadRequest(f"{self.name(key)}: {v} is outside [{lo}, {hi}]", self.name(key))
+        return v
+
+    def req_int(self, key: str, lo: int | None = None, hi: int | None = None) -> int:
+        if self.obj.get(key) is None:
+            raise BadRequest(f"{self.name(key)}: required integer is missing", self.name(key))
+        v = self.int_(key, None, lo, hi)
+        assert v is not None
+        return v
+
+    def float_(self, key: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
+        v = self.obj.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise BadRequest(f"{self.name(key)}: expected a number, got {type(v).__name__}", self.name(key))
+        f = float(v)
+        if not math.isfinite(f):
+            raise BadRequest(f"{self.name(key)}: must be finite", self.name(key))
+        if (lo is not None and f < lo) or (hi is not None and f > hi):
+            raise BadRequest(f"{self.name(key)}: {f} is outside [{lo}, {hi}]", self.name(key))
+        return f
+
+    def bool_(self, key: str, default: bool) -> bool:
+        v = self.obj.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise BadRequest(f"{self.name(key)}: expected true/false, got {type(v).__name__}", self.name(key))
+        return v
+
+    def obj_(self, key: str, required: bool = False) -> Fields | None:
+        v = self.obj.get(key)
+        if v is None:
+            if required:
+                raise BadRequest(f"{self.name(key)}: required object is missing", self.name(key))
+            return None
+        if not isinstance(v, dict):
+            raise BadRequest(f"{self.name(key)}: expected an object, got {type(v).__name__}", self.name(key))
+        return Fields(v, f"{self.name(key)}.")
+
+    def str_map(self, key: str) -> dict[str, str] | None:
+        v = self.obj.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, dict) or len(v) > 256:
+            raise BadRequest(f"{self.name(key)}: expected an object of at most 256 strings", self.name(key))
+        out: dict[str, str] = {}
+        for k, val in v.items():
+            if not isinstance(val, (str, int, float, bool)) or len(str(val)) > 4096:
+                raise BadRequest(f"{self.name(key)}.{k}: expected a short string", self.name(key))
+            out[str(k)] = str(val)
+        return out
+
+    def only(self, allowed: Sequence[str]) -> None:
+        unknown = sorted(set(self.obj) - set(allowed))
+        if unknown:
+            raise BadRequest(
+                f"{self.prefix.rstrip('.') or 'body'}: unknown keys {unknown} (allowed: {sorted(allowed)})",
+                self.name(unknown[0]),
+            )
+
+
+def model_input_tokens(f: Fields, key: str = "prompt", max_tokens: int = 1_000_000) -> np.ndarray:
+    """Flatten a JSON ``ModelInput`` (encoded_text chunks only) to int64 tokens."""
+    mi = f.obj_(key, required=True)
+    assert mi is not None
+    chunks = mi.obj.get("chunks")
+    if not isinstance(chunks, list):
+        raise BadRequest(f"{mi.name('chunks')}: expected a list of chunks", mi.name("chunks"))
+    toks: list[int] = []
+    for j, ch in enumerate(chunks):
+        where = f"{mi.name('chunks')}[{j}]"
+        if not isinstance(ch, dict):
+            raise BadRequest(f"{where}: expected an object", where)
+        ctype = ch.get("type", "encoded_text")
+        if ctype != "encoded_text":
+            raise BadRequest(f"{where}.type: {ctype!r} chunks are not supported by the text-only mock model", where)
+        t = ch.get("tokens")
+        if not isinstance(t, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in t):
+            raise BadRequest(f"{where}.tokens: expected a list of integers", f"{where}.tokens")
+        toks.extend(t)
+        if len(toks) > max_tokens:
+            raise BadRequest(f"{mi.name('chunks')}: more than {max_tokens} tokens", mi.name("chunks"))
+    try:
+        return np.asarray(toks, dtype=np.int64)
+    except OverflowError as exc:
+        raise BadRequest(f"{mi.name('chunks')}: token id does not fit in int64", mi.name("chunks")) from exc
+
+
+# ---------------------------------------------------------------------------------------------- protobuf
+
+
+@dataclass
+class FwdBwdRequest:
+    model_id: str
+    seq_id: int
+    loss_fn: str
+    forward_only: bool
+    loss_fn_config: dict[str, float]
+    data: list[DatumArrays]
+
+
+_NP: dict[int, np.dtype[Any]] = {pb.DTYPE_FLOAT32: np.dtype("<f4"), pb.DTYPE_INT64: np.dtype("<i8")}
+
+
+def decode_forward_backward(body: bytes) -> tuple[FwdBwdRequest, bytes]:
+    """Parse and check a ``ForwardBackwardRequest``; returns it and a canonical fingerprint."""
+    msg = pb.ForwardBackwardRequest()
+    try:
+        msg.ParseFromString(body)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise BadRequest(
+            f"body: not a valid tinker_public.ForwardBackwardRequest protobuf ({exc})", "body"
+        ) from exc
+    if not msg.model_id:
+        raise BadRequest("model_id: required", "model_id")
+    if not msg.loss_fn:
+        raise BadRequest("loss_fn: required", "loss_fn")
+    config: dict[str, float] = {}
+    for k, v in msg.loss_fn_config.items():
+        config[k] = float(v)
+    for k, cv in msg.loss_fn_config_v2.items():
+        which = cv.WhichOneof("value") if cv.DESCRIPTOR.oneofs else None
+        if which == "text" or (which is None and cv.text):
+            raise BadRequest(f"loss_fn_config.{k}: text values are not supported by built-in losses", f"loss_fn_config.{k}")
+        config[k] = float(cv.number)
+    data: list[DatumArrays] = []
+    total = 0
+    for i, d in enumerate(msg.data):
+        toks: list[np.ndarray] = []
+        for j, ch in enumerate(d.model_input):
+            kind = ch.WhichOneof("chunk") if ch.DESCRIPTOR.oneofs else None
+            where = f"data[{i}].model_input[{j}]"
+            if kind != "encoded_text":
+                raise BadRequest(f"{where}: {kind or 'empty'} chunks are not supported (text tokens only)", where)
+            raw = ch.encoded_text.tokens
+            if len(raw) % 4:
+                raise BadRequest(f"{where}.tokens: byte length {len(raw)} is not a multiple of 4 (int32)", where)
+            toks.append(np.frombuffer(raw, dtype="<i4").astype(np.int64))
+        tokens = np.concatenate(toks) if toks else np.zeros(0, dtype=np.int64)
+        total += tokens.size
+        if total > MAX_TENSOR_ELEMENTS:
+            raise BadRequest("data: too many tokens in one request", "data")
+        inputs: dict[str, np.ndarray] = {}
+        for key, t in d.loss_fn_inputs.items():
+            inputs[key] = _tensor(t, f"data[{i}].loss_fn_inputs.{key}")
+        data.append(DatumArrays(tokens, inputs))
+    req = FwdBwdRequest(msg.model_id, int(msg.seq_id), msg.loss_fn, bool(msg.forward_only), config, data)
+    return req, msg.SerializeToString(deterministic=True)
+
+
+def _tensor(t: pb.Tensor, where: str) -> np.ndarray:
+    dt = _NP.get(t.dtype)
+    if dt is None:
+        raise BadRequest(f"{where}.dtype: {pb.DType.Name(t.dtype) if t.dtype in pb.DType.values() else t.dtype} "
+                         "is not allowed (float32 or int64)", where)
+    shape = [int(s) for s in t.shape]
+    if any(s < 0 for s in shape) or len(shape) > 4:
+        raise BadRequest(f"{where}.shape: invalid shape {shape}", where)
+    n = 1
+    for s in shape:
+        n *= s
+        if n > MAX_TENSOR_ELEMENTS:
+            raise BadRequest(f"{where}.shape: {shape} has too many elements", where)
+    enc = t.WhichOneof("encoding")
+    if enc == "sparse_csr":
+        if len(shape) != 2:
+            raise BadRequest(f"{where}: sparse CSR tensors must be 2-D, got shape {shape}", where)
+        csr = t.sparse_csr
+        if len(csr.values) % dt.itemsize or len(csr.crow_indices) % 8 or len(csr.col_indices) % 8:
+            raise BadRequest(f"{where}.sparse_csr: byte lengths do not match the dtypes", where)
+        vals = np.frombuffer(csr.values, dtype=dt)
+        crow = np.frombuffer(csr.crow_indices, dtype="<i8")
+        col = np.frombuffer(csr.col_indices, dtype="<i8")
+        rows, cols = shape
+        if (
+            crow.size != rows + 1
+            or col.size != vals.size
+            or (crow.size and (crow[0] != 0 or crow[-1] != vals.size))
+            or np.any(np.diff(crow) < 0)
+            or (col.size and (col.min() < 0 or col.max() >= cols))
+        ):
+            raise BadRequest(f"{where}.sparse_csr: inconsistent crow/col indices for shape {shape}", where)
+        dense = np.zeros((rows, cols), dtype=dt)
+        row_of = np.repeat(np.arange(rows), np.diff(crow))
+        dense[row_of, col] = vals
+        arr = dense
+    else:
+        raw = t.dense
+        if len(raw) != n * dt.itemsize:
+            raise BadRequest(
+                f"{where}: {len(raw)} bytes of {dt.name} do not match shape {shape} ({n * dt.itemsize} bytes expected)",
+                where,
+            )
+        arr = np.frombuffer(raw, dtype=dt).reshape(shape)
+    if dt.kind == "f":
+        return arr.astype(np.float64)
+    return arr.astype(np.int64, copy=True)
+
+
+def encode_forward_backward_output(res: ForwardResult) -> bytes:
+    out = pb.ForwardBackwardOutput(loss_fn_output_type="ArrayRecord")
+    rec = out.loss_fn_outputs.add()
+    rec.type_tag = "ArrayRecord"
+    rec.num_datums = len(res.logprobs)
+    bt = rec.fields["logprobs"]
+    bt.dtype = pb.DTYPE_FLOAT32
+    arrays = [np.ascontiguousarray(lp, dtype="<f4") for lp in res.logprobs]
+    trailing = list(arrays[0].shape[1:]) if arrays else []
+    if any(list(a.shape[1:]) != trailing for a in arrays):
+        # ragged trailing shapes: one record per datum
+        del out.loss_fn_outputs[:]
+        for a in arrays:
+            r = out.loss_fn_outputs.add()
+            r.type_tag = "ArrayRecord"
+            r.num_datums = 1
+            b = r.fields["logprobs"]
+            b.dtype = pb.DTYPE_FLOAT32
+            b.data = a.tobytes()
+            b.offsets = np.asarray([0, a.nbytes], dtype="<i8").tobytes()
+            b.trailing_shape.extend(a.shape[1:])
+    else:
+        bt.data = b"".join(a.tobytes() for a in arrays)
+        offs = np.concatenate([[0], np.cumsum([a.nbytes for a in arrays])]).astype("<i8")
+        bt.offsets = offs.tobytes()
+        bt.trailing_shape.extend(trailing)
+    for k, v in res.metrics.items():
+        out.metrics[k] = float(v)
+    return out.SerializeToString()
+
+
+def _topk(ids: np.ndarray, lps: np.ndarray) -> pb.TopkLogprobs:
+    return pb.TopkLogprobs(
+        token_ids=np.ascontiguousarray(ids, dtype="<i4").tobytes(),
+        logprobs=np.ascontiguousarray(lps, dtype="<f4").tobytes(),
+        k=int(ids.shape[1]),
+        length=int(ids.shape[0]),
+    )
+
+
+def encode_sample_response(res: SampleResult) -> bytes:
+    out = pb.SampleResponse()
+    for s in res.sequences:
+        seq = out.sequences.add()
+        seq.stop_reason = pb.STOP_REASON_STOP if s.stop_reason == "stop" else pb.STOP_REASON_LENGTH
+        seq.tokens = np.asarray(s.tokens, dtype="<i4").tobytes()
+        seq.logprobs = np.asarray(s.logprobs, dtype="<f4").tobytes()
+        if s.topk_ids is not None and s.topk_logprobs is not None:
+            seq.topk_sampled_logprobs.CopyFrom(_topk(s.topk_ids, s.topk_logprobs))
+    if res.prompt_logprobs is not None:
+        out.prompt_logprobs = np.asarray(res.prompt_logprobs, dtype="<f4").tobytes()
+    if res.topk_prompt_ids is not None and res.topk_prompt_logprobs is not None:
+        out.topk_prompt_logprobs.CopyFrom(_topk(res.topk_prompt_ids, res.topk_prompt_logprobs))
+    return out.SerializeToString()
