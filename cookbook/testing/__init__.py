@@ -1,0 +1,1 @@
+"""Test helpers for cookbook and for users' own renderers: hypothesis strategies (``cookbook.testing.strategies``)."""

@@ -1,0 +1,236 @@
+"""Hypothesis strategies for random conversations.
+
+>>> from hypothesis import given
+>>> from cookbook.testing.strategies import conversations
+>>> @given(conversations(thinking=True, tools=False, max_turns=3))
+... def test_my_renderer(conv): ...
+
+A :class:`Conversation` holds cookbook :class:`~cookbook.renderers.base.Message` dicts and the tool
+declarations (``ToolSpec``) the conversation may use. Text is printable Unicode (CJK, emoji with ZWJ and
+skin tones, accents), with whitespace edge cases (leading/trailing spaces and newlines, tabs, runs of blank
+lines) unless ``strip_whitespace=True``. Text is NFC-normalised: tokenizers with a normaliser (Qwen's NFC) cannot
+give other forms back, so no renderer could round-trip them. Text never contains any of ``forbid`` (by default common control-token
+markup such as ``<|``, ``<think>``, ``[INST]``); pass the tokenizer's special-token strings to be exact.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import strategies as st
+
+from cookbook.renderers.base import ContentPart, Message, ToolCall, ToolSpec
+
+__all__ = [
+    "DEFAULT_FORBID",
+    "TOOLS",
+    "Conversation",
+    "conversations",
+    "texts",
+    "tool_arguments",
+]
+
+DEFAULT_FORBID: tuple[str, ...] = (
+    "<|",
+    "|>",
+    "<think>",
+    "</think>",
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "[INST]",
+    "[/INST]",
+    "<s>",
+    "</s>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<｜",
+    "｜>",
+)
+
+SNIPPETS: tuple[str, ...] = (
+    "Hello",
+    "What is 2+2?",
+    "The answer is 4.",
+    "你好，世界",
+    "こんにちは",
+    "안녕하세요",
+    "👋",
+    "🙂",
+    "👩🏽‍💻",
+    "🇫🇷",
+    "café",
+    "naïve",
+    "¿qué tal?",
+    "—",
+    "Ωμέγα",
+    "∑ x² ≤ 1",
+    '{"k": [1, 2]}',
+    "```python\nprint(1)\n```",
+    "a, b; c.",
+    "1.5e-3",
+    " ",
+    "  ",
+    "\n",
+    "\n\n",
+    "\t",
+    " \n ",
+)
+WHITESPACE_EDGES: tuple[str, ...] = ("", "", "", " ", "  ", "\n", "\n\n", "\t", " \n")
+
+TOOLS: tuple[ToolSpec, ...] = (
+    {
+        "name": "get_weather",
+        "description": "Current weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+    {
+        "name": "search",
+        "description": "Search the web.",
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string"}, "n": {"type": "integer"}},
+            "required": ["query"],
+        },
+    },
+    {
+        "name": "add",
+        "description": "Add two numbers.",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "number"}, "b": {"type": "number"}, "exact": {"type": "boolean"}},
+            "required": ["a", "b"],
+        },
+    },
+)
+
+
+@dataclass
+class Conversation:
+    """Messages plus the tools they were generated against (empty when no tools)."""
+
+    messages: list[Message]
+    tools: list[ToolSpec] = field(default_factory=list)
+
+    def __repr__(self) -> str:  # compact, readable in hypothesis' falsifying examples
+        return f"Conversation(messages={self.messages!r}, tools={[t['name'] for t in self.tools]!r})"
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # hypothesis' pretty printer
+        p.text(repr(self))
+
+    @property
+    def prompt_messages(self) -> list[Message]:
+        if self.messages and self.messages[-1]["role"] == "assistant":
+            return self.messages[:-1]
+        return list(self.messages)
+
+
+def _char_text(max_size: int) -> st.SearchStrategy[str]:
+    return st.text(
+        alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Co", "Cn", "Zl", "Zp")),
+        max_size=max_size,
+    )
+
+
+def texts(
+    *,
+    min_size: int = 0,
+    max_pieces: int = 6,
+    strip_whitespace: bool = False,
+    forbid: Sequence[str] = DEFAULT_FORBID,
+) -> st.SearchStrategy[str]:
+    """Printable text built from snippets (CJK, emoji, accents, JSON, code) and random characters.
+
+    Without ``strip_whitespace`` it may start or end with whitespace (spaces, tabs, newlines). Never contains
+    an element of ``forbid``. ``min_size`` is in characters (after stripping).
+    """
+    piece = st.one_of(st.sampled_from(SNIPPETS), _char_text(10))
+    body = st.lists(piece, max_size=max_pieces).map(lambda ps: unicodedata.normalize("NFC", "".join(ps)))
+    if strip_whitespace:
+        s = body.map(str.strip)
+    else:
+        s = st.tuples(st.sampled_from(WHITESPACE_EDGES), body, st.sampled_from(WHITESPACE_EDGES)).map("".join)
+    bad = tuple(f for f in forbid if f)
+    return s.filter(lambda t: len(t) >= min_size and not any(f in t for f in bad))
+
+
+def tool_arguments(text: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any]]:
+    """JSON objects with string, integer, float, boolean and null values (types must survive a round trip)."""
+    value = st.one_of(
+        text,
+        st.integers(-1000, 10**6),
+        st.booleans(),
+        st.none(),
+        st.sampled_from([0.5, 1.25, -3.0, 1e-3]),
+    )
+    return st.dictionaries(st.sampled_from(["city", "query", "n", "a", "b", "exact", "unit"]), value, max_size=3)
+
+
+@st.composite
+def conversations(
+    draw: st.DrawFn,
+    *,
+    thinking: bool = False,
+    tools: bool = False,
+    system: bool | None = None,
+    max_turns: int = 3,
+    end_with: str = "assistant",
+    strip_whitespace: bool = False,
+    forbid: Sequence[str] = DEFAULT_FORBID,
+    empty_assistant: bool = True,
+) -> Conversation:
+    """A random conversation: an optional system message, then ``1..max_turns`` user/assistant exchanges.
+
+    * ``thinking``: assistant messages may carry a ThinkingPart before their text;
+    * ``tools``: tools are declared, assistant messages may call them (one or several ToolCalls), each call is
+      answered by a tool message and the assistant then replies;
+    * ``system``: True (always), False (never) or None (either);
+    * ``end_with``: ``assistant`` (a supervised example), ``user`` (a generation prompt) or ``any``.
+    """
+    text = texts(strip_whitespace=strip_whitespace, forbid=forbid)
+    thought = texts(min_size=1, strip_whitespace=True, forbid=forbid) if thinking else None
+    nonempty = texts(min_size=1, strip_whitespace=strip_whitespace, forbid=forbid)
+    declared: list[ToolSpec] = []
+    if tools and draw(st.booleans()):
+        declared = list(TOOLS)
+    msgs: list[Message] = []
+    with_system = draw(st.booleans()) if system is None else system
+    if with_system:
+        msgs.append({"role": "system", "content": draw(nonempty)})
+    n_turns = draw(st.integers(1, max(1, max_turns)))
+    call_no = 0
+    for turn in range(n_turns):
+        msgs.append({"role": "user", "content": draw(nonempty)})
+        last_turn = turn == n_turns - 1
+        if last_turn and end_with == "user":
+            break
+        if last_turn and end_with == "any" and draw(st.booleans()):
+            break
+        call_tools: bool = draw(st.booleans()) if declared else False
+        if call_tools:
+            calls: list[ToolCall] = []
+            for _ in range(draw(st.integers(1, 2))):
+                tool = draw(st.sampled_from(declared))
+                call_no += 1
+                args = draw(tool_arguments(text))
+                calls.append(ToolCall(name=tool["name"], arguments=json.dumps(args, ensure_ascii=False), id=f"call_{call_no}"))
+            msgs.append({"role": "assistant", "content": _assistant_content(draw, text, thought), "tool_calls": calls})
+            for c in calls:
+                result = json.dumps({"result": draw(text)}, ensure_ascii=False)
+                msgs.append({"role": "tool", "content": result, "tool_call_id": c.id or "", "name": c.name})
+        msgs.append({"role": "assistant", "content": _assistant_content(draw, text if empty_assistant else nonempty, thought)})
+    return Conversation(msgs, declared)
+
+
+def _assistant_content(
+    draw: st.DrawFn, text: st.SearchStrategy[str], thought: st.SearchStrategy[str] | None
+) -> str | list[ContentPart]:
+    body = draw(text)
+    if thought is not None and draw(st.booleans()):
+        return [{"type": "thinking", "thinking": draw(thought)}, {"type": "text", "text": body}]
+    return body

@@ -1,0 +1,174 @@
+"""The conform runner: built-in renderers pass their specs; broken renderers fail with a readable diff."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cookbook.cli import main
+from cookbook.conformance.renderer_runner import RunOptions, run_spec
+from cookbook.conformance.report import CheckResult, format_summary, format_table
+from cookbook.conformance.spec import load_spec, spec_path_for
+from cookbook.renderers import builtin_renderer_names, get_renderer, register_renderer, unregister_renderer
+from cookbook.renderers.base import Message, RenderContext, RenderedMessage
+from cookbook.renderers.llama3 import Llama3Renderer
+from cookbook.tokenizers import get_tokenizer
+
+WITH_SPEC = [n for n in builtin_renderer_names() if spec_path_for(n).exists()]
+NO_PROPS = RunOptions(properties=False)
+
+
+@pytest.fixture(scope="session")
+def llama_tok() -> Any:
+    return get_tokenizer("meta-llama/Llama-3.1-8B-Instruct")
+
+
+@pytest.fixture(scope="session")
+def llama_spec() -> Any:
+    return load_spec(spec_path_for("llama3"))
+
+
+def _failures(results: Sequence[CheckResult]) -> str:
+    return format_table([r for r in results if r.status == "FAIL"])
+
+
+@pytest.mark.parametrize("name", WITH_SPEC)
+def test_builtin_renderer_passes_its_spec_and_goldens(name: str) -> None:
+    """Every case, golden and parse check (the property checks have their own tests)."""
+    spec = load_spec(spec_path_for(name))
+    tok = get_tokenizer(spec.tokenizer)
+    results = run_spec(get_renderer(name, tok), spec, tok, spec.tokenizer, NO_PROPS)
+    assert results
+    assert all(r.ok for r in results), f"{name} fails its spec:\n{_failures(results)}"
+    # token-exact golden checks really ran (they are not all skipped)
+    assert any(r.check == "prompt.tokens" and r.status == "PASS" for r in results)
+
+
+class NoBlankLineLlama(Llama3Renderer):
+    """A plausible bug: the header lacks the blank line after <|end_header_id|>."""
+
+    def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
+        r = super().render_message(msg, ctx)
+        header = r.header[0]
+        assert isinstance(header, list)
+        return RenderedMessage(header=[header[:-1]], output=r.output)
+
+
+def test_broken_llama_fails_with_token_and_text_diff(llama_tok: Any, llama_spec: Any) -> None:
+    results = run_spec(NoBlankLineLlama(llama_tok), llama_spec, llama_tok, options=NO_PROPS)
+    fails = {(r.case, r.check): r for r in results if r.status == "FAIL"}
+    r = fails[("user_only", "prompt.tokens")]
+    assert "first differing token at index 4" in r.detail
+    assert "expected 271 '\\n\\n'" in r.detail, r.detail
+    assert "actual   9906 'Hi'" in r.detail or "actual   " in r.detail
+    assert "--- golden" in r.detail and "+++ renderer" in r.detail
+    assert "-" + "<|begin_of_text|><|start_header_id|>user<|end_header_id|>⏎" in r.detail
+    assert ("user_only", "prompt.spec") in fails and ("user_only", "supervised.spans") in fails
+    assert all(r.renderer == "llama3" for r in results)
+
+
+def test_broken_renderer_through_the_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    register_renderer("broken_llama3", NoBlankLineLlama)
+    try:
+        rc = main(["conform", "renderer", "broken_llama3", "--spec", str(spec_path_for("llama3")), "--no-properties",
+                   "--no-color", "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml")])
+    finally:
+        unregister_renderer("broken_llama3")
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "user_only" in out and "prompt.tokens" in out and "FAIL" in out
+    assert "first differing token at index 4" in out
+    assert "\x1b[" not in out, "no colour unless on a TTY or --color"
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["ok"] is False and report["summary"]["FAIL"] > 0
+    assert {"renderer", "case", "check", "status", "message", "detail"} <= set(report["results"][0])
+    suite = ET.parse(tmp_path / "r.xml").getroot()
+    assert int(suite.get("failures", "0")) == report["summary"]["FAIL"]
+
+
+def test_colour_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    register_renderer("broken_llama3", NoBlankLineLlama)
+    try:
+        main(["conform", "renderer", "broken_llama3", "--spec", str(spec_path_for("llama3")), "--no-properties", "--color", "-q"])
+    finally:
+        unregister_renderer("broken_llama3")
+    assert "\x1b[31m" in capsys.readouterr().out
+
+
+class ProtocolOnly:
+    """A user's renderer that is not a cookbook Renderer: returns plain lists for tokens and weights."""
+
+    def __init__(self, tokenizer: Any):
+        self._inner = Llama3Renderer(tokenizer)
+
+    def build_generation_prompt(self, messages: Any, role: str = "assistant", prefill: str | None = None) -> list[int]:
+        return self._inner.build_generation_prompt(messages, role, prefill).to_ints()
+
+    def build_supervised_example(self, messages: Any, train_on_what: Any = "last_assistant_message") -> Any:
+        mi, w = self._inner.build_supervised_example(messages, train_on_what)
+        return mi.to_ints(), [float(x) for x in w]
+
+    def get_stop_sequences(self) -> list[int]:
+        return self._inner.get_stop_sequences()
+
+    def parse_response(self, response: Any) -> Any:
+        return self._inner.parse_response(response)
+
+
+def test_any_protocol_object_can_be_checked(llama_tok: Any, llama_spec: Any) -> None:
+    results = run_spec(ProtocolOnly(llama_tok), llama_spec, llama_tok, options=NO_PROPS)
+    assert all(r.ok for r in results), _failures(results)
+    assert not any(r.check == "claims" and r.status == "FAIL" for r in results)
+
+
+def test_goldens_of_another_tokenizer_are_not_used_for_token_checks(llama_spec: Any) -> None:
+    from cookbook.conformance.renderer_runner import _golden_usable
+
+    ok, why = _golden_usable({"provenance": {"tokenizer_sha256": "0" * 64}}, llama_spec, {"tokenizer_sha256": "1" * 64})
+    assert not ok and "tokenizer differs" in why
+    ok, why = _golden_usable(None, llama_spec, {"tokenizer_sha256": "1" * 64})
+    assert not ok and "cookbook golden llama3" in why
+    assert _golden_usable({"provenance": {"tokenizer_sha256": "1" * 64}}, llama_spec, {"tokenizer_sha256": "1" * 64})[0]
+
+
+def test_qwen3_keeping_thinking_in_history_fails() -> None:
+    if not spec_path_for("qwen3").exists():
+        pytest.skip("specs/renderers/qwen3.yaml not written yet")
+    from cookbook.renderers.qwen3 import Qwen3Renderer
+
+    spec = load_spec(spec_path_for("qwen3"))
+    tok = get_tokenizer(spec.tokenizer)
+    keeper = Qwen3Renderer(tok, strip_thinking_from_history=False)  # type: ignore[call-arg]
+    results = run_spec(keeper, spec, tok, options=NO_PROPS)
+    fails = [r for r in results if r.status == "FAIL"]
+    assert any(r.case == "reasoning_in_history" for r in fails), _failures(results)
+    r = next(r for r in fails if r.case == "reasoning_in_history" and r.check in ("supervised.text", "prompt.tokens"))
+    assert "+++ renderer" in r.detail and "<think>" in r.detail
+
+
+def test_all_prints_one_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["conform", "renderer", "--all", "--no-properties", "--no-color", "-q"])
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("renderer ")]
+    assert len(lines) == 1, out
+    for name in WITH_SPEC:
+        assert any(ln.startswith(name + " ") for ln in out.splitlines())
+
+
+def test_report_formatting() -> None:
+    rs = [
+        CheckResult("r", "c1", "prompt.tokens", "PASS", "ok"),
+        CheckResult("r", "c2", "prompt.tokens", "FAIL", "bad", "--- a\n+++ b\n-x\n+y"),
+        CheckResult("r", "*", "property.weights", "SKIP", "why"),
+    ]
+    table = format_table(rs)
+    assert "c2    prompt.tokens     FAIL    bad" in table and "    -x" in table
+    coloured = format_table(rs, colour=True)
+    assert "\x1b[31m-x" in coloured and "\x1b[32m+y" in coloured
+    summary = format_summary(rs)
+    assert "1/2 1F" in summary and "0/1 1S" in summary and "FAIL" in summary

@@ -1,0 +1,110 @@
+"""Goldens: generated from the oracle, up to date (``cookbook golden --check``), with provenance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cookbook.cli import main
+from cookbook.conformance.golden import dumps, generate_spec, golden_root, load_golden
+from cookbook.conformance.spec import all_spec_paths, load_spec
+from cookbook.errors import SpecError
+from cookbook.tokenizers import get_tokenizer
+
+SPECS = all_spec_paths()
+LLAMA_SPEC = Path(__file__).resolve().parents[2] / "specs" / "renderers" / "llama3.yaml"
+
+
+@pytest.fixture(scope="session")
+def llama_tok():  # type: ignore[no-untyped-def]
+    return get_tokenizer("meta-llama/Llama-3.1-8B-Instruct")
+
+
+def test_golden_check_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regenerating every golden from the oracles changes nothing (and every spec agrees with its oracle)."""
+    rc = main(["golden", "--check"])
+    out, err = capsys.readouterr()
+    assert rc == 0, f"`cookbook golden --check` wants changes: run `nox -s golden` and review\n{out}\n{err}"
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_every_golden_has_provenance(path: Path) -> None:
+    spec = load_spec(path)
+    for case in spec.cases:
+        g = load_golden(spec.renderer, case.id)
+        assert g is not None, f"{spec.renderer}/{case.id}: no golden; run `cookbook golden {spec.renderer}`"
+        prov = g["provenance"]
+        for key in ("tokenizer_sha256", "template_sha256", "tokenizer_source", "versions", "spec_sha256", "generator"):
+            assert key in prov, f"{spec.renderer}/{case.id}: provenance lacks {key}"
+        assert len(prov["tokenizer_sha256"]) == 64
+        assert set(prov["versions"]) == {"transformers", "tokenizers", "jinja2"}
+        assert prov["spec_sha256"] == spec.sha256
+        assert g["oracle"] in ("chat_template", "spec")
+        if g["oracle"] == "spec":
+            assert g.get("oracle_reason"), "a spec-oracle golden says why"
+        if spec.oracle.kind == "chat_template" and case.template_skip is None and case.expect.raises is None:
+            assert g["oracle"] == "chat_template", f"{case.id}: a template spec's golden must come from the template"
+            assert len(prov["template_sha256"]) == 64
+
+
+def test_goldens_are_deterministic_files() -> None:
+    for p in sorted(golden_root().rglob("*.json")):
+        text = p.read_text(encoding="utf-8")
+        assert text == dumps(json.loads(text)), f"{p} is not in the generator's canonical format"
+        assert "timestamp" not in text and "date_generated" not in text
+
+
+def test_template_goldens_come_from_the_template(llama_tok) -> None:  # type: ignore[no-untyped-def]
+    """An independent re-derivation of one golden straight from apply_chat_template (no cookbook code)."""
+    g = load_golden("llama3", "system_user")
+    assert g is not None
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    text = llama_tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, date_string="26 Jul 2024")
+    text = text.replace("Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n", "")
+    assert g["generation_prompt"]["text"] == text
+    assert g["generation_prompt"]["tokens"] == llama_tok.encode(text, add_special_tokens=False)
+
+
+def _spec_copy(tmp_path: Path, old: str, new: str) -> Path:
+    text = LLAMA_SPEC.read_text(encoding="utf-8")
+    assert old in text
+    p = tmp_path / "llama3.yaml"
+    p.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return p
+
+
+def test_spec_that_disagrees_with_the_oracle_is_reported_with_a_diff(tmp_path: Path, llama_tok) -> None:  # type: ignore[no-untyped-def]
+    p = _spec_copy(tmp_path, "⟦Hello!<|eot_id|>⟧", "⟦Hello!!<|eot_id|>⟧")
+    gs = generate_spec(load_spec(p), llama_tok, root=tmp_path / "out")
+    assert len(gs.mismatches) == 1
+    msg = gs.mismatches[0]
+    assert "case 'user_only'" in msg and "supervised" in msg and "deviation is undeclared" in msg
+    assert "-Hello!!<|eot_id|>" in msg and "+Hello!<|eot_id|>" in msg
+
+
+def test_stale_template_edit_stops_the_generator(tmp_path: Path, llama_tok) -> None:  # type: ignore[no-untyped-def]
+    p = _spec_copy(tmp_path, '{replace: "\\n\\npadded<|eot_id|>"', '{replace: "\\n\\nPADDED<|eot_id|>"')
+    with pytest.raises(SpecError, match=r"case 'whitespace_padded'.*deviation 'no-trim'.*matched nothing"):
+        generate_spec(load_spec(p), llama_tok, root=tmp_path / "out")
+
+
+def test_check_reports_a_changed_golden(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "golden"
+    shutil.copytree(golden_root() / "llama3", out / "llama3")
+    victim = out / "llama3" / "user_only.json"
+    data = json.loads(victim.read_text(encoding="utf-8"))
+    data["generation_prompt"]["tokens"][-1] = 13
+    victim.write_text(dumps(data), encoding="utf-8")
+    (out / "llama3" / "no_such_case.json").write_text("{}\n", encoding="utf-8")
+    rc = main(["golden", "llama3", "--check", "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert rc == 1
+    assert "user_only.json" in stdout and "-" in stdout and "+" in stdout
+    assert "stale golden" in stdout and "no_such_case.json" in stdout
+    # without --check the generator repairs both
+    assert main(["golden", "llama3", "--out", str(out)]) == 0
+    assert not (out / "llama3" / "no_such_case.json").exists()
+    assert main(["golden", "llama3", "--check", "--out", str(out)]) == 0

@@ -1,0 +1,192 @@
+"""Property checks on random conversations (hypothesis, profile ``ci``), with negative controls."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+import pytest
+from hypothesis import given
+
+from cookbook.conformance.properties import (
+    PropertyContext,
+    check_extension,
+    check_generation_parity,
+    check_roundtrip,
+    check_supervised_parity,
+    check_weights,
+    run_properties,
+)
+from cookbook.conformance.spec import load_spec, spec_path_for
+from cookbook.renderers.base import Message, RenderContext, RenderedMessage
+from cookbook.renderers.llama3 import Llama3Renderer
+from cookbook.testing.strategies import DEFAULT_FORBID, Conversation, conversations, texts
+from cookbook.tokenizers import get_tokenizer
+
+
+@pytest.fixture(scope="session")
+def llama_tok() -> Any:
+    return get_tokenizer("meta-llama/Llama-3.1-8B-Instruct")
+
+
+@pytest.fixture(scope="session")
+def llama_ctx(llama_tok: Any) -> PropertyContext:
+    return PropertyContext.build(Llama3Renderer(llama_tok), load_spec(spec_path_for("llama3")), llama_tok)
+
+
+def _strategy(ctx: PropertyContext, **over: Any) -> Any:
+    return conversations(**{**ctx.strategy_options(), **over})
+
+
+def _assert_ok(failure: str | None) -> None:
+    assert failure is None, failure
+
+
+# ------------------------------------------------------------------------------------------ the strategy
+
+
+@given(texts(forbid=("<|", "x")))
+def test_texts_avoid_forbidden_substrings(t: str) -> None:
+    assert "<|" not in t and "x" not in t
+    assert unicodedata.normalize("NFC", t) == t
+
+
+@given(texts(strip_whitespace=True))
+def test_texts_strip_whitespace(t: str) -> None:
+    assert t == t.strip()
+
+
+@given(conversations(thinking=True, tools=True, end_with="assistant"))
+def test_conversations_shape(conv: Conversation) -> None:
+    import json
+
+    roles = [m["role"] for m in conv.messages]
+    assert roles[-1] == "assistant" and "user" in roles
+    for m in conv.messages:
+        for tc in m.get("tool_calls", []):
+            assert isinstance(json.loads(tc.arguments), dict)
+            assert tc.name in {t["name"] for t in conv.tools}
+        if isinstance(m["content"], str):
+            assert not any(f in m["content"] for f in DEFAULT_FORBID)
+
+
+@given(conversations(end_with="user", system=True))
+def test_conversations_end_with_user(conv: Conversation) -> None:
+    assert conv.messages[0]["role"] == "system"
+    assert conv.messages[-1]["role"] == "user"
+    assert conv.prompt_messages == conv.messages
+
+
+# ------------------------------------------------------------------------------------------ llama3
+
+
+def test_llama3_spec_declares_how_no_trim_constrains_random_inputs(llama_ctx: PropertyContext) -> None:
+    """The template trims content and the renderer does not (deviation no-trim): random conversations must
+    therefore avoid leading/trailing whitespace, and the spec has to say so (property_inputs)."""
+    assert llama_ctx.strategy_options()["strip_whitespace"], (
+        "specs/renderers/llama3.yaml: add `property_inputs: {strip_whitespace: true}` to deviation no-trim"
+    )
+
+
+@pytest.mark.parametrize("check", [check_generation_parity, check_supervised_parity], ids=["generation", "supervised"])
+def test_llama3_parity_with_template(llama_ctx: PropertyContext, check: Any) -> None:
+    @given(_strategy(llama_ctx, strip_whitespace=True, end_with="any"))
+    def run(conv: Conversation) -> None:
+        _assert_ok(check(llama_ctx, conv))
+
+    run()
+
+
+@pytest.mark.parametrize("check", [check_weights, check_roundtrip], ids=["weights", "roundtrip"])
+def test_llama3_weights_and_roundtrip(llama_ctx: PropertyContext, check: Any) -> None:
+    @given(_strategy(llama_ctx))
+    def run(conv: Conversation) -> None:
+        _assert_ok(check(llama_ctx, conv))
+
+    run()
+
+
+def test_llama3_extension(llama_ctx: PropertyContext) -> None:
+    assert llama_ctx.claims_extension
+
+    @given(_strategy(llama_ctx, max_turns=3))
+    def run(conv: Conversation) -> None:
+        _assert_ok(check_extension(llama_ctx, conv))
+
+    run()
+
+
+# ------------------------------------------------------------------------------------------ negative controls
+
+
+class HistoryEditingLlama(Llama3Renderer):
+    """Claims the extension property but rewrites earlier assistant messages (a trailing space)."""
+
+    has_extension_property = True
+
+    def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
+        r = super().render_message(msg, ctx)
+        if msg["role"] == "assistant" and not ctx.is_last and ctx.idx < ctx.last_user_index:
+            return RenderedMessage(header=r.header, output=[*r.output[:-1], " ", r.output[-1]])
+        return r
+
+
+class HeaderTrainingLlama(Llama3Renderer):
+    """Trains the assistant header under last_assistant_message."""
+
+    def supervised_tokens(self, messages: Any, train_on_what: Any = "last_assistant_message") -> Any:
+        tokens, weights = super().supervised_tokens(messages, train_on_what)
+        first = weights.index(1.0)
+        weights[first - 2 : first] = [1.0, 1.0]
+        return tokens, weights
+
+
+class StrippingParseLlama(Llama3Renderer):
+    def parse_response(self, response: Any) -> Any:
+        msg, term = super().parse_response(response)
+        return {"role": "assistant", "content": str(msg["content"]).strip()}, term
+
+
+def _ctx(renderer: Any, tok: Any, claims: bool | None = None) -> PropertyContext:
+    ctx = PropertyContext.build(renderer, load_spec(spec_path_for("llama3")), tok)
+    if claims is not None:
+        ctx.claims_extension = claims
+    return ctx
+
+
+def _outcomes(ctx: PropertyContext, n: int = 15) -> dict[str, Any]:
+    return {o.name: o for o in run_properties(ctx, examples=n, only=["extension"])}
+
+
+def test_false_extension_claim_is_caught(llama_tok: Any) -> None:
+    out = _outcomes(_ctx(HistoryEditingLlama(llama_tok), llama_tok))
+    ext = out["extension"]
+    assert ext.status == "FAIL", ext
+    assert "not a prefix of the generation prompt" in ext.detail and "first differing token" in ext.detail
+
+
+def test_unclaimed_extension_gets_a_witness(llama_tok: Any) -> None:
+    out = _outcomes(_ctx(HistoryEditingLlama(llama_tok), llama_tok, claims=False))
+    assert out["extension"].status == "PASS" and "witness" in out["extension"].message
+    # and a renderer that does have the property yields no witness
+    honest = _outcomes(_ctx(Llama3Renderer(llama_tok), llama_tok, claims=False), n=10)
+    assert honest["extension"].status == "SKIP"
+
+
+def test_header_training_is_caught(llama_tok: Any) -> None:
+    ctx = _ctx(HeaderTrainingLlama(llama_tok), llama_tok)
+    conv = Conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}])
+    failure = check_weights(ctx, conv)
+    assert failure is not None and "observation part" in failure
+
+
+def test_lossy_parse_is_caught(llama_tok: Any) -> None:
+    ctx = _ctx(StrippingParseLlama(llama_tok), llama_tok)
+    conv = Conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " Yo\n"}])
+    failure = check_roundtrip(ctx, conv)
+    assert failure is not None and "content: expected [('text', ' Yo\\n')]" in failure
+
+
+def test_runner_driver_reports_every_property(llama_tok: Any) -> None:
+    names = {o.name for o in run_properties(_ctx(Llama3Renderer(llama_tok), llama_tok), examples=5)}
+    assert names == {"generation_parity", "supervised_parity", "roundtrip", "weights", "extension"}
