@@ -10,8 +10,10 @@ A renderer turns a conversation (a list of :class:`Message`) into tokens for Tin
 Families implement :meth:`Renderer.render_message`, returning a :class:`RenderedMessage` made of *segments*:
 a segment is either a ``list[int]`` of token ids (special tokens, fixed markers) or a ``str`` of ordinary
 text. All text segments of a conversation are encoded in one batched tokenizer call, with special-token
-parsing **off**: text in a message that looks like ``<|im_end|>`` is encoded as ordinary text, never as the
-control token (a deliberate, documented deviation from ``apply_chat_template``, which would parse it).
+parsing **off** for tokens the tokenizer flags special: text in a message that looks like ``<|im_end|>`` is
+encoded as ordinary text, never as the control token (a deliberate, documented deviation from
+``apply_chat_template``, which would parse it). Non-special added tokens (``<think>``, ``<tool_call>``) are
+tokenized as the template tokenizes them unless a renderer sets ``literal_added_tokens``.
 
 Weights follow tinker-cookbook's semantics (see ``shared/research/cookbook_inventory.md`` §1.2): a header is
 trained only under ``ALL_TOKENS``; an output is trained according to :class:`TrainOnWhat`; the
@@ -212,7 +214,7 @@ def model_input_tokens(model_input: Any) -> list[int]:
 class TextEncoder:
     """Fast ordinary-text encoding (special-token parsing off) and special-token lookup for a HF tokenizer."""
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, literal_added_tokens: bool = False):
         self.tokenizer = tokenizer
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
@@ -222,7 +224,14 @@ class TextEncoder:
             )
         from tokenizers import Tokenizer
 
-        literal = Tokenizer.from_str(backend.to_str())
+        # With literal_added_tokens, a copy in which *every* added token (special or not, e.g. DeepSeek's
+        # <｜User｜> or Qwen's <think>) is marked special, so that encode_special_tokens=True encodes their text
+        # in content as ordinary text. Without it, only tokens flagged special are literal.
+        spec = json.loads(backend.to_str())
+        if literal_added_tokens:
+            for added in spec.get("added_tokens", []):
+                added["special"] = True
+        literal = Tokenizer.from_str(json.dumps(spec))
         literal.encode_special_tokens = True
         literal.no_truncation()
         literal.no_padding()
@@ -296,10 +305,15 @@ class Renderer:
     supports_thinking: bool = False
     #: the renderer can render tool declarations / calls / responses
     supports_tools: bool = False
+    #: True: text in content that matches *any* added token is encoded as ordinary text. False (default):
+    #: only tokens the tokenizer flags special (turn terminators, BOS/EOS) are kept literal; non-special
+    #: added tokens such as Qwen's <tool_call>/<think> or DeepSeek's tool markers are tokenized as those
+    #: tokens, exactly as the chat template does (tool declarations rely on it).
+    literal_added_tokens: bool = False
 
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
-        self.enc = TextEncoder(tokenizer)
+        self.enc = TextEncoder(tokenizer, self.literal_added_tokens)
 
     # ---------------------------------------------------------------------------------- family hooks
     def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:

@@ -15,6 +15,14 @@ _BUILTIN: dict[str, str] = {
     "qwen3": "cookbook.renderers.qwen3:Qwen3Renderer",
     "qwen3_disable_thinking": "cookbook.renderers.qwen3:Qwen3DisableThinkingRenderer",
     "qwen3_instruct": "cookbook.renderers.qwen3:Qwen3InstructRenderer",
+    "deepseekv3": "cookbook.renderers.deepseek_v3:DeepSeekV3Renderer",
+    "deepseekv3_disable_thinking": "cookbook.renderers.deepseek_v3:DeepSeekV3DisableThinkingRenderer",
+    "deepseekv3_thinking": "cookbook.renderers.deepseek_v3:DeepSeekV3ThinkingRenderer",
+    "gpt_oss_low_reasoning": "cookbook.renderers.gpt_oss:GptOssLowReasoningRenderer",
+    "gpt_oss_medium_reasoning": "cookbook.renderers.gpt_oss:GptOssMediumReasoningRenderer",
+    "gpt_oss_high_reasoning": "cookbook.renderers.gpt_oss:GptOssHighReasoningRenderer",
+    "gpt_oss_no_sysprompt": "cookbook.renderers.gpt_oss:GptOssNoSysPromptRenderer",
+    "gemma3": "cookbook.renderers.gemma3:Gemma3Renderer",
 }
 _CUSTOM: dict[str, RendererFactory] = {}
 

@@ -1,0 +1,310 @@
+"""gpt-oss renderers (gpt_oss_{low,medium,high}_reasoning, gpt_oss_no_sysprompt) against their specs, the
+llama.cpp gpt-oss chat template, and openai-harmony (the official renderer).
+
+* every spec check of the conformance runner (decoded supervised text with trained spans, decoded generation
+  prompt, token counts, raises, parse cases, stop sequences, claims; property checks on a few random
+  conversations);
+* the generation prompt's TOKENS against ``apply_chat_template(..., add_generation_prompt=True,
+  tokenize=True)`` with the case's declared template edits (the date is pinned by the ``pinned-date`` edit);
+* the generation prompt's TOKENS against openai-harmony's ``render_conversation_for_completion`` and the
+  supervised text against ``render_conversation_for_training``, with one named difference: the template (and
+  the renderer) end the developer instructions with ``\n\n`` when no tools follow, harmony does not;
+* behaviour tests.
+
+openai-harmony needs its vocabulary offline: ``TIKTOKEN_ENCODINGS_BASE`` is pointed at the tokenizer folder's
+``harmony_vocab`` (provisioned with the gpt_oss family). The harmony tests are skipped, saying why, when the
+package is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cookbook.conformance.oracle import Codec, TemplateOracle
+from cookbook.conformance.renderer_runner import RunOptions, run_spec
+from cookbook.conformance.spec import (
+    Case,
+    Spec,
+    apply_edits,
+    load_spec,
+    to_messages,
+    to_template_messages,
+    to_template_tools,
+)
+from cookbook.errors import RendererError
+from cookbook.renderers import ParseTermination, ToolCall, ToolSpec, TrainOnWhat
+from cookbook.renderers.base import Message, Renderer, model_input_tokens, text_of, thinking_of
+from cookbook.renderers.gpt_oss import (
+    DEFAULT_DATE,
+    GptOssHighReasoningRenderer,
+    GptOssLowReasoningRenderer,
+    GptOssMediumReasoningRenderer,
+    GptOssNoSysPromptRenderer,
+    GptOssRenderer,
+)
+from cookbook.tokenizers import get_tokenizer, tokenizer_dir
+
+SPECS = Path(__file__).resolve().parents[2] / "specs" / "renderers"
+CLASSES: dict[str, type[GptOssRenderer]] = {
+    "gpt_oss_low_reasoning": GptOssLowReasoningRenderer,
+    "gpt_oss_medium_reasoning": GptOssMediumReasoningRenderer,
+    "gpt_oss_high_reasoning": GptOssHighReasoningRenderer,
+    "gpt_oss_no_sysprompt": GptOssNoSysPromptRenderer,
+}
+
+
+@pytest.fixture(scope="module")
+def specs() -> dict[str, Spec]:
+    return {n: load_spec(SPECS / f"{n}.yaml") for n in CLASSES}
+
+
+@pytest.fixture(scope="module")
+def tok() -> Any:
+    return get_tokenizer("openai/gpt-oss-20b")
+
+
+@pytest.fixture(scope="module")
+def renderers(tok: Any) -> dict[str, GptOssRenderer]:
+    return {n: c(tok) for n, c in CLASSES.items()}
+
+
+@pytest.fixture(scope="module")
+def harmony() -> Any:
+    os.environ.setdefault(
+        "TIKTOKEN_ENCODINGS_BASE", str(tokenizer_dir("openai/gpt-oss-20b") / "harmony_vocab")
+    )
+    h = pytest.importorskip(
+        "openai_harmony", reason="openai-harmony is not installed (pip install openai-harmony==0.0.8)"
+    )
+    return h, h.load_harmony_encoding(h.HarmonyEncodingName.HARMONY_GPT_OSS)
+
+
+def template_prompt_tokens(spec: Spec, case: Case, tok: Any) -> tuple[str, list[int]]:
+    """The oracle's generation prompt (template, then the case's declared edits, then the prefill)."""
+    oracle = TemplateOracle(tok, spec.oracle.template_kwargs)
+    codec = Codec(tok)
+    opts = spec.oracle.messages
+    r = oracle.render(
+        to_template_messages(case.prompt_messages, opts),
+        True,
+        to_template_tools(case.tools, opts) or None,
+        case.template_kwargs,
+    )
+    (text,) = apply_edits([r.text], [spec.deviations[d] for d in case.deviations], strict=False)
+    tokens = r.tokens if text == r.text else codec.encode_special(text)
+    if case.prefill:
+        text += case.prefill
+        tokens = tokens + codec.encode_literal(case.prefill)
+    return text, tokens
+
+
+def with_tools(renderer: GptOssRenderer, case: Case, messages: Any) -> list[Message]:
+    msgs = to_messages(messages)
+    if not case.tools:
+        return msgs
+    tools: list[ToolSpec] = [dict(t) for t in case.tools]  # type: ignore[misc]
+    if msgs and msgs[0]["role"] == "system":
+        return [*renderer.create_conversation_prefix_with_tools(tools, str(msgs[0]["content"])), *msgs[1:]]
+    return [*renderer.create_conversation_prefix_with_tools(tools), *msgs]
+
+
+def harmony_conversation(h: Any, renderer: GptOssRenderer, case: Case, messages: Any, training: bool) -> Any:
+    """The case as an openai-harmony Conversation, built independently of the renderer: system content with
+    effort and the pinned date, developer instructions and function tools, one harmony message per analysis /
+    final / call / tool output. Chain of thought follows the template's rule (kept for the trained final answer
+    and for tool-calling turns without a later final answer)."""
+    msgs = to_messages(messages)
+    out = []
+    if renderer.reasoning_effort is not None:
+        effort = {
+            "low": h.ReasoningEffort.LOW,
+            "medium": h.ReasoningEffort.MEDIUM,
+            "high": h.ReasoningEffort.HIGH,
+        }[renderer.reasoning_effort]
+        out.append(
+            h.Message.from_role_and_content(
+                h.Role.SYSTEM,
+                h.SystemContent.new()
+                .with_reasoning_effort(effort)
+                .with_conversation_start_date(DEFAULT_DATE),
+            )
+        )
+    instructions = text_of(msgs[0]["content"]) if msgs and msgs[0]["role"] == "system" else None
+    if instructions is not None:
+        msgs = msgs[1:]
+    if instructions is not None or case.tools:
+        dev = h.DeveloperContent.new()
+        if instructions is not None:
+            dev = dev.with_instructions(instructions)
+        if case.tools:
+            dev = dev.with_function_tools(
+                [
+                    h.ToolDescription.new(t["name"], t["description"], parameters=t["parameters"])
+                    for t in case.tools
+                ]
+            )
+        out.append(h.Message.from_role_and_content(h.Role.DEVELOPER, dev))
+    A = h.Role.ASSISTANT
+    for i, m in enumerate(msgs):
+        if m["role"] == "user":
+            out.append(h.Message.from_role_and_content(h.Role.USER, text_of(m["content"])))
+        elif m["role"] == "tool":
+            author = h.Author.new(h.Role.TOOL, f"functions.{m['name']}")
+            out.append(
+                h.Message.from_author_and_content(author, text_of(m["content"]))
+                .with_channel("commentary")
+                .with_recipient("assistant")
+            )
+        else:
+            calls = m.get("tool_calls") or []
+            later_final = any(x["role"] == "assistant" and not x.get("tool_calls") for x in msgs[i + 1 :])
+            keep = (not later_final) if calls else (training and i == len(msgs) - 1)
+            if keep:
+                for thought in thinking_of(m["content"]):
+                    out.append(h.Message.from_role_and_content(A, thought).with_channel("analysis"))
+                if calls and text_of(m["content"]):
+                    out.append(
+                        h.Message.from_role_and_content(A, text_of(m["content"])).with_channel("analysis")
+                    )
+            for c in calls:
+                out.append(
+                    h.Message.from_role_and_content(A, c.arguments)
+                    .with_channel("commentary")
+                    .with_recipient(f"functions.{c.name}")
+                    .with_content_type("<|constrain|>json")
+                )
+            if not calls:
+                out.append(h.Message.from_role_and_content(A, text_of(m["content"])).with_channel("final"))
+    return h.Conversation.from_messages(out)
+
+
+def developer_newlines(text: str, case: Case) -> str:
+    """The one known harmony/template difference: '# Instructions\\n\\n{text}' + '\\n\\n' before <|end|> without tools."""
+    msgs = case.messages
+    if case.tools or not msgs or msgs[0]["role"] != "system":
+        return text
+    head = "# Instructions\n\n" + str(msgs[0]["content"])
+    return text.replace(head + "<|end|>", head + "\n\n<|end|>", 1)
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_spec_conformance(
+    name: str, specs: dict[str, Spec], tok: Any, renderers: dict[str, Renderer]
+) -> None:
+    results = run_spec(
+        renderers[name],
+        specs[name],
+        tok,
+        options=RunOptions(properties=name == "gpt_oss_medium_reasoning", examples=6),
+    )
+    failed = [f"{r.case} {r.check}: {r.message}\n{r.detail}" for r in results if r.status == "FAIL"]
+    assert not failed, "\n\n".join(failed)
+    assert sum(r.status == "PASS" for r in results) > 50
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_generation_prompt_tokens_equal_the_template(
+    name: str, specs: dict[str, Spec], tok: Any, renderers: dict[str, GptOssRenderer]
+) -> None:
+    spec, renderer, codec = specs[name], renderers[name], Codec(tok)
+    checked = 0
+    for case in spec.cases:
+        if case.expect.generation_prompt is None or case.expect.raises is not None:
+            continue
+        text, tokens = template_prompt_tokens(spec, case, tok)
+        got = model_input_tokens(
+            renderer.build_generation_prompt(
+                with_tools(renderer, case, case.prompt_messages), prefill=case.prefill
+            )
+        )
+        if any(spec.deviations[d].compare == "text" for d in case.deviations):
+            assert codec.decode(got) == text, case.id
+        else:
+            assert got == tokens, f"{case.id}: {codec.decode(got)!r} != {text!r}"
+        checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_agrees_with_openai_harmony(
+    name: str, specs: dict[str, Spec], tok: Any, renderers: dict[str, GptOssRenderer], harmony: Any
+) -> None:
+    h, enc = harmony
+    spec, renderer, codec = specs[name], renderers[name], Codec(tok)
+    checked = 0
+    for case in spec.cases:
+        if case.expect.raises is not None or any(
+            spec.deviations[d].compare == "text" for d in case.deviations
+        ):
+            continue
+        if case.expect.generation_prompt is not None and not case.prefill:
+            ref = enc.render_conversation_for_completion(
+                harmony_conversation(h, renderer, case, case.prompt_messages, False), h.Role.ASSISTANT
+            )
+            text = developer_newlines(codec.decode(ref), case)
+            expected = list(ref) if text == codec.decode(ref) else codec.encode_special(text)
+            got = model_input_tokens(
+                renderer.build_generation_prompt(with_tools(renderer, case, case.prompt_messages))
+            )
+            assert got == expected, f"{case.id}: renderer {codec.decode(got)!r}\nharmony  {text!r}"
+            checked += 1
+        if case.expect.supervised is not None and case.train_on_what is TrainOnWhat.LAST_ASSISTANT_MESSAGE:
+            cfg = h.RenderConversationConfig(auto_drop_analysis=False)
+            ref = enc.render_conversation_for_training(
+                harmony_conversation(h, renderer, case, case.messages, True), cfg
+            )
+            text = developer_newlines(codec.decode(ref), case)
+            tokens, _ = renderer.supervised_tokens(with_tools(renderer, case, case.messages))
+            assert codec.decode(tokens) == text, f"{case.id}: supervised text differs from openai-harmony"
+            checked += 1
+    assert checked >= 25
+
+
+def test_reasoning_effort_and_date(tok: Any) -> None:
+    r = GptOssRenderer(tok, "high", current_date="2030-01-02")
+    text = r.decode(model_input_tokens(r.build_generation_prompt([{"role": "user", "content": "Hi"}])))
+    assert "Current date: 2030-01-02\n\nReasoning: high\n\n" in text
+    with pytest.raises(RendererError, match="reasoning_effort"):
+        GptOssRenderer(tok, "extreme")
+    empty = GptOssNoSysPromptRenderer(tok)
+    assert empty.decode(model_input_tokens(empty.build_generation_prompt([]))) == "<|start|>assistant"
+
+
+def test_chain_of_thought_dropped_from_history(renderers: dict[str, GptOssRenderer]) -> None:
+    r = renderers["gpt_oss_medium_reasoning"]
+    think: Any = [{"type": "thinking", "thinking": "SECRET"}, {"type": "text", "text": "A"}]
+    msgs: list[Any] = [
+        {"role": "user", "content": "Q"},
+        {"role": "assistant", "content": think},
+        {"role": "user", "content": "Q2"},
+        {"role": "assistant", "content": think},
+    ]
+    tokens, weights = r.supervised_tokens(msgs)
+    assert r.decode(tokens).count("SECRET") == 1
+    assert "SECRET" in r.decode([t for t, w in zip(tokens, weights) if w])
+    prompt = r.decode(model_input_tokens(r.build_generation_prompt(msgs[:2])))
+    assert "SECRET" not in prompt and prompt.endswith("<|channel|>final<|message|>A<|end|><|start|>assistant")
+
+
+def test_parse_and_stops(renderers: dict[str, GptOssRenderer], tok: Any) -> None:
+    r, codec = renderers["gpt_oss_low_reasoning"], Codec(tok)
+    assert r.get_stop_sequences() == [codec.token_id("<|return|>"), codec.token_id("<|call|>")]
+    msgs: list[Any] = [
+        {"role": "user", "content": "Hi"},
+        {
+            "role": "assistant",
+            "content": [{"type": "thinking", "thinking": "R"}],
+            "tool_calls": [ToolCall("f", '{"x": 1}')],
+        },
+    ]
+    prompt = model_input_tokens(r.build_generation_prompt(msgs[:1]))
+    tokens, _ = r.supervised_tokens(msgs)
+    msg, term = r.parse_response(tokens[len(prompt) :])
+    assert term is ParseTermination.STOP_SEQUENCE and msg["tool_calls"] == [ToolCall("f", '{"x": 1}')]
+    assert msg["content"] == [{"type": "thinking", "thinking": "R"}]
+    with pytest.raises(RendererError, match="no 'name'"):
+        r.build_generation_prompt([{"role": "user", "content": "Hi"}, {"role": "tool", "content": "1"}])
