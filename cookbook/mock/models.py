@@ -23,6 +23,8 @@ from typing import Any
 
 from cookbook.errors import ConfigurationError, CookbookError
 from cookbook.mock.engine import BaseModelSpec
+from cookbook.mock.tiny_chat import TINY_CHAT, tiny_chat_dir
+from cookbook.mock.tiny_chat import VOCAB_SIZE as TINY_CHAT_VOCAB
 
 TINY_VOCAB = 512
 TINY_EOS = TINY_VOCAB - 1
@@ -110,6 +112,12 @@ class ModelRegistry:
 
     def resolve(self, name: str) -> BaseModelSpec:
         """The spec for ``name``; :class:`ConfigurationError` naming the model if unknown."""
+        if name == TINY_CHAT:
+            with self._lock:
+                known = name in self._extra
+            if not known:
+                folder = tiny_chat_dir()
+                return self.register(name, TINY_CHAT_VOCAB, folder, eos_token_id=_hf_tokenizer(str(folder)).token_to_id("<|eot_id|>"))
         with self._lock:
             if name in self._extra:
                 return self._extra[name]
@@ -142,7 +150,7 @@ class ModelRegistry:
         return BaseModelSpec(name, int(entry.vocab_size), eos_token_id=eos, tokenizer_dir=folder)
 
     def names(self) -> list[str]:
-        names = list(BUILTIN) + sorted(self._extra)
+        names = [*BUILTIN, TINY_CHAT, *sorted(n for n in self._extra if n != TINY_CHAT)]
         try:
             from cookbook.tokenizers import known_model_names
 

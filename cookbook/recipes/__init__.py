@@ -3,4 +3,5 @@
 
 RECIPES = {
     "sl_basic": "cookbook.recipes.sl_basic",
+    "rl_basic": "cookbook.recipes.rl_basic",
 }

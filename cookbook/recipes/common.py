@@ -112,6 +112,22 @@ def print_summary(name: str, log_path: str | Path, service: Service, keys: Seque
     return summary
 
 
+def resolve_model(model_name: str | None, renderer_name: str | None, service: Service, online_default: str) -> tuple[str, str, Any]:
+    """(model name, renderer name, renderer). On the embedded mock the default model is the toy
+    ``cookbook/tiny-chat`` (fast, and a random policy can find its single-token stop); on a real service it
+    is ``online_default``."""
+    from cookbook.mock.tiny_chat import TINY_CHAT, tiny_chat_dir
+    from cookbook.renderers import get_renderer
+    from cookbook.tokenizers import model_entry
+
+    name = model_name or (TINY_CHAT if service.kind == "mock" else online_default)
+    if name == TINY_CHAT:
+        rname = renderer_name or "llama3"
+        return name, rname, get_renderer(rname, str(tiny_chat_dir()))
+    rname = renderer_name or model_entry(name).default_renderer
+    return name, rname, get_renderer(rname, name)
+
+
 def parse_config(cls: Any, argv: Sequence[str]) -> Any:
     """``key=value`` arguments into a chz config, with a readable error."""
     import chz

@@ -16,7 +16,7 @@ from cookbook.recipes.common import Progress, bundled, parse_config, print_summa
 @chz.chz
 class Config:
     log_path: str = "runs/sl_basic"
-    model_name: str = "meta-llama/Llama-3.2-1B"
+    model_name: str | None = None  # default: cookbook/tiny-chat on the mock, meta-llama/Llama-3.2-1B on Tinker
     renderer_name: str | None = None  # default: the model's recommended renderer
     dataset: str | None = None  # a {"messages": [...]} JSONL file; default: the bundled conversations
     learning_rate: float = 2e-2
@@ -34,35 +34,34 @@ class Config:
 
 
 KEYS = ("train_mean_nll", "test/nll", "learning_rate")
+ONLINE_MODEL = "meta-llama/Llama-3.2-1B"
 
 
 def main(cfg: Config) -> dict[str, object]:
-    from cookbook.renderers import get_renderer
+    from cookbook.recipes.common import resolve_model
     from cookbook.supervised.data import ConversationDataset, conversation_to_datum, load_conversations
     from cookbook.supervised.train import SupervisedConfig, train
-    from cookbook.tokenizers import model_entry
 
-    renderer_name = cfg.renderer_name or model_entry(cfg.model_name).default_renderer
-    renderer = get_renderer(renderer_name, cfg.model_name)
     conversations = load_conversations(cfg.dataset or bundled("conversations.jsonl"))
     test, train_convs = conversations[: cfg.test_size], conversations[cfg.test_size :]
-    test_data = [conversation_to_datum(c, renderer, cfg.max_length) for c in test]
-    sl_cfg = SupervisedConfig(
-        log_path=cfg.log_path,
-        model_name=cfg.model_name,
-        renderer_name=renderer_name,
-        learning_rate=cfg.learning_rate,
-        lr_schedule=cfg.lr_schedule,
-        num_epochs=cfg.num_epochs,
-        batch_size=cfg.batch_size,
-        max_length=cfg.max_length,
-        lora_rank=cfg.lora_rank,
-        save_every=cfg.save_every,
-        eval_every=cfg.eval_every,
-        max_steps=cfg.max_steps,
-        seed=cfg.seed,
-    )
     with tinker_service(cfg.log_path, cfg.base_url) as service:
+        model_name, renderer_name, renderer = resolve_model(cfg.model_name, cfg.renderer_name, service, ONLINE_MODEL)
+        test_data = [conversation_to_datum(c, renderer, cfg.max_length) for c in test]
+        sl_cfg = SupervisedConfig(
+            log_path=cfg.log_path,
+            model_name=model_name,
+            renderer_name=renderer_name,
+            learning_rate=cfg.learning_rate,
+            lr_schedule=cfg.lr_schedule,
+            num_epochs=cfg.num_epochs,
+            batch_size=cfg.batch_size,
+            max_length=cfg.max_length,
+            lora_rank=cfg.lora_rank,
+            save_every=cfg.save_every,
+            eval_every=cfg.eval_every,
+            max_steps=cfg.max_steps,
+            seed=cfg.seed,
+        )
         train(sl_cfg, service.client, ConversationDataset(train_convs, cfg.batch_size), test_data, renderer, Progress(KEYS))
         return print_summary("sl_basic", cfg.log_path, service, KEYS)
 

@@ -1,0 +1,94 @@
+"""``cookbook/tiny-chat``: a toy chat model for fast offline recipes on the mock server.
+
+Its tokenizer is a real Hugging Face tokenizer built locally (no download): byte-level, one token per byte
+(ids 0-255, no merges), plus the Llama 3 control tokens (ids 256-266), so the ``llama3`` and ``role_colon``
+renderers work unchanged and a turn ends with the single token ``<|eot_id|>``. The mock serves it with a
+267-token vocabulary, so sampling and training are ~500x cheaper than at a real 128k vocabulary, and a
+randomly initialised policy finds the stop token often enough for RL to get a signal. It is a test vehicle,
+not a model of any real tokenizer: recipes use it only when they run on the embedded mock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+TINY_CHAT = "cookbook/tiny-chat"
+SPECIALS = (
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|python_tag|>",
+    "<|finetune_right_pad_id|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|reserved_special_token_2|>",
+)
+VOCAB_SIZE = 256 + len(SPECIALS)
+_VERSION = 1
+_TEMPLATE = (
+    "{{- bos_token }}{%- for m in messages %}{{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' "
+    "+ m['content'] + '<|eot_id|>' }}{%- endfor %}{%- if add_generation_prompt %}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+
+
+def _byte_symbols() -> list[str]:
+    """The GPT-2 byte-to-unicode table (what byte-level BPE uses to name the 256 byte tokens)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    table: dict[int, str] = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return [table[b] for b in range(256)]
+
+
+def build_tokenizer_json() -> str:
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {sym: i for i, sym in enumerate(_byte_symbols())}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
+    return str(tok.to_str())
+
+
+def tiny_chat_dir(root: str | Path | None = None) -> Path:
+    """The tokenizer folder (built once, atomically) under ``root`` or the cookbook cache."""
+    if root is None:
+        from cookbook.tokenizers import cache_root
+
+        root = cache_root() / "tokenizers"
+    folder = Path(root) / f"tiny_chat_v{_VERSION}"
+    if (folder / "tokenizer_config.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tiny_chat-"))
+    (tmp / "tokenizer.json").write_text(build_tokenizer_json(), encoding="utf-8")
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|eot_id|>",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 8192,
+        "chat_template": _TEMPLATE,
+    }
+    (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+    (tmp / "PROVENANCE.json").write_text(
+        json.dumps({"family": "tiny_chat", "description": __doc__.split("\n\n")[0] if __doc__ else "",
+                    "generated_by": "cookbook.mock.tiny_chat", "version": _VERSION}, indent=1),
+        encoding="utf-8",
+    )
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process won the race
+        pass
+    return folder
