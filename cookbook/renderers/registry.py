@@ -23,6 +23,10 @@ _BUILTIN: dict[str, str] = {
     "gpt_oss_high_reasoning": "cookbook.renderers.gpt_oss:GptOssHighReasoningRenderer",
     "gpt_oss_no_sysprompt": "cookbook.renderers.gpt_oss:GptOssNoSysPromptRenderer",
     "gemma3": "cookbook.renderers.gemma3:Gemma3Renderer",
+    "qwen3_5": "cookbook.renderers.qwen3_5:Qwen3_5Renderer",
+    "qwen3_5_disable_thinking": "cookbook.renderers.qwen3_5:Qwen3_5DisableThinkingRenderer",
+    "nemotron3": "cookbook.renderers.nemotron3:Nemotron3Renderer",
+    "nemotron3_disable_thinking": "cookbook.renderers.nemotron3:Nemotron3DisableThinkingRenderer",
 }
 _CUSTOM: dict[str, RendererFactory] = {}
 

@@ -39,7 +39,7 @@ class TinkerTokenCompleter:
         seed = None if self.seed is None else self.seed + self._calls
         self._calls += 1
         params = tinker.SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, stop=stop, seed=seed)
-        result = await self.sampling_client.sample_async(prompt=ob, num_samples=1, sampling_params=params)
+        result = await self.sampling_client.sample(prompt=ob, num_samples=1, sampling_params=params)
         seq = result.sequences[0]
         if seq.logprobs is None:
             raise TrainingError("the sampler returned no logprobs; RL needs the sampled-token logprobs")

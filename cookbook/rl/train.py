@@ -166,7 +166,7 @@ class _Trainer:
                 )
             )
         self.adam = tinker.AdamParams(learning_rate=cfg.learning_rate, beta1=0.9, beta2=0.95, eps=1e-8)
-        self.sampler = self.tc.save_weights_and_get_sampling_client()
+        self.sampler = _resolve(self.tc.save_weights_and_get_sampling_client())
         self.sampler_step = self.start
 
     # ------------------------------------------------------------------------------------ one step
@@ -213,7 +213,7 @@ class _Trainer:
         nxt = step_done + 1
         if self.cfg.save_every > 0 and nxt % self.cfg.save_every == 0 and nxt < self.end:
             self._save(f"{nxt:06d}", nxt)
-        self.sampler = self.tc.save_weights_and_get_sampling_client()
+        self.sampler = _resolve(self.tc.save_weights_and_get_sampling_client())
         self.sampler_step = nxt
 
     def _save(self, name: str, batch: int, final: bool = False) -> None:

