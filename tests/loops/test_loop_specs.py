@@ -1,0 +1,111 @@
+"""specs/loops/*.yaml checked against real runs of the loops on the mock (through the real SDK)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cookbook.mock.tiny_chat import TINY_CHAT, tiny_chat_dir
+from cookbook.renderers import get_renderer
+from cookbook.runlog import RunLog
+from cookbook.supervised.data import ConversationDataset, conversation_to_datum, read_conversations_jsonl
+from cookbook.supervised.train import SupervisedConfig, train
+
+SPECS = Path(__file__).parents[2] / "specs" / "loops"
+SL = yaml.safe_load((SPECS / "supervised.yaml").read_text())
+RL = yaml.safe_load((SPECS / "rl.yaml").read_text())
+CONVS = read_conversations_jsonl(Path(__file__).parents[2] / "cookbook" / "recipes" / "data" / "conversations.jsonl")
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Any:
+    return get_renderer("llama3", str(tiny_chat_dir()))
+
+
+def _sl(tmp: Path, run: dict[str, Any], renderer: Any, client: Any) -> RunLog:
+    test = [conversation_to_datum(c, renderer) for c in CONVS[40 : 40 + run["test_size"]]]
+    cfg = SupervisedConfig(
+        log_path=str(tmp), model_name=TINY_CHAT, renderer_name="llama3", learning_rate=run["learning_rate"],
+        num_epochs=run["num_epochs"], batch_size=run["batch_size"], save_every=run["save_every"],
+        eval_every=run["eval_every"], max_steps=run["max_steps"], lora_rank=4,
+    )
+    return train(cfg, client, ConversationDataset(CONVS[: run["n_conversations"]], run["batch_size"]), test, renderer)
+
+
+def _ckpt_view(log: RunLog) -> list[dict[str, Any]]:
+    keys = ("name", "batch", "epoch", "final")
+    return [{k: r[k] for k in keys if k in r} for r in log.checkpoints()]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in SL["cases"]])
+def test_supervised_loop_spec(case: dict[str, Any], tinker_mock: Any, tmp_path: Path, renderer: Any) -> None:
+    log = _sl(tmp_path, case["run"], renderer, tinker_mock.service_client())
+    exp = case["expect"]
+    rows = log.metrics()
+    train_steps = [r["step"] for r in rows if "train_mean_nll" in r]
+    assert train_steps == list(range(exp["total_steps"]))
+    assert all(next(iter(r)) == "step" for r in rows)
+    assert _ckpt_view(log) == exp["checkpoints"]
+    assert [r["step"] for r in rows if "test/nll" in r] == exp["eval_steps"]
+    lrs = {r["step"]: r["learning_rate"] for r in rows if "learning_rate" in r}
+    for step, lr in exp.get("learning_rates", {}).items():
+        assert lrs[int(step)] == pytest.approx(lr, rel=1e-12)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in SL["resume"]])
+def test_supervised_resume_spec(case: dict[str, Any], tinker_mock: Any, tmp_path: Path, renderer: Any) -> None:
+    run = case["run"]
+    ref = _sl(tmp_path / "ref", run, renderer, tinker_mock.service_client())
+    reference = {r["step"]: r["train_mean_nll"] for r in ref.metrics() if "train_mean_nll" in r}
+    # the interrupted run: its log as it was when the chosen checkpoint had just been recorded, plus rows
+    # for steps that ran after it but before the crash
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    records = ref.checkpoints()
+    upto = next(i for i, r in enumerate(records) if r["name"] == case["interrupt_after_checkpoint"])
+    (crashed / "checkpoints.jsonl").write_text(
+        "".join(line + "\n" for line in (ref.dir / "checkpoints.jsonl").read_text().splitlines()[: upto + 1])
+    )
+    resume_at = records[upto]["batch"]
+    assert resume_at == case["expect"]["resumed_at"]
+    lines = [ln for ln in (ref.dir / "metrics.jsonl").read_text().splitlines() if ln]
+    (crashed / "metrics.jsonl").write_text("".join(ln + "\n" for ln in lines[: resume_at + 2]))
+    (crashed / "config.json").write_text((ref.dir / "config.json").read_text())
+    resumed = _sl(crashed, run, renderer, tinker_mock.service_client())
+    got = {r["step"]: r["train_mean_nll"] for r in resumed.metrics() if "train_mean_nll" in r}
+    assert got == reference
+    assert [r["step"] for r in resumed.metrics()] == sorted(r["step"] for r in resumed.metrics())
+
+
+def _rl(tmp: Path, run: dict[str, Any], renderer: Any, client: Any) -> RunLog:
+    from cookbook.rl.envs import ArithmeticDataset
+    from cookbook.rl.train import RLConfig, train_rl
+
+    dataset = ArithmeticDataset(renderer, run["batch_size"], run["group_size"], run["n_batches"])
+    cfg = RLConfig(
+        log_path=str(tmp), model_name=TINY_CHAT, renderer_name="llama3", learning_rate=0.05, max_tokens=4,
+        lora_rank=4, save_every=run["save_every"], mode=run["mode"],
+        max_steps_off_policy=run.get("max_steps_off_policy", 1), num_minibatches=run.get("num_minibatches", 2),
+    )
+    return train_rl(cfg, client, dataset, renderer)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in RL["cases"]])
+def test_rl_loop_spec(case: dict[str, Any], tinker_mock: Any, tmp_path: Path, renderer: Any) -> None:
+    log = _rl(tmp_path, case["run"], renderer, tinker_mock.service_client())
+    exp = case["expect"]
+    rows = log.metrics()
+    if "checkpoints" in exp:
+        assert [{k: r[k] for k in ("name", "batch", "final") if k in r} for r in log.checkpoints()] == exp["checkpoints"]
+    if "steps" in exp:
+        assert [r["step"] for r in rows] == exp["steps"]
+    if "staleness_max_at_most" in exp:
+        assert max(r["async/staleness_max"] for r in rows) <= exp["staleness_max_at_most"]
+        assert min(r["async/staleness_min"] for r in rows) >= exp["staleness_min_at_least"]
+        assert rows[0]["async/staleness_max"] == exp["step0_staleness"]
+        assert all(r["env/all/total_episodes"] == exp["groups_per_step"] * case["run"]["group_size"] for r in rows)
+    if "minibatches_per_step" in exp:
+        assert all(r["stream/minibatches"] == exp["minibatches_per_step"] for r in rows)
