@@ -69,6 +69,15 @@ def conform(session: nox.Session) -> None:
 
 
 @nox.session
+def main(session: nox.Session) -> None:
+    """The main job: a recipe end to end, offline on the embedded mock Tinker server (real Tinker if
+    TINKER_API_KEY is set). ``nox -s main -- sl_basic`` picks another recipe."""
+    _install(session)
+    recipe = session.posargs[0] if session.posargs else "rl_basic"
+    session.run("cookbook", "run", recipe, f"log_path=runs/{recipe}", *session.posargs[1:], env=OFFLINE_ENV)
+
+
+@nox.session
 def parity(session: nox.Session) -> None:
     """The main job: the parity suite over the built-in renderers."""
     _install(session)
