@@ -31,7 +31,7 @@ def _provision(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite, offline (tokenizers are provisioned first)."""
-    _install(session)
+    session.install("-e", ".[dev,test-torch]")
     _provision(session)
     workers = os.environ.get("PYTEST_WORKERS", "auto")
     session.run("pytest", "-n", workers, "-q", *session.posargs, env=OFFLINE_ENV)
