@@ -4,4 +4,8 @@
 RECIPES = {
     "sl_basic": "cookbook.recipes.sl_basic",
     "rl_basic": "cookbook.recipes.rl_basic",
+    "chat_sl": "cookbook.recipes.chat_sl",
+    "math_rl": "cookbook.recipes.math_rl",
+    "dpo": "cookbook.recipes.dpo",
+    "distillation": "cookbook.recipes.distillation",
 }

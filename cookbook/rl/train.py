@@ -18,6 +18,9 @@ Semantics (pinned by ``specs/loops/rl.yaml``):
 * Sampling seeds are derived from ``(seed, step, group, rollout)``, so a resumed run samples what an
   uninterrupted run would have sampled. Checkpoints are taken after step ``i`` finishes and record
   ``batch: i + 1`` (the next step to run); resume loads weights + optimizer state and continues there.
+* ``init_state_path`` (optional): a fresh run (no checkpoint to resume from) starts from these saved weights
+  (``create_training_client_from_state``: weights only, a fresh optimizer), e.g. the final state of an SFT
+  warm-up. A resumed run ignores it: its own checkpoint already descends from that state.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class RLConfig:
     max_steps_off_policy: int = 1  # async mode
     max_concurrency: int = 64
     samples_to_log: int = 2
+    init_state_path: str | None = None  # start a fresh run from these weights (no optimizer state)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -159,12 +163,15 @@ class _Trainer:
         else:
             self.start = 0
             self.log.write_config({"kind": "rl", **cfg.__dict__})
-            self.tc = _resolve(
-                service_client.create_lora_training_client(
-                    base_model=cfg.model_name, rank=cfg.lora_rank, seed=cfg.seed,
-                    user_metadata={"renderer_name": cfg.renderer_name},
+            if cfg.init_state_path:
+                self.tc = _resolve(service_client.create_training_client_from_state(cfg.init_state_path))
+            else:
+                self.tc = _resolve(
+                    service_client.create_lora_training_client(
+                        base_model=cfg.model_name, rank=cfg.lora_rank, seed=cfg.seed,
+                        user_metadata={"renderer_name": cfg.renderer_name},
+                    )
                 )
-            )
         self.adam = tinker.AdamParams(learning_rate=cfg.learning_rate, beta1=0.9, beta2=0.95, eps=1e-8)
         self.sampler = _resolve(self.tc.save_weights_and_get_sampling_client())
         self.sampler_step = self.start

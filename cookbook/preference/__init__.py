@@ -1,0 +1,1 @@
+"""Preference learning: comparisons (prompt, chosen, rejected) and the DPO training loop."""

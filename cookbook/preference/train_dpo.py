@@ -1,0 +1,332 @@
+"""DPO through Tinker without torch on the client: the custom loss computed with :mod:`cookbook.losses`.
+
+Data. A :class:`Comparison` is a prompt conversation plus a chosen and a rejected assistant completion. Each
+becomes two cross-entropy datums, ``prompt + chosen`` and ``prompt + rejected``, rendered with
+``LAST_ASSISTANT_MESSAGE`` (weight 1 on the completion tokens) and ``reduction="none"`` (raw 0/1 weights),
+placed ``[chosen, rejected]`` at even/odd positions of the batch (tinker-cookbook ``DPODatasetBuilderFromComparisons``).
+
+Reference. A snapshot of the weights at the start of training, taken once, never updated:
+``save_weights_for_sampler("reference")`` then ``create_sampling_client(model_path=...)`` (the same snapshot
+``save_weights_and_get_sampling_client`` gives, but under a persistent, recorded path). Reference logprobs are
+``compute_logprobs(model_input + [last target])[1:]`` (aligned with ``target_tokens``), computed once per
+datum and cached since the reference never changes. **Deviation from tinker-cookbook**, on purpose: there the
+reference is re-taken at startup, so a resumed run compares against the *resumed* weights; here the record
+``{"name": "reference", "sampler_path": ...}`` in ``checkpoints.jsonl`` is reused on resume, so a resumed run
+optimises the same objective as an uninterrupted one.
+
+One step (what the SDK's ``forward_backward_custom`` does, minus torch):
+
+1. ``forward(data, "cross_entropy")`` with the datums' ``target_tokens`` and ``weights`` (forward only): the
+   policy's per-token logprobs ``lp``.
+2. :func:`cookbook.losses.dpo_loss` on ``lp``, the reference logprobs and the 0/1 weights gives the loss
+   ``L = mean_pairs ℓ(β·(Δc − Δr))``, its metrics and ``dL/dlp`` per token.
+3. ``forward_backward(data', "cross_entropy")`` where ``data'`` has the same inputs and targets and
+   ``weights = −dL/dlp`` (negative weights allowed): Tinker's CE is ``−Σ w·lp``, whose gradient w.r.t. the
+   parameters is exactly ``Σ dL/dlp · dlp/dθ``. The server's CE value is logged as ``train/surrogate_loss:sum``.
+4. ``optim_step(Adam(lr·schedule(step), 0.9, 0.95, 1e-8))``.
+
+Spec: at step 0 (policy == reference) every ``Δ = 0`` so ``dpo_loss = ln 2`` for the sigmoid loss.
+
+Loop, checkpoints and resume (same as :mod:`cookbook.supervised.train`): ``step = epoch·n_batches + batch``,
+the pairs are reshuffled with seed ``seed + epoch`` each epoch; before step ``N > 0`` with
+``N % save_every == 0`` the state (weights + optimizer) is saved as ``{N:06d}`` with ``batch: N`` (the next
+step to run); the last checkpoint is ``final`` (``batch: total``). A rerun resumes at the last recorded
+``batch`` (metrics rows ``>= batch`` dropped) with weights and optimizer, and does nothing after ``final``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cookbook.errors import ConfigurationError, DataError
+from cookbook.losses import dpo_loss
+from cookbook.renderers.base import Message, RendererProtocol, TrainOnWhat
+from cookbook.runlog import RunLog
+from cookbook.schedules import compute_schedule_lr_multiplier
+from cookbook.supervised.data import conversation_to_datum, message_from_json
+
+REFERENCE = "reference"
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A prompt conversation and two assistant completions, the first preferred."""
+
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+
+
+def _messages(value: Any, where: str, default_role: str) -> list[Message]:
+    """A string (one message of ``default_role``), one message object, or a list of message objects."""
+    if isinstance(value, str):
+        return [{"role": default_role, "content": value}]  # type: ignore[list-item]
+    if isinstance(value, dict):
+        return [message_from_json(value, where)]
+    if isinstance(value, list) and value:
+        return [message_from_json(m, f"{where}[{j}]") for j, m in enumerate(value)]
+    raise DataError(f"{where}: expected a string, a message object or a non-empty list of messages, got {value!r:.200}")
+
+
+def comparison_from_row(row: Any, where: str) -> Comparison:
+    """``{"prompt", "chosen", "rejected"}``; the prompt is a user string or a message list, each completion
+    an assistant string or message list."""
+    if not isinstance(row, dict) or not all(k in row for k in ("prompt", "chosen", "rejected")):
+        raise DataError(f"{where}: a comparison needs 'prompt', 'chosen' and 'rejected'")
+    return Comparison(
+        prompt=_messages(row["prompt"], f"{where} prompt", "user"),
+        chosen=_messages(row["chosen"], f"{where} chosen", "assistant"),
+        rejected=_messages(row["rejected"], f"{where} rejected", "assistant"),
+    )
+
+
+def load_comparisons(source: str | Path, split: str = "train") -> list[Comparison]:
+    """Comparisons from a local JSON/JSONL file through ``datasets`` (or a hub dataset when online)."""
+    import datasets
+
+    p = Path(source)
+    if p.exists():
+        ds = datasets.load_dataset("json", data_files=str(p), split=split)
+    else:
+        ds = datasets.load_dataset(str(source), split=split)
+    out = [comparison_from_row(dict(row), f"{source} row {i}") for i, row in enumerate(ds)]
+    if not out:
+        raise DataError(f"{source}: no comparisons")
+    return out
+
+
+def comparison_to_datums(
+    comparison: Comparison, renderer: RendererProtocol, max_length: int | None = None
+) -> tuple[Any, Any]:
+    """``(chosen, rejected)`` cross-entropy datums: completion tokens weighted 1, raw weights."""
+    last = TrainOnWhat.LAST_ASSISTANT_MESSAGE
+    chosen = conversation_to_datum([*comparison.prompt, *comparison.chosen], renderer, max_length, last, "none")
+    rejected = conversation_to_datum([*comparison.prompt, *comparison.rejected], renderer, max_length, last, "none")
+    return chosen, rejected
+
+
+@dataclass
+class ComparisonDataset:
+    """Batches of comparisons with a per-epoch shuffle (``set_epoch(seed)``); the last partial batch is dropped."""
+
+    comparisons: list[Comparison]
+    batch_size: int  # pairs per batch
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise ConfigurationError(f"batch_size must be positive, got {self.batch_size}")
+        self._order = list(range(len(self.comparisons)))
+
+    def set_epoch(self, seed: int) -> None:
+        self._order = [int(i) for i in np.random.default_rng(seed).permutation(len(self.comparisons))]
+
+    def __len__(self) -> int:
+        return len(self.comparisons) // self.batch_size
+
+    def get_batch(self, index: int) -> list[Comparison]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range (0..{len(self) - 1})")
+        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        return [self.comparisons[i] for i in idx]
+
+
+# ----------------------------------------------------------------------------------------------- one step
+
+
+def _floats(td: Any) -> np.ndarray:
+    return np.asarray(td.tolist(), dtype=np.float64)
+
+
+def reference_logprobs(sampling_client: Any, data: Sequence[Any]) -> list[np.ndarray]:
+    """Per datum, the reference logprob of every target token: ``compute_logprobs(input + [last target])[1:]``."""
+    futures = []
+    for d in data:
+        targets = d.loss_fn_inputs["target_tokens"].tolist()
+        futures.append(sampling_client.compute_logprobs(d.model_input.append_int(int(targets[-1]))))
+    out = []
+    for d, fut in zip(data, futures):
+        lps = fut.result()[1:]
+        if len(lps) != d.model_input.length or any(x is None for x in lps):
+            raise DataError(
+                f"compute_logprobs returned {len(lps)} logprobs (or a None) for a datum of {d.model_input.length} targets"
+            )
+        out.append(np.asarray(lps, dtype=np.float64))
+    return out
+
+
+def with_weights(datum: Any, weights: np.ndarray) -> Any:
+    """The datum with only ``target_tokens`` and the given float32 ``weights`` (what a CE request carries)."""
+    import tinker
+
+    n = len(weights)
+    return tinker.Datum(
+        model_input=datum.model_input,
+        loss_fn_inputs={
+            "target_tokens": datum.loss_fn_inputs["target_tokens"],
+            "weights": tinker.TensorData(data=[float(x) for x in weights.astype(np.float32)], dtype="float32", shape=[n]),
+        },
+    )
+
+
+def dpo_forward_backward(
+    training_client: Any,
+    data: Sequence[Any],
+    ref_logprobs: Sequence[np.ndarray],
+    *,
+    beta: float,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> tuple[Any, dict[str, float]]:
+    """Steps 1-3 of the module docstring for ``data = [c0, r0, c1, r1, ...]``; returns the backward future
+    (submitted, not awaited) and the DPO metrics of the policy *before* this step's update."""
+    if len(data) % 2 or not data:
+        raise DataError(f"DPO needs [chosen, rejected] pairs of datums, got {len(data)} datums")
+    weights = [_floats(d.loss_fn_inputs["weights"]) for d in data]
+    fwd = training_client.forward([with_weights(d, w) for d, w in zip(data, weights)], "cross_entropy").result()
+    policy = [_floats(o["logprobs"]) for o in fwd.loss_fn_outputs]
+    out = dpo_loss(
+        policy[0::2], policy[1::2], list(ref_logprobs[0::2]), list(ref_logprobs[1::2]), weights[0::2], weights[1::2],
+        beta=beta, loss_type=loss_type, label_smoothing=label_smoothing,  # type: ignore[arg-type]
+    )
+    grads: list[np.ndarray] = []
+    for c, r in zip(out.chosen_grads, out.rejected_grads):
+        grads += [c, r]
+    backward = [with_weights(d, -g) for d, g in zip(data, grads)]
+    return training_client.forward_backward(backward, "cross_entropy"), dict(out.metrics)
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class DPOConfig:
+    log_path: str
+    model_name: str
+    renderer_name: str
+    learning_rate: float = 1e-5
+    lr_schedule: str = "linear"
+    num_epochs: int = 1
+    batch_size: int = 8  # pairs per step
+    max_length: int | None = 1024
+    lora_rank: int = 32
+    dpo_beta: float = 0.1
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    save_every: int = 20
+    max_steps: int | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _resolve(client_or_future: Any) -> Any:
+    result = getattr(client_or_future, "result", None)
+    return result() if callable(result) else client_or_future
+
+
+def train_dpo(
+    config: DPOConfig,
+    service_client: Any,
+    dataset: ComparisonDataset,
+    renderer: RendererProtocol,
+    progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> RunLog:
+    """Run (or resume) DPO; returns the run log. See the module docstring for the semantics."""
+    import tinker
+
+    if len(dataset) == 0:
+        raise ConfigurationError(
+            f"the comparison set ({len(dataset.comparisons)} pairs) is smaller than one batch ({config.batch_size}); "
+            "lower batch_size"
+        )
+    log = RunLog(config.log_path)
+    n_batches = len(dataset)
+    total = n_batches * config.num_epochs
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    last = log.last_checkpoint()
+    if last is not None and last.get("final"):
+        return log
+    if last is not None:
+        start = int(last["batch"])
+        log.truncate_metrics(start)
+        tc = _resolve(service_client.create_training_client_from_state_with_optimizer(last["state_path"]))
+    else:
+        start = 0
+        log.write_config({"kind": "dpo", **config.__dict__})
+        tc = _resolve(
+            service_client.create_lora_training_client(
+                base_model=config.model_name, rank=config.lora_rank, seed=config.seed,
+                user_metadata={"renderer_name": config.renderer_name},
+            )
+        )
+    ref_record = next((r for r in log.checkpoints() if r.get("name") == REFERENCE and r.get("sampler_path")), None)
+    if ref_record is None:
+        if start > 0:
+            raise ConfigurationError(
+                f"{log.checkpoints_path}: resuming at step {start} but no '{REFERENCE}' record; the reference "
+                "model of this run is unknown. Start a fresh run in a new log_path."
+            )
+        path = tc.save_weights_for_sampler(REFERENCE).result().path
+        ref_record = log.record_checkpoint({"name": REFERENCE, "batch": 0, "sampler_path": path})
+    reference = _resolve(service_client.create_sampling_client(model_path=ref_record["sampler_path"]))
+    ref_cache: dict[tuple[int, ...], np.ndarray] = {}
+
+    def ref_for(data: list[Any]) -> list[np.ndarray]:
+        keys = [tuple(d.model_input.to_ints()) + tuple(d.loss_fn_inputs["target_tokens"].tolist()[-1:]) for d in data]
+        missing = [(k, d) for k, d in zip(keys, data) if k not in ref_cache]
+        if missing:
+            for (k, _), lp in zip(missing, reference_logprobs(reference, [d for _, d in missing])):
+                ref_cache[k] = lp
+        return [ref_cache[k] for k in keys]
+
+    def save(step: int, name: str, final: bool = False) -> None:
+        path = tc.save_state(name).result().path
+        epoch = config.num_epochs if final else step // n_batches
+        log.record_checkpoint({"name": name, "batch": step, "epoch": epoch, "final": final or None, "state_path": path})
+
+    epoch_seeded = -1
+    for step in range(start, total):
+        epoch, b = divmod(step, n_batches)
+        if step > start and config.save_every > 0 and step % config.save_every == 0:
+            save(step, f"{step:06d}")
+        if epoch != epoch_seeded:
+            dataset.set_epoch(config.seed + epoch)
+            epoch_seeded = epoch
+        t0 = time.perf_counter()
+        data: list[Any] = []
+        for comparison in dataset.get_batch(b):
+            data.extend(comparison_to_datums(comparison, renderer, config.max_length))
+        lr = config.learning_rate * compute_schedule_lr_multiplier(config.lr_schedule, step, total)
+        fb, metrics = dpo_forward_backward(
+            tc, data, ref_for(data), beta=config.dpo_beta, loss_type=config.loss_type,
+            label_smoothing=config.label_smoothing,
+        )
+        optim = tc.optim_step(tinker.AdamParams(learning_rate=lr, beta1=0.9, beta2=0.95, eps=1e-8))
+        fb_result = fb.result()
+        optim_result = optim.result()
+        metrics.update({
+            "num_tokens": float(sum(d.model_input.length for d in data)),
+            "learning_rate": lr,
+            "epoch": epoch,
+            "progress": (step + 1) / total,
+            "time/step": time.perf_counter() - t0,
+        })
+        surrogate = fb_result.metrics.get("loss:sum")
+        if surrogate is not None and math.isfinite(float(surrogate)):
+            metrics["train/surrogate_loss:sum"] = float(surrogate)
+        metrics.update({f"optim/{k}": v for k, v in (getattr(optim_result, "metrics", None) or {}).items()})
+        log.log_metrics(step, metrics)
+        if progress is not None:
+            progress(step, total, metrics)
+    save(total, "final", final=True)
+    return log
