@@ -21,6 +21,7 @@ from cookbook.tokenizers import get_tokenizer
 
 WITH_SPEC = [n for n in builtin_renderer_names() if spec_path_for(n).exists()]
 NO_PROPS = RunOptions(properties=False)
+WITH_PROPS = RunOptions(properties=True, examples=6, seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +39,11 @@ def _failures(results: Sequence[CheckResult]) -> str:
 
 
 @pytest.mark.parametrize("name", WITH_SPEC)
-def test_builtin_renderer_passes_its_spec_and_goldens(name: str) -> None:
-    """Every case, golden and parse check (the property checks have their own tests)."""
+def test_builtin_renderer_passes_its_spec_goldens_and_properties(name: str) -> None:
+    """Every case, golden and parse check, and the property checks on a few random conversations."""
     spec = load_spec(spec_path_for(name))
     tok = get_tokenizer(spec.tokenizer)
-    results = run_spec(get_renderer(name, tok), spec, tok, spec.tokenizer, NO_PROPS)
+    results = run_spec(get_renderer(name, tok), spec, tok, spec.tokenizer, WITH_PROPS)
     assert results
     assert all(r.ok for r in results), f"{name} fails its spec:\n{_failures(results)}"
     # token-exact golden checks really ran (they are not all skipped)
