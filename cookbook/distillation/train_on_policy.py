@@ -32,7 +32,7 @@ from cookbook.errors import ConfigurationError
 from cookbook.preference.train_dpo import reference_logprobs
 from cookbook.renderers.base import Message, RendererProtocol
 from cookbook.rl.kl import distillation_reverse_kl_advantages
-from cookbook.rl.train import RLConfig, _Trainer
+from cookbook.rl.train import RLConfig, RLTrainer
 from cookbook.rl.types import Action, Env, EnvGroupBuilder, StepResult, StopCondition, TrajectoryGroup
 from cookbook.runlog import RunLog
 
@@ -121,7 +121,7 @@ def with_advantages(datum: Any, advantages: np.ndarray) -> Any:
     return tinker.Datum(model_input=datum.model_input, loss_fn_inputs=inputs)
 
 
-class _DistillationTrainer(_Trainer):
+class _DistillationTrainer(RLTrainer):
     """The RL trainer whose advantage step adds the teacher's reverse KL (see the module docstring)."""
 
     def __init__(self, cfg: DistillationConfig, service_client: Any, dataset: Any, renderer: Any, progress: Any,

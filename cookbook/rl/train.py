@@ -143,7 +143,13 @@ def _group_metrics(groups: Sequence[TrajectoryGroup]) -> dict[str, float]:
     return metrics
 
 
-class _Trainer:
+class RLTrainer:
+    """The loop machinery shared by every RL variant: resume, rollouts, datum assembly, training, checkpoints.
+
+    Subclasses adapt one step by overriding :meth:`prepare` (groups -> datums + metrics), as on-policy
+    distillation does to add the teacher's reverse-KL to the advantages.
+    """
+
     def __init__(self, cfg: RLConfig, service_client: Any, dataset: RLDataset, renderer: Any, progress: Any):
         import tinker
 
@@ -386,7 +392,7 @@ def _resolve(client_or_future: Any) -> Any:
 
 
 def train_rl(config: RLConfig, service_client: Any, dataset: RLDataset, renderer: Any, progress: Any = None) -> RunLog:
-    trainer = _Trainer(config, service_client, dataset, renderer, progress)
+    trainer = RLTrainer(config, service_client, dataset, renderer, progress)
     if not trainer.done:
         {"sync": trainer.run_sync, "stream": trainer.run_stream, "async": trainer.run_async}[config.mode]()
     return trainer.log
