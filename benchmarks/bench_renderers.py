@@ -5,6 +5,9 @@ For each renderer: tokens/s of ``build_supervised_example`` (ours), of ``apply_c
 rendering at all). Targets: ours >= 0.7x raw encode, >= 3x apply_chat_template.
 
     python benchmarks/bench_renderers.py [--n 1000] [--renderers llama3 qwen3] [--profile]
+
+Every built-in renderer that has a spec is measured (by default) with its spec's tokenizer and the spec's pinned
+template kwargs; the conversations are plain system/user/assistant text, so every family's template can render them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,18 @@ WORDS = (
     "你好 世界 数学 🙂 👋 café naïve — 2+2=4 x² {\"k\": 1} ```python print(1)```"
 ).split()
 
-DEFAULT_MODELS = {"llama3": "meta-llama/Llama-3.1-8B-Instruct", "qwen3": "Qwen/Qwen3-8B", "role_colon": "meta-llama/Llama-3.2-1B"}
+def spec_targets() -> dict[str, tuple[str, dict[str, Any], bool]]:
+    """``renderer -> (model, template kwargs, template is an oracle)`` for every built-in renderer with a spec."""
+    from cookbook.conformance.spec import load_spec, spec_path_for
+    from cookbook.renderers import builtin_renderer_names
+
+    out: dict[str, tuple[str, dict[str, Any], bool]] = {}
+    for name in builtin_renderer_names():
+        path = spec_path_for(name)
+        if path.exists():
+            spec = load_spec(path)
+            out[name] = (spec.tokenizer, dict(spec.oracle.template_kwargs), spec.oracle.kind == "chat_template")
+    return out
 
 
 def make_conversations(n: int, seed: int = 0) -> list[list[dict[str, Any]]]:
@@ -58,13 +72,21 @@ def timed(fn: Callable[[], int], repeat: int = 3) -> tuple[float, int]:
     return best, count
 
 
-def bench(name: str, model: str, convs: list[list[dict[str, Any]]], repeat: int) -> dict[str, float]:
+def bench(
+    name: str,
+    model: str,
+    convs: list[list[dict[str, Any]]],
+    repeat: int,
+    template_kwargs: dict[str, Any] | None = None,
+    has_oracle: bool = True,
+) -> dict[str, float]:
     from cookbook.renderers import get_renderer
     from cookbook.tokenizers import MODELS, get_tokenizer
 
     tok = get_tokenizer(model)
     renderer = get_renderer(name, tok)
     kwargs = dict(MODELS[model].template_kwargs) if model in MODELS else {}
+    kwargs.update(template_kwargs or {})
     backend = tok.backend_tokenizer
     texts = [renderer.decode(renderer.supervised_tokens(c)[0]) for c in convs]  # type: ignore[attr-defined]
 
@@ -83,7 +105,7 @@ def bench(name: str, model: str, convs: list[list[dict[str, Any]]], repeat: int)
 
     t_ours, n_ours = timed(ours, repeat)
     t_raw, n_raw = timed(raw, repeat)
-    has_template = bool(getattr(tok, "chat_template", None)) and name != "role_colon"
+    has_template = bool(getattr(tok, "chat_template", None)) and has_oracle
     t_tpl, n_tpl = timed(template, repeat) if has_template else (float("nan"), 0)
     res = {
         "ours_tok_s": n_ours / t_ours,
@@ -99,28 +121,29 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000, help="conversations (>= 1000 for the reported numbers)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--renderers", nargs="*", default=["llama3", "qwen3"])
+    ap.add_argument("--renderers", nargs="*", default=None, help="default: every built-in renderer with a spec")
     ap.add_argument("--profile", action="store_true", help="cProfile build_supervised_example (first renderer)")
     args = ap.parse_args()
-    from cookbook.renderers import builtin_renderer_names
-
+    targets = spec_targets()
+    names = args.renderers if args.renderers is not None else sorted(targets)
     convs = make_conversations(args.n)
     print(f"{args.n} conversations, best of {args.repeat}")
-    print(f"{'renderer':<12} {'ours tok/s':>12} {'raw encode':>12} {'template':>12} {'vs raw':>8} {'vs tmpl':>8}  targets")
+    print(f"{'renderer':<28} {'ours tok/s':>12} {'raw encode':>12} {'template':>12} {'vs raw':>8} {'vs tmpl':>8}  targets")
     missed = []
-    for name in args.renderers:
-        if name not in builtin_renderer_names() or name not in DEFAULT_MODELS:
-            print(f"{name:<12} (skipped: not built in or no default model)")
+    for name in names:
+        if name not in targets:
+            print(f"{name:<28} (skipped: not a built-in renderer with a spec)")
             continue
+        model, tkw, oracle = targets[name]
         try:
-            r = bench(name, DEFAULT_MODELS[name], convs, args.repeat)
+            r = bench(name, model, convs, args.repeat, tkw, oracle)
         except Exception as exc:  # a renderer still being written
-            print(f"{name:<12} (skipped: {type(exc).__name__}: {exc})")
+            print(f"{name:<28} (skipped: {type(exc).__name__}: {exc})")
             continue
         ok_raw = r["vs_raw"] >= 0.7
         ok_tpl = r["vs_template"] != r["vs_template"] or r["vs_template"] >= 3.0
         print(
-            f"{name:<12} {r['ours_tok_s']:>12,.0f} {r['raw_tok_s']:>12,.0f} {r['template_tok_s']:>12,.0f} "
+            f"{name:<28} {r['ours_tok_s']:>12,.0f} {r['raw_tok_s']:>12,.0f} {r['template_tok_s']:>12,.0f} "
             f"{r['vs_raw']:>7.2f}x {r['vs_template']:>7.2f}x  {'ok' if ok_raw else 'MISS >=0.7x raw'}"
             f"{'' if ok_tpl else ', MISS >=3x template'}"
         )
@@ -133,8 +156,8 @@ def main() -> None:
         from cookbook.renderers import get_renderer
         from cookbook.tokenizers import get_tokenizer
 
-        name = (missed or args.renderers)[0]
-        renderer = get_renderer(name, get_tokenizer(DEFAULT_MODELS[name]))
+        name = (missed or names)[0]
+        renderer = get_renderer(name, get_tokenizer(targets[name][0]))
         prof = cProfile.Profile()
         prof.enable()
         for c in convs:

@@ -27,6 +27,9 @@ _BUILTIN: dict[str, str] = {
     "qwen3_5_disable_thinking": "cookbook.renderers.qwen3_5:Qwen3_5DisableThinkingRenderer",
     "nemotron3": "cookbook.renderers.nemotron3:Nemotron3Renderer",
     "nemotron3_disable_thinking": "cookbook.renderers.nemotron3:Nemotron3DisableThinkingRenderer",
+    "kimi_k2": "cookbook.renderers.kimi_k2:KimiK2Renderer",
+    "kimi_k2_thinking": "cookbook.renderers.kimi_k2:KimiK2ThinkingRenderer",
+    "glm": "cookbook.renderers.glm:GlmRenderer",
 }
 _CUSTOM: dict[str, RendererFactory] = {}
 

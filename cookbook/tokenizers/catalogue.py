@@ -308,7 +308,7 @@ def _models() -> list[ModelEntry]:
     for n in ("Qwen3.5-4B", "Qwen3.5-9B", "Qwen3.5-27B", "Qwen3.5-35B-A3B", "Qwen3.5-397B-A17B", "Qwen3.6-27B", "Qwen3.6-35B-A3B"):
         out.append(ModelEntry(f"Qwen/{n}", "qwen3_5", 248_320, ("qwen3_5", "qwen3_5_disable_thinking")))
     # tml-only families (provisioned on demand: the export needs a torch tools venv once)
-    out.append(ModelEntry("moonshotai/Kimi-K2-Thinking", "kimi_k2_thinking", _KIMI_V, ("kimi_k2",)))
+    out.append(ModelEntry("moonshotai/Kimi-K2-Thinking", "kimi_k2_thinking", _KIMI_V, ("kimi_k2_thinking",)))
     out.append(ModelEntry("moonshotai/Kimi-K2-Instruct", "kimi_k2_instruct", _KIMI_V, ("kimi_k2",)))
     for n in ("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16", "nvidia/Nemotron-3-Nano-30B-A3B"):
         out.append(ModelEntry(n, "nemotron3", _NEMOTRON_V, ("nemotron3", "nemotron3_disable_thinking")))

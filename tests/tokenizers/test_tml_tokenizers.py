@@ -187,7 +187,8 @@ def test_tml_families_are_not_in_the_default_fetch() -> None:
     assert needs_torch == set(TML_FAMILIES)
     assert not needs_torch & set(CORE)
     assert model_entry("nvidia/Nemotron-3-Nano-30B-A3B").family == "nemotron3"
-    assert model_entry("moonshotai/Kimi-K2-Thinking").default_renderer == "kimi_k2"
+    assert model_entry("moonshotai/Kimi-K2-Thinking").default_renderer == "kimi_k2_thinking"
+    assert model_entry("moonshotai/Kimi-K2-Instruct").default_renderer == "kimi_k2"
 
 
 def test_torch_install_failure_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

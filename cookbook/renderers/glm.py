@@ -1,0 +1,313 @@
+"""GLM renderer ``glm``: the GLM-4.7-Flash chat format, thinking on.
+
+Oracle: llama.cpp's copy of the GLM-4.7-Flash chat template (``GLM-4.7-Flash.jinja``, the newest GLM template in any
+package registry) with tml-renderers' GLM tokenizer (a later, GLM-5.x-generation release with the same control
+tokens: ``[gMASK]``=154822, ``<sop>``=154824, ``<|system|>``=154826, ``<|user|>``=154827, ``<|assistant|>``=154828,
+``<|observation|>``=154829, ``<think>``=154841, ``</think>``=154842, ``<tool_call>``=154843 ... ``</arg_value>``=
+154850). Every control token is special, so content is encoded literally (the spec's ``literal-special-text``).
+tinker-cookbook's ``glm5_3_*`` renderers write the GLM-5.3 format (a ``Reasoning Effort`` system segment), for
+which no template exists in any registry; this renderer does not imitate it.
+
+Token format (no end-of-message token: a turn ends where the next role token begins)::
+
+    [gMASK]<sop><|system|>{system}<|user|>{text}<|assistant|><think>{reasoning}</think>{answer}<|user|>...
+
+* ``[gMASK]<sop>`` opens every conversation (never trained).
+* **System, user and tool content** is written verbatim; headers are ``<|system|>`` / ``<|user|>``.
+* **Assistant messages**: header ``<|assistant|>``; then ``<think>{reasoning}</think>`` (reasoning trimmed) when
+  the message comes after the last user message and reasons, else the bare ``</think>`` the template writes for a
+  message whose reasoning is cleared; then the text trimmed; then each tool call
+  ``<tool_call>{name}<arg_key>{key}</arg_key><arg_value>{value}</arg_value>...</tool_call>`` (a string value raw,
+  anything else JSON with non-ASCII kept).
+* **The message being produced** (the last message of a supervised example) continues the generation prompt
+  ``...<|assistant|><think>``: its header is ``<|assistant|><think>`` and its output ``{reasoning}</think>{text}``,
+  also when it does not reason (the template writes ``<|assistant|></think>{text}``, which the sampler could never
+  produce after the prompt's ``<think>``): named deviation ``think-block-in-last-turn``.
+* **Terminators.** An assistant message ends by sampling the next role token: ``<|observation|>`` after tool calls,
+  else ``<|user|>``. That token belongs to the assistant's (trained) output when the next message starts with it
+  (the next message then has no header), and it is appended after the last message of a supervised example
+  (``stop_overlap``; the template writes nothing there): named deviation ``terminator-after-last-turn``.
+* **Tool responses**: ``<|observation|>`` once per run of tool messages, then ``<tool_response>{content}
+  </tool_response>`` each.
+* **Tool declarations** (:meth:`create_conversation_prefix_with_tools`) are a system message of their own, before the
+  system prompt: ``<|system|>\\n# Tools\\n\\n...<tools>\\n{json}\\n...</tools>\\n\\nFor each function call...``
+  with one ``tojson`` line per ``{"type": "function", "function": spec}``; the instructions' ``<tool_call>``,
+  ``<arg_key>``, ``<arg_value>`` tags are control tokens, as in the template.
+
+Stop sequences ``<|user|>`` and ``<|observation|>``; ``<|endoftext|>`` at the end of a response is an EOS
+termination. No extension property: reasoning of earlier turns is cleared, and a produced ``<think></think>``
+becomes ``</think>`` in later prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+from cookbook.errors import RendererError
+from cookbook.renderers.base import (
+    ContentPart,
+    Message,
+    ParseTermination,
+    RenderContext,
+    RenderedMessage,
+    Renderer,
+    Segment,
+    ToolCall,
+    ToolSpec,
+    UnparsedToolCall,
+    text_of,
+)
+from cookbook.renderers.qwen3_5 import Lit, Piece, SegmentWriter, split_reasoning, tojson
+
+GLM_TOOLS_PREAMBLE = (
+    "\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with "
+    "function signatures within <tools></tools> XML tags:\n<tools>\n"
+)
+GLM_TOOLS_INSTRUCTIONS = (
+    "</tools>\n\nFor each function call, output the function name and arguments within the following XML format:\n"
+    "<tool_call>{function-name}<arg_key>{arg-key-1}</arg_key><arg_value>{arg-value-1}</arg_value><arg_key>"
+    "{arg-key-2}</arg_key><arg_value>{arg-value-2}</arg_value>...</tool_call>"
+)
+
+_IN_PROMPT: ContextVar[bool] = ContextVar("cookbook_glm_in_prompt", default=False)
+
+
+def glm_argument_value(value: Any) -> str:
+    """A tool-call argument value as the template writes it: a string raw, anything else ``tojson``."""
+    return value if isinstance(value, str) else tojson(value)
+
+
+_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+_NAME = re.compile(r"^[\w.\-:/]+$")
+_ARG = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
+
+
+def parse_glm_tool_call(raw: str) -> ToolCall | UnparsedToolCall:
+    """``<tool_call>NAME<arg_key>K</arg_key><arg_value>V</arg_value>...</tool_call>`` -> :class:`ToolCall` (each
+    value ``json.loads``-ed when it is JSON, else kept as the string), or :class:`UnparsedToolCall`."""
+    body = raw[len("<tool_call>") : -len("</tool_call>")]
+    name, sep, rest = body.partition("<arg_key>")
+    name = name.strip()
+    if not _NAME.match(name):
+        return UnparsedToolCall(raw_text=raw, error="<tool_call> block has no function name")
+    rest = sep + rest
+    args: dict[str, Any] = {}
+    pos = 0
+    for m in _ARG.finditer(rest):
+        if rest[pos : m.start()].strip():
+            return UnparsedToolCall(raw_text=raw, error=f"unexpected text in <tool_call>: {rest[pos:m.start()]!r}")
+        value = m.group(2)
+        try:
+            args[m.group(1).strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            args[m.group(1).strip()] = value
+        pos = m.end()
+    if rest[pos:].strip():
+        return UnparsedToolCall(raw_text=raw, error=f"unexpected text in <tool_call>: {rest[pos:]!r}")
+    return ToolCall(name=name, arguments=json.dumps(args, ensure_ascii=False))
+
+
+class GlmRenderer(Renderer):
+    """GLM-4.7-Flash with thinking on (the template's default; generation prompt ``<|assistant|><think>``)."""
+
+    name = "glm"
+    supports_thinking = True
+    supports_tools = True
+    has_extension_property = False
+
+    CONTROL_TOKENS = (
+        "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>", "<think>", "</think>",
+        "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<arg_key>", "</arg_key>",
+        "<arg_value>", "</arg_value>",
+    )
+
+    def __init__(self, tokenizer: Any):
+        super().__init__(tokenizer)
+        self.w = SegmentWriter(self.enc, self.CONTROL_TOKENS)
+        self.user = self.w.ids["<|user|>"]
+        self.observation = self.w.ids["<|observation|>"]
+        self.endoftext = self.enc.special("<|endoftext|>")
+        self._bos = [self.w.ids["[gMASK]"], self.w.ids["<sop>"]]
+
+    def bos_tokens(self) -> list[int]:
+        return list(self._bos)
+
+    # ------------------------------------------------------------------------------------------ rendering
+    @staticmethod
+    def _role_token(role: str) -> str:
+        return {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>", "tool": "<|observation|>"}.get(
+            role, "<|" + role + "|>"
+        )
+
+    @staticmethod
+    def _terminator(msg: Message) -> str:
+        return "<|observation|>" if msg.get("tool_calls") else "<|user|>"
+
+    def _supplied_by_prev(self, msg: Message, ctx: RenderContext) -> bool:
+        """The previous assistant message already wrote this message's role token as its terminator."""
+        prev = ctx.prev
+        return prev is not None and prev["role"] == "assistant" and self._terminator(prev) == self._role_token(msg["role"])
+
+    def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
+        role = msg["role"]
+        if role == "assistant":
+            return self._render_assistant(msg, ctx)
+        if role == "tool":
+            continues = ctx.prev is not None and ctx.prev["role"] == "tool"
+            header = [] if continues or self._supplied_by_prev(msg, ctx) else self.w("<|observation|>")
+            return RenderedMessage(
+                header=header, output=self.w("<tool_response>", Lit(text_of(msg["content"])), "</tool_response>")
+            )
+        if role not in ("system", "user"):
+            raise RendererError(f"message {ctx.idx}: GLM has no role {role!r} (system, user, assistant, tool)")
+        header = [] if self._supplied_by_prev(msg, ctx) else self.w(self._role_token(role))
+        text = text_of(msg["content"])
+        body = _declaration_pieces(text) if role == "system" else [Lit(text)]
+        return RenderedMessage(header=header, output=self.w(*body))
+
+    def _render_assistant(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
+        reasoning, text = split_reasoning(msg)
+        reasoning, text = reasoning.strip(), text.strip()
+        header: list[Piece] = [] if self._supplied_by_prev(msg, ctx) else ["<|assistant|>"]
+        body: list[Piece] = []
+        if ctx.is_last and not _IN_PROMPT.get():  # being produced: the prompt supplied "<think>"
+            header.append("<think>")
+            body += [Lit(reasoning), "</think>"]
+        elif ctx.idx > ctx.last_user_index and reasoning:
+            body += ["<think>", Lit(reasoning), "</think>"]
+        else:
+            body.append("</think>")
+        body.append(Lit(text))
+        for call in msg.get("tool_calls") or []:
+            args = call.arguments_dict()
+            if not isinstance(args, dict):
+                raise RendererError(f"tool call {call.name!r}: arguments must be a JSON object, got {call.arguments!r}")
+            body += ["<tool_call>", Lit(call.name)]
+            for key, value in args.items():
+                body += ["<arg_key>", Lit(str(key)), "</arg_key><arg_value>", Lit(glm_argument_value(value)), "</arg_value>"]
+            body.append("</tool_call>")
+        nxt = ctx.next
+        term = self._terminator(msg)
+        stop_overlap: list[Segment] | None = None
+        if nxt is not None and self._role_token(nxt["role"]) == term:
+            body.append(term)
+        elif nxt is None:
+            stop_overlap = self.w(term)
+        return RenderedMessage(header=self.w(*header), output=self.w(*body), stop_overlap=stop_overlap)
+
+    def generation_suffix(self, role: str, ctx: RenderContext) -> list[Segment]:
+        """``<|assistant|><think>``; the role token is left out when the previous assistant message wrote it."""
+        msg: Message = {"role": role, "content": ""}
+        lead: list[Piece] = [] if self._supplied_by_prev(msg, ctx) else [self._role_token(role)]
+        return self.w(*lead, "<think>" if role == "assistant" else "")
+
+    def generation_prompt_tokens(
+        self,
+        messages: Sequence[Message],
+        role: str = "assistant",
+        prefill: str | None = None,
+        _memo: dict[str, list[int]] | None = None,
+    ) -> list[int]:
+        token = _IN_PROMPT.set(True)
+        try:
+            return super().generation_prompt_tokens(messages, role, prefill, _memo)
+        finally:
+            _IN_PROMPT.reset(token)
+
+    # ------------------------------------------------------------------------------------------ tools
+    def create_conversation_prefix_with_tools(
+        self, tools: Sequence[ToolSpec], system_prompt: str | None = None
+    ) -> list[Message]:
+        """``[declaration system message, system prompt message]``: the template's ``# Tools`` block (one ``tojson``
+        line per ``{"type": "function", "function": spec}``), then the system prompt as its own message."""
+        out: list[Message] = []
+        if tools:
+            lines = "".join(tojson(_wrapped(t)) + "\n" for t in tools)
+            out.append({"role": "system", "content": GLM_TOOLS_PREAMBLE + lines + GLM_TOOLS_INSTRUCTIONS})
+        if system_prompt is not None:
+            out.append({"role": "system", "content": system_prompt})
+        return out
+
+    # ------------------------------------------------------------------------------------------ sampling
+    def get_stop_sequences(self) -> list[int]:
+        return [self.user, self.observation]
+
+    def parse_response(self, response: Sequence[int]) -> tuple[Message, ParseTermination]:
+        """Sampled tokens (after ``<|assistant|><think>``) -> assistant message.
+
+        Exactly one of ``<|user|>`` / ``<|observation|>``, at the end: ``STOP_SEQUENCE``; ``<|endoftext|>`` at the end
+        instead: ``EOS``; no stop token: ``MALFORMED`` (raw text); a stop token elsewhere, or two:
+        :class:`RendererError`. The prompt's ``<think>`` is restored when ``</think>`` appears; reasoning and text are
+        trimmed (as the template trims them); ``<tool_call>`` blocks become tool calls.
+        """
+        tokens = [int(t) for t in response]
+        stops = [i for i, t in enumerate(tokens) if t in (self.user, self.observation)]
+        if not stops:
+            if tokens and tokens[-1] == self.endoftext:
+                body, term = tokens[:-1], ParseTermination.EOS
+            else:
+                return {"role": "assistant", "content": self.decode(tokens)}, ParseTermination.MALFORMED
+        elif len(stops) > 1 or stops[0] != len(tokens) - 1:
+            raise RendererError(
+                f"expected at most one stop token (<|user|> or <|observation|>) at the end of the response, found "
+                f"{len(stops)} (first at position {stops[0]} of {len(tokens)}); the sampler stops at the first one, "
+                "so pass only the tokens up to and including it"
+            )
+        else:
+            body, term = tokens[:-1], ParseTermination.STOP_SEQUENCE
+        text = self.decode(body)
+        if "</think>" in text and "<think>" not in text.split("</think>", 1)[0]:
+            text = "<think>" + text
+        return _parse_text(text), term
+
+
+def _wrapped(tool: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(tool) if tool.get("type") == "function" else {"type": "function", "function": dict(tool)}
+
+
+def _declaration_pieces(text: str) -> list[Piece]:
+    """System text -> pieces: the declaration scaffolding written by :meth:`create_conversation_prefix_with_tools` is
+    structural (its tags become control tokens); everything else, the tool JSON included, is content."""
+    if not text.startswith(GLM_TOOLS_PREAMBLE) or not text.endswith(GLM_TOOLS_INSTRUCTIONS):
+        return [Lit(text)]
+    middle = text[len(GLM_TOOLS_PREAMBLE) : len(text) - len(GLM_TOOLS_INSTRUCTIONS)]
+    return [GLM_TOOLS_PREAMBLE, Lit(middle), GLM_TOOLS_INSTRUCTIONS]
+
+
+_BLOCKS = re.compile(r"<think>(.*?)</think>|<tool_call>(.*?)</tool_call>", re.DOTALL)
+
+
+def _parse_text(text: str) -> Message:
+    parts: list[ContentPart] = []
+    calls: list[ToolCall] = []
+    unparsed: list[UnparsedToolCall] = []
+    texts: list[str] = []
+    pos = 0
+    for m in _BLOCKS.finditer(text):
+        texts.append(text[pos : m.start()])
+        if m.group(1) is not None:
+            if m.group(1).strip():
+                parts.append({"type": "thinking", "thinking": m.group(1).strip()})
+        else:
+            parsed = parse_glm_tool_call(m.group(0))
+            (calls if isinstance(parsed, ToolCall) else unparsed).append(parsed)  # type: ignore[arg-type]
+        pos = m.end()
+    tail = text[pos:]
+    if tail.count("<tool_call>") > tail.count("</tool_call>"):
+        start = tail.rindex("<tool_call>")
+        unparsed.append(UnparsedToolCall(raw_text=tail[start:], error="unterminated <tool_call> block"))
+        tail = tail[:start]
+    texts.append(tail)
+    body = "".join(texts).strip()
+    if body:
+        parts.append({"type": "text", "text": body})
+    msg: Message = {"role": "assistant", "content": parts if any(p["type"] == "thinking" for p in parts) else body}
+    if calls:
+        msg["tool_calls"] = calls
+    if unparsed:
+        msg["unparsed_tool_calls"] = unparsed
+    return msg

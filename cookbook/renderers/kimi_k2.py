@@ -1,0 +1,370 @@
+"""Kimi K2 renderers: ``kimi_k2`` (Kimi-K2-Instruct, no reasoning) and ``kimi_k2_thinking`` (Kimi-K2-Thinking).
+
+Oracles: llama.cpp's copies of the Kimi-K2-Instruct and Kimi-K2-Thinking chat templates (``Kimi-K2-Instruct.jinja``,
+``Kimi-K2-Thinking.jinja``) with the Kimi K2 tokenizers exported from tml-renderers. The Instruct tokenizer has no
+``<think>`` token, so ``kimi_k2`` uses ``moonshotai/Kimi-K2-Instruct`` and ``kimi_k2_thinking`` uses
+``moonshotai/Kimi-K2-Thinking`` (which adds ``<think>``=163606 and ``</think>``=163607). tinker-cookbook's
+``kimi_k2`` renderer is the Thinking format: it corresponds to ``kimi_k2_thinking`` here.
+
+Token format (every marker below is one special token; content is encoded literally, see the spec's
+``literal-special-text``)::
+
+    <|im_system|>system<|im_middle|>{system}<|im_end|><|im_user|>user<|im_middle|>{text}<|im_end|>
+    <|im_assistant|>assistant<|im_middle|>{answer}<|im_end|>
+
+* **Headers** are ``<|im_user|>{name}<|im_middle|>``, ``<|im_assistant|>{name}<|im_middle|>`` and, for every other
+  role, ``<|im_system|>{name}<|im_middle|>``, where ``{name}`` is the message's ``name`` or else its role (the
+  template's ``message.get('name') or message['role']``). There is no text between messages: each message ends
+  with ``<|im_end|>``, which is part of its (trained) output.
+* **Default system prompt.** When the first message (after a leading ``tool_declare``) is not a system message,
+  ``<|im_system|>system<|im_middle|>You are Kimi, an AI assistant created by Moonshot AI.<|im_end|>`` precedes it,
+  as part of that message's (untrained) header. The Instruct template follows it with ``\\n``; the Thinking
+  template does not.
+* **Content** is written verbatim (nothing is trimmed).
+* **Tool declarations** (:meth:`create_conversation_prefix_with_tools`) are a ``tool_declare`` message:
+  ``<|im_system|>tool_declare<|im_middle|>{json}<|im_end|>``, where ``{json}`` is the list of
+  ``{"type": "function", "function": spec}`` with every object's keys sorted recursively (the Kimi tokenizer's own
+  ``apply_chat_template`` deep-sorts ``tools`` before its template runs) and written with ``json.dumps`` defaults
+  (``", "`` / ``": "`` separators, non-ASCII kept), as the template's ``tojson`` does. The system prompt is a
+  separate message after it. (tinker-cookbook writes compact separators instead.)
+* **Tool calls** follow the text::
+
+      <|tool_calls_section_begin|><|tool_call_begin|>{id}<|tool_call_argument_begin|>{arguments}<|tool_call_end|>...
+      <|tool_calls_section_end|>
+
+  ``{id}`` is the call's ``id`` when given, else ``functions.{name}:{k}`` with ``k`` counting every call of the
+  conversation from 0 (the template always writes the counted form; for ids of that native form the two agree).
+  ``{arguments}`` is ``ToolCall.arguments`` exactly as given (the template writes a string argument verbatim).
+* **Tool responses** are one message each: ``<|im_system|>{name or "tool"}<|im_middle|>## Return of {id}\\n{content}
+  <|im_end|>``; ``{id}`` is the message's ``tool_call_id`` or else, like the template, the next unanswered call id.
+
+``kimi_k2_thinking`` writes every assistant message as ``<think>{reasoning}</think>{text}...``. The generation
+prompt ends ``<|im_assistant|>assistant<|im_middle|>`` (nothing is pre-filled), so the whole think block is sampled
+and trained. Reasoning is kept for the assistant messages after the last assistant message without tool calls
+(the *current turn*: its tool-calling steps) and replaced by the empty ``<think></think>`` before it; in a
+supervised example the current turn is computed without the final message, so the message being produced and the
+tool-calling steps before it keep their reasoning. The authentic template computes it over the whole conversation,
+so a final answer falls into its own history and loses the reasoning it was sampled with: named deviation
+``keep-reasoning-in-produced-turn`` (tinker-cookbook issue #340 / PR #341 discuss the same rule). llama.cpp's
+copy of the template finds the *first* such message (its loop lacks the original's ``break``); the renderer follows
+the original: named deviation ``llamacpp-first-answer``. The reasoning turn only decides what is rendered;
+``TrainOnWhat.LAST_ASSISTANT_TURN`` keeps the project-wide meaning (every assistant message after the last user
+message), where tinker-cookbook's Kimi renderer reuses its reasoning turn.
+
+Stop sequence ``<|im_end|>``; ``[EOS]`` at the end of a response is an EOS termination. ``kimi_k2`` has the
+sequence-extension property (each message renders the same wherever it is); ``kimi_k2_thinking`` does not
+(reasoning of a finished turn is dropped from later prompts).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+from cookbook.renderers.base import (
+    ContentPart,
+    Message,
+    ParseTermination,
+    RenderContext,
+    RenderedMessage,
+    Renderer,
+    Segment,
+    ToolCall,
+    ToolSpec,
+    UnparsedToolCall,
+    text_of,
+    thinking_of,
+)
+from cookbook.renderers.qwen3_5 import Lit, Piece, SegmentWriter
+
+KIMI_DEFAULT_SYSTEM = "You are Kimi, an AI assistant created by Moonshot AI."
+
+
+def deep_sort(obj: Any) -> Any:
+    """Every mapping's keys sorted, recursively (lists keep their order): the Kimi tokenizer's ``deep_sort_dict``."""
+    if isinstance(obj, Mapping):
+        return {k: deep_sort(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list | tuple):
+        return [deep_sort(v) for v in obj]
+    return obj
+
+
+def kimi_tools_json(tools: Sequence[Mapping[str, Any]]) -> str:
+    """The ``tool_declare`` payload: ``[{"type": "function", "function": spec}, ...]`` deep-sorted, ``json.dumps``
+    with default separators and non-ASCII kept. Tools already wrapped as ``{"type": "function", ...}`` are kept."""
+    wrapped = [dict(t) if t.get("type") == "function" else {"type": "function", "function": dict(t)} for t in tools]
+    return json.dumps(deep_sort(wrapped), ensure_ascii=False)
+
+
+_SECTION = re.compile(r"<\|tool_calls?_section_begin\|>(.*?)(?:<\|tool_calls?_section_end\|>|\Z)", re.DOTALL)
+_CALL = re.compile(r"<\|tool_call_begin\|>(.*?)<\|tool_call_argument_begin\|>(.*?)<\|tool_call_end\|>", re.DOTALL)
+_CALL_ID = re.compile(r"^\s*(?:functions\.)?([^\s<:]+(?:[^\s<]*?)):(\d+)\s*$")
+
+
+def parse_kimi_tool_section(section: str) -> tuple[list[ToolCall], list[UnparsedToolCall]]:
+    """The inside of ``<|tool_calls_section_begin|>...<|tool_calls_section_end|>`` -> tool calls.
+
+    Each call is ``<|tool_call_begin|>{id}<|tool_call_argument_begin|>{json}<|tool_call_end|>``; the id must be
+    ``[functions.]NAME:IDX`` (the name is the id without those) and the arguments a JSON object, else the call is an
+    :class:`UnparsedToolCall` with its raw text. Text that is not a call makes an unparsed call too.
+    """
+    calls: list[ToolCall] = []
+    unparsed: list[UnparsedToolCall] = []
+    pos = 0
+    for m in _CALL.finditer(section):
+        stray = section[pos : m.start()]
+        if stray.strip():
+            unparsed.append(UnparsedToolCall(raw_text=stray, error="text in the tool-call section that is not a call"))
+        pos = m.end()
+        raw, call_id, args = m.group(0), m.group(1).strip(), m.group(2)
+        idm = _CALL_ID.match(call_id)
+        if idm is None:
+            unparsed.append(UnparsedToolCall(raw_text=raw, error=f"tool call id {call_id!r} is not functions.NAME:IDX"))
+            continue
+        try:
+            parsed = json.loads(args)
+        except json.JSONDecodeError as exc:
+            unparsed.append(UnparsedToolCall(raw_text=raw, error=f"Invalid JSON: {exc}"))
+            continue
+        if not isinstance(parsed, dict):
+            unparsed.append(UnparsedToolCall(raw_text=raw, error="tool-call arguments are not a JSON object"))
+            continue
+        calls.append(ToolCall(name=idm.group(1), arguments=args, id=call_id))
+    rest = section[pos:]
+    if rest.strip():
+        unparsed.append(UnparsedToolCall(raw_text=rest, error="unterminated or malformed tool call"))
+    return calls, unparsed
+
+
+class KimiK2Renderer(Renderer):
+    """Kimi K2 Instruct: no think blocks; tools; the sequence-extension property."""
+
+    name = "kimi_k2"
+    supports_thinking = False
+    supports_tools = True
+    has_extension_property = True
+    #: the Instruct template writes "\n" after the default system message
+    default_system_suffix: str = "\n"
+    #: assistant messages carry a <think>...</think> block
+    think_blocks: bool = False
+
+    CONTROL_TOKENS: tuple[str, ...] = (
+        "<|im_user|>", "<|im_assistant|>", "<|im_system|>", "<|im_middle|>", "<|im_end|>",
+        "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
+        "<|tool_call_argument_begin|>", "<|tool_call_end|>",
+    )
+
+    def __init__(self, tokenizer: Any):
+        super().__init__(tokenizer)
+        self.w = SegmentWriter(self.enc, self.CONTROL_TOKENS)
+        self.im_end = self.w.ids["<|im_end|>"]
+        self.eos = self.enc.special("[EOS]")
+
+    # ------------------------------------------------------------------------------------------ rendering
+    def _opening(self, role: str, name: str, ctx: RenderContext) -> list[Piece]:
+        """``[default system] <|im_X|>{name}<|im_middle|>``: the default system block precedes the first message that
+        is neither ``system`` nor ``tool_declare`` when it is the first (after a leading ``tool_declare``)."""
+        pieces: list[Piece] = []
+        first = ctx.idx == 0 or (ctx.idx == 1 and ctx.prev is not None and ctx.prev["role"] == "tool_declare")
+        if first and role not in ("system", "tool_declare"):
+            pieces += ["<|im_system|>system<|im_middle|>", Lit(KIMI_DEFAULT_SYSTEM), "<|im_end|>" + self.default_system_suffix]
+        opener = {"user": "<|im_user|>", "assistant": "<|im_assistant|>"}.get(role, "<|im_system|>")
+        pieces += [opener, Lit(name), "<|im_middle|>"]
+        return pieces
+
+    def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
+        role = msg["role"]
+        name = str(msg.get("name") or role)
+        header = self._opening(role, name, ctx)
+        body: list[Piece] = []
+        if role == "assistant":
+            body += self._assistant_body(msg, ctx)
+        elif role == "tool":
+            body += ["## Return of ", Lit(self._response_id(msg, ctx)), "\n", Lit(text_of(msg["content"]))]
+        else:
+            body.append(Lit(text_of(msg["content"])))
+        body.append("<|im_end|>")
+        return RenderedMessage(header=self.w(*header), output=self.w(*body))
+
+    def _assistant_body(self, msg: Message, ctx: RenderContext) -> list[Piece]:
+        body: list[Piece] = []
+        content = msg["content"]
+        if self.think_blocks:
+            keep = ctx.idx >= _conversation().reasoning_start
+            reasoning = "\n".join(thinking_of(content)) if keep else ""
+            body += ["<think>", Lit(reasoning), "</think>"]
+        body.append(Lit(text_of(content)))
+        calls = msg.get("tool_calls") or []
+        if calls:
+            body.append("<|tool_calls_section_begin|>")
+            first = _calls_before(ctx)
+            for k, call in enumerate(calls):
+                call_id = call.id or f"functions.{call.name}:{first + k}"
+                body += ["<|tool_call_begin|>", Lit(call_id), "<|tool_call_argument_begin|>", Lit(call.arguments),
+                         "<|tool_call_end|>"]
+            body.append("<|tool_calls_section_end|>")
+        return body
+
+    def _response_id(self, msg: Message, ctx: RenderContext) -> str:
+        given = msg.get("tool_call_id")
+        if given:
+            return str(given)
+        return _conversation().response_ids.get(ctx.idx) or f"functions.{msg.get('name') or 'unknown'}:{_calls_before(ctx)}"
+
+    def generation_suffix(self, role: str, ctx: RenderContext) -> list[Segment]:
+        """``<|im_assistant|>assistant<|im_middle|>`` (after the default system block when nothing precedes it)."""
+        return self.w(*self._opening(role, role, ctx))
+
+    def _contexts(self, messages: Sequence[Message], turn_start: int) -> list[RenderContext]:
+        _CONVERSATION.set(_Conversation.of(messages, _IN_PROMPT.get()))
+        return super()._contexts(messages, turn_start)
+
+    def generation_prompt_tokens(
+        self,
+        messages: Sequence[Message],
+        role: str = "assistant",
+        prefill: str | None = None,
+        _memo: dict[str, list[int]] | None = None,
+    ) -> list[int]:
+        token = _IN_PROMPT.set(True)
+        try:
+            return super().generation_prompt_tokens(messages, role, prefill, _memo)
+        finally:
+            _IN_PROMPT.reset(token)
+
+    def check_messages(self, messages: Sequence[Message]) -> None:
+        super().check_messages(messages)
+        for m in messages:
+            for call in m.get("tool_calls") or []:
+                call.arguments_dict()  # arguments must be JSON (they are written verbatim)
+
+    # ------------------------------------------------------------------------------------------ tools
+    def create_conversation_prefix_with_tools(
+        self, tools: Sequence[ToolSpec], system_prompt: str | None = None
+    ) -> list[Message]:
+        """``[tool_declare message, system message]``: the declaration (see the module docs), then the system prompt
+        when one is given (without one, the default Kimi system prompt follows the declaration when rendered)."""
+        out: list[Message] = []
+        if tools:
+            out.append({"role": "tool_declare", "content": kimi_tools_json(list(tools))})
+        if system_prompt is not None:
+            out.append({"role": "system", "content": system_prompt})
+        return out
+
+    # ------------------------------------------------------------------------------------------ sampling
+    def get_stop_sequences(self) -> list[int]:
+        return [self.im_end]
+
+    def parse_response(self, response: Sequence[int]) -> tuple[Message, ParseTermination]:
+        """Sampled tokens (after ``<|im_assistant|>assistant<|im_middle|>``) -> assistant message.
+
+        One ``<|im_end|>`` at the end: ``STOP_SEQUENCE``; ``[EOS]`` at the end instead: ``EOS``; neither:
+        ``MALFORMED`` with the raw decoded text; a stop token that is not last, or two: :class:`RendererError`.
+        ``<think>...</think>`` (Thinking only) becomes a thinking part (an empty one is dropped), the tool-call section
+        becomes tool calls (unparseable calls become ``unparsed_tool_calls``); text is kept verbatim.
+        """
+        tokens = [int(t) for t in response]
+        if tokens and tokens[-1] == self.eos and self.im_end not in tokens:
+            body, term = tokens[:-1], ParseTermination.EOS
+        else:
+            body, term = self.split_on_stop_token(tokens, self.im_end)
+        text = self.decode(body)
+        if term is ParseTermination.MALFORMED:
+            return {"role": "assistant", "content": text}, term
+        return self._parse_text(text), term
+
+    def _parse_text(self, text: str) -> Message:
+        calls: list[ToolCall] = []
+        unparsed: list[UnparsedToolCall] = []
+        sec = _SECTION.search(text)
+        if sec is not None:
+            calls, unparsed = parse_kimi_tool_section(sec.group(1))
+            if not sec.group(0).rstrip().endswith(("<|tool_calls_section_end|>", "<|tool_call_section_end|>")):
+                unparsed.append(UnparsedToolCall(raw_text=sec.group(0), error="unterminated tool-call section"))
+                calls = []
+            text = text[: sec.start()] + text[sec.end() :]
+        parts: list[ContentPart] = []
+        if self.think_blocks and text.startswith("<think>") and "</think>" in text:
+            reasoning, _, text = text[len("<think>") :].partition("</think>")
+            if reasoning:
+                parts.append({"type": "thinking", "thinking": reasoning})
+        msg: Message
+        if parts:
+            if text:
+                parts.append({"type": "text", "text": text})
+            msg = {"role": "assistant", "content": parts}
+        else:
+            msg = {"role": "assistant", "content": text}
+        if calls:
+            msg["tool_calls"] = calls
+        if unparsed:
+            msg["unparsed_tool_calls"] = unparsed
+        return msg
+
+
+class KimiK2ThinkingRenderer(KimiK2Renderer):
+    """Kimi K2 Thinking: ``<think>{reasoning}</think>`` in every assistant message; reasoning kept for the current
+    turn only (see the module docs); no default-system newline; no extension property."""
+
+    name = "kimi_k2_thinking"
+    supports_thinking = True
+    has_extension_property = False
+    default_system_suffix = ""
+    think_blocks = True
+
+    CONTROL_TOKENS = (*KimiK2Renderer.CONTROL_TOKENS, "<think>", "</think>")
+
+
+# ----------------------------------------------------------------------------------------------- conversation state
+
+
+class _Conversation:
+    """Per-conversation facts a message cannot see from its :class:`RenderContext`: how many tool calls precede
+    each message (for counted call ids), which call id each tool response answers (the template's queue) and where
+    the current reasoning turn starts: just after the last assistant message without tool calls, searched in all
+    messages of a generation prompt and in all but the last message of a supervised example."""
+
+    def __init__(self, calls_before: list[int], response_ids: dict[int, str], reasoning_start: int = 0):
+        self.calls_before = calls_before
+        self.response_ids = response_ids
+        self.reasoning_start = reasoning_start
+
+    @classmethod
+    def of(cls, messages: Sequence[Message], in_prompt: bool = True) -> _Conversation:
+        calls_before: list[int] = []
+        response_ids: dict[int, str] = {}
+        queue: list[str] = []
+        count = 0
+        for i, m in enumerate(messages):
+            calls_before.append(count)
+            for call in m.get("tool_calls") or []:
+                queue.append(call.id or f"functions.{call.name}:{count}")
+                count += 1
+            if m["role"] == "tool" and queue:
+                response_ids[i] = queue.pop(0)
+        calls_before.append(count)
+        scope = messages if in_prompt else messages[:-1]
+        start = 0
+        for i in range(len(scope) - 1, -1, -1):
+            if scope[i]["role"] == "assistant" and not scope[i].get("tool_calls"):
+                start = i + 1
+                break
+        return cls(calls_before, response_ids, start)
+
+
+#: True while a generation prompt is rendered (the reasoning turn is then searched in all of its messages)
+_IN_PROMPT: ContextVar[bool] = ContextVar("cookbook_kimi_k2_in_prompt", default=False)
+_CONVERSATION: ContextVar[_Conversation | None] = ContextVar("cookbook_kimi_k2_conversation", default=None)
+
+
+def _conversation() -> _Conversation:
+    conv = _CONVERSATION.get()
+    return conv if conv is not None else _Conversation([0], {})
+
+
+def _calls_before(ctx: RenderContext) -> int:
+    before = _conversation().calls_before
+    return before[ctx.idx] if ctx.idx < len(before) else before[-1]
