@@ -172,6 +172,8 @@ class RenderContext:
     next: Message | None
     last_user_index: int
     in_last_assistant_turn: bool
+    #: rendering a generation prompt (the last message is history, not the turn being produced)
+    for_prompt: bool = False
 
 
 @dataclass
@@ -363,7 +365,9 @@ class Renderer:
                 )
 
     # ---------------------------------------------------------------------------------- algorithms
-    def _contexts(self, messages: Sequence[Message], turn_start: int) -> list[RenderContext]:
+    def _contexts(
+        self, messages: Sequence[Message], turn_start: int, for_prompt: bool = False
+    ) -> list[RenderContext]:
         lui = last_user_index(messages)
         n = len(messages)
         return [
@@ -374,6 +378,7 @@ class Renderer:
                 next=messages[i + 1] if i + 1 < n else None,
                 last_user_index=lui,
                 in_last_assistant_turn=i >= turn_start,
+                for_prompt=for_prompt,
             )
             for i in range(n)
         ]
@@ -388,7 +393,7 @@ class Renderer:
         self.check_messages(messages)
         pieces: list[_Piece] = [(self.bos_tokens(), 0.0)]
         turn_start = self.last_assistant_turn_start(messages)
-        for m, ctx in zip(messages, self._contexts(messages, turn_start)):
+        for m, ctx in zip(messages, self._contexts(messages, turn_start, for_prompt=True)):
             r = self.render_message(m, ctx)
             pieces += [(s, 0.0) for s in r.header] + [(s, 0.0) for s in r.output]
         suffix_ctx = RenderContext(
@@ -398,6 +403,7 @@ class Renderer:
             next=None,
             last_user_index=last_user_index(messages),
             in_last_assistant_turn=True,
+            for_prompt=True,
         )
         pieces += [(s, 0.0) for s in self.generation_suffix(role, suffix_ctx)]
         if prefill:

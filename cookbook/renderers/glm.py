@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
 from typing import Any
 
 from cookbook.errors import RendererError
@@ -73,7 +72,6 @@ GLM_TOOLS_INSTRUCTIONS = (
     "{arg-key-2}</arg_key><arg_value>{arg-value-2}</arg_value>...</tool_call>"
 )
 
-_IN_PROMPT: ContextVar[bool] = ContextVar("cookbook_glm_in_prompt", default=False)
 
 
 def glm_argument_value(value: Any) -> str:
@@ -174,7 +172,7 @@ class GlmRenderer(Renderer):
         reasoning, text = reasoning.strip(), text.strip()
         header: list[Piece] = [] if self._supplied_by_prev(msg, ctx) else ["<|assistant|>"]
         body: list[Piece] = []
-        if ctx.is_last and not _IN_PROMPT.get():  # being produced: the prompt supplied "<think>"
+        if ctx.is_last and not ctx.for_prompt:  # being produced: the prompt supplied "<think>"
             header.append("<think>")
             body += [Lit(reasoning), "</think>"]
         elif ctx.idx > ctx.last_user_index and reasoning:
@@ -205,18 +203,6 @@ class GlmRenderer(Renderer):
         lead: list[Piece] = [] if self._supplied_by_prev(msg, ctx) else [self._role_token(role)]
         return self.w(*lead, "<think>" if role == "assistant" else "")
 
-    def generation_prompt_tokens(
-        self,
-        messages: Sequence[Message],
-        role: str = "assistant",
-        prefill: str | None = None,
-        _memo: dict[str, list[int]] | None = None,
-    ) -> list[int]:
-        token = _IN_PROMPT.set(True)
-        try:
-            return super().generation_prompt_tokens(messages, role, prefill, _memo)
-        finally:
-            _IN_PROMPT.reset(token)
 
     # ------------------------------------------------------------------------------------------ tools
     def create_conversation_prefix_with_tools(

@@ -142,28 +142,15 @@ class GptOssRenderer(Renderer):
             for n in ("start", "end", "message", "channel", "constrain", "return", "call")
         }
         self.tok = tok
-        self._prompting = 0
 
     # ------------------------------------------------------------------------------------------ contexts
-    def _contexts(self, messages: Sequence[Message], turn_start: int) -> list[RenderContext]:
-        base = super()._contexts(messages, turn_start)
+    def _contexts(
+        self, messages: Sequence[Message], turn_start: int, for_prompt: bool = False
+    ) -> list[RenderContext]:
+        base = super()._contexts(messages, turn_start, for_prompt)
         finals = [m["role"] == "assistant" and not m.get("tool_calls") for m in messages]
         declares = any(m["role"] == "tool_declare" for m in messages)
         return [_Ctx(**vars(c), later_final=any(finals[c.idx + 1 :]), declares_tools=declares) for c in base]
-
-    def generation_prompt_tokens(
-        self,
-        messages: Sequence[Message],
-        role: str = "assistant",
-        prefill: str | None = None,
-        _memo: dict[str, list[int]] | None = None,
-    ) -> list[int]:
-        # a trailing assistant message of a prompt ends <|end|>, not <|return|> (it is not being trained)
-        self._prompting += 1
-        try:
-            return super().generation_prompt_tokens(messages, role, prefill, _memo)
-        finally:
-            self._prompting -= 1
 
     def check_messages(self, messages: Sequence[Message]) -> None:
         super().check_messages(messages)
@@ -234,7 +221,7 @@ class GptOssRenderer(Renderer):
         parts: list[list[Segment]] = []
         # chain of thought is kept only where the template keeps it: the produced (last) final answer of a
         # supervised example, and tool-call messages of a turn that has no final answer yet
-        last = c.is_last and not self._prompting
+        last = c.is_last and not c.for_prompt  # a prompt's trailing message ends <|end|>, not <|return|>
         keep = (not c.later_final) if calls else last
         if reasoning and keep:
             parts.append([[t["channel"]], "analysis", [t["message"]], reasoning, [t["end"]]])

@@ -218,22 +218,12 @@ class KimiK2Renderer(Renderer):
         """``<|im_assistant|>assistant<|im_middle|>`` (after the default system block when nothing precedes it)."""
         return self.w(*self._opening(role, role, ctx))
 
-    def _contexts(self, messages: Sequence[Message], turn_start: int) -> list[RenderContext]:
-        _CONVERSATION.set(_Conversation.of(messages, _IN_PROMPT.get()))
-        return super()._contexts(messages, turn_start)
+    def _contexts(
+        self, messages: Sequence[Message], turn_start: int, for_prompt: bool = False
+    ) -> list[RenderContext]:
+        _CONVERSATION.set(_Conversation.of(messages, for_prompt))
+        return super()._contexts(messages, turn_start, for_prompt)
 
-    def generation_prompt_tokens(
-        self,
-        messages: Sequence[Message],
-        role: str = "assistant",
-        prefill: str | None = None,
-        _memo: dict[str, list[int]] | None = None,
-    ) -> list[int]:
-        token = _IN_PROMPT.set(True)
-        try:
-            return super().generation_prompt_tokens(messages, role, prefill, _memo)
-        finally:
-            _IN_PROMPT.reset(token)
 
     def check_messages(self, messages: Sequence[Message]) -> None:
         super().check_messages(messages)
@@ -356,7 +346,6 @@ class _Conversation:
 
 
 #: True while a generation prompt is rendered (the reasoning turn is then searched in all of its messages)
-_IN_PROMPT: ContextVar[bool] = ContextVar("cookbook_kimi_k2_in_prompt", default=False)
 _CONVERSATION: ContextVar[_Conversation | None] = ContextVar("cookbook_kimi_k2_conversation", default=None)
 
 

@@ -44,7 +44,6 @@ Stop sequence ``<|im_end|>``; ``</s>`` at the end of a response is an EOS termin
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
 from typing import Any
 
 from cookbook.errors import RendererError
@@ -76,7 +75,6 @@ from cookbook.renderers.qwen3_5 import (
 
 NEMOTRON3_TOOLS_PREAMBLE = QWEN3_5_TOOLS_PREAMBLE  # identical text in both templates
 _EMPTY_SYSTEM = "<|im_start|>system\n<|im_end|>\n"
-_IN_PROMPT: ContextVar[bool] = ContextVar("cookbook_nemotron3_in_prompt", default=False)
 
 
 def _extra_keys(obj: Any, handled: Sequence[str]) -> str:
@@ -184,7 +182,7 @@ class Nemotron3Renderer(Renderer):
                 rest = ("<think></think>" + ("\n" + text if reasons else text)).strip()
                 body.append(Lit(rest[len("<think></think>") :]))
         else:
-            produced = ctx.is_last and not _IN_PROMPT.get() and self.prefill_block == "<think>\n"
+            produced = ctx.is_last and not ctx.for_prompt and self.prefill_block == "<think>\n"
             if reasons or produced:  # a produced turn always continues the prompt's "<think>\n" (deviation)
                 full = ("<think>\n" + reasoning + "\n</think>\n" + text).rstrip()
                 if produced:
@@ -218,18 +216,6 @@ class Nemotron3Renderer(Renderer):
             return self.w(self._open(role, ctx))
         return self.w(self._open(role, ctx), self.prefill_block)
 
-    def generation_prompt_tokens(
-        self,
-        messages: Sequence[Message],
-        role: str = "assistant",
-        prefill: str | None = None,
-        _memo: dict[str, list[int]] | None = None,
-    ) -> list[int]:
-        token = _IN_PROMPT.set(True)
-        try:
-            return super().generation_prompt_tokens(messages, role, prefill, _memo)
-        finally:
-            _IN_PROMPT.reset(token)
 
     # ------------------------------------------------------------------------------------------ tools
     def create_conversation_prefix_with_tools(

@@ -47,7 +47,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from contextvars import ContextVar
 from typing import Any
 
 from cookbook.errors import RendererError
@@ -252,7 +251,6 @@ def declaration_pieces(text: str, preamble: str) -> list[Piece]:
 
 
 #: True while a generation prompt is rendered: its last message is history, not the message being produced
-_IN_PROMPT: ContextVar[bool] = ContextVar("cookbook_qwen3_5_in_prompt", default=False)
 
 
 class Qwen3_5Renderer(Renderer):
@@ -297,7 +295,7 @@ class Qwen3_5Renderer(Renderer):
         body: list[Piece] = []
         if ctx.idx > ctx.last_user_index:  # the template frames every message after the last user query
             if reasoning or self.think_opening == "<think>\n":
-                if ctx.is_last and not _IN_PROMPT.get():  # being produced: the prompt supplied "<think>\n"
+                if ctx.is_last and not ctx.for_prompt:  # being produced: the prompt supplied "<think>\n"
                     header.append("<think>\n")
                     body += [Lit(reasoning), "\n</think>\n\n"]
                 else:  # history: keep the template's tokens ("\n\n" of an empty block is one token)
@@ -320,18 +318,6 @@ class Qwen3_5Renderer(Renderer):
             return self.w(self._open(role, ctx))
         return self.w(self._open(role, ctx), self.think_opening)
 
-    def generation_prompt_tokens(
-        self,
-        messages: Sequence[Message],
-        role: str = "assistant",
-        prefill: str | None = None,
-        _memo: dict[str, list[int]] | None = None,
-    ) -> list[int]:
-        token = _IN_PROMPT.set(True)
-        try:
-            return super().generation_prompt_tokens(messages, role, prefill, _memo)
-        finally:
-            _IN_PROMPT.reset(token)
 
     def _render_tool_response(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
         continues = ctx.prev is not None and ctx.prev["role"] == "tool"
