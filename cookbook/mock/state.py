@@ -459,14 +459,9 @@ class MockState:
         fingerprint: bytes,
     ) -> str:
         sess = self.session(session_id)
-        prev = sess.model_seq.get(model_seq_id)
-        if prev is not None:
-            if prev[0] == fingerprint:
-                return prev[1]
-            raise BadRequest(
-                f"model_seq_id: {model_seq_id} was already used in session {session_id} by a different request",
-                "model_seq_id",
-            )
+        replayed = _replay(sess.model_seq, model_seq_id, fingerprint, "model_seq_id", f"in session {session_id}")
+        if replayed is not None:
+            return replayed
         spec = self.resolve(base_model)
         rank = int(lora_config["rank"])
         seed = int(lora_config.get("seed") or 0)
@@ -512,11 +507,9 @@ class MockState:
         fingerprint: bytes,
     ) -> str:
         sess = self.session(session_id)
-        prev = sess.model_seq.get(model_seq_id)
-        if prev is not None:
-            if prev[0] == fingerprint:
-                return prev[1]
-            raise BadRequest(f"model_seq_id: {model_seq_id} was already used in session {session_id}", "model_seq_id")
+        replayed = _replay(sess.model_seq, model_seq_id, fingerprint, "model_seq_id", f"in session {session_id}")
+        if replayed is not None:
+            return replayed
         _, kind, _ = self.store.parse_path(path)
         if not self.store.exists(path):
             raise BadRequest(f"path: checkpoint {path} not found", "path", status=404)
@@ -735,14 +728,11 @@ class MockState:
         fingerprint: bytes,
     ) -> str:
         sess = self.session(session_id)
-        prev = sess.sampler_seq.get(sampling_session_seq_id)
-        if prev is not None:
-            if prev[0] == fingerprint:
-                return prev[1]
-            raise BadRequest(
-                f"sampling_session_seq_id: {sampling_session_seq_id} was already used by a different request",
-                "sampling_session_seq_id",
-            )
+        replayed = _replay(
+            sess.sampler_seq, sampling_session_seq_id, fingerprint, "sampling_session_seq_id", f"in session {session_id}"
+        )
+        if replayed is not None:
+            return replayed
         sid = f"{session_id}:sample:{sampling_session_seq_id}"
         if model_path is not None:
             ck, arrays = await asyncio.get_running_loop().run_in_executor(
@@ -799,3 +789,14 @@ class MockState:
 def _field_of(message: str) -> str | None:
     m = re.match(r"^([A-Za-z_][\w.\[\]]*):", message)
     return m.group(1) if m else None
+
+
+def _replay(table: dict[int, tuple[bytes, str]], seq: int, fingerprint: bytes, field: str, where: str) -> str | None:
+    """Idempotent creation by sequence number: the same request again returns the original id; a different
+    request reusing the number is a 400 naming the field."""
+    prev = table.get(seq)
+    if prev is None:
+        return None
+    if prev[0] == fingerprint:
+        return prev[1]
+    raise BadRequest(f"{field}: {seq} was already used {where} by a different request", field)
