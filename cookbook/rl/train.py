@@ -77,7 +77,10 @@ def _seed(*parts: int) -> int:
 class _SeededPolicy:
     """A sampler policy whose seed depends only on (run seed, step, group, rollout, turn)."""
 
-    def __init__(self, sampling_client: Any, cfg: RLConfig, step: int, group: int, rollout: int):
+    def __init__(
+        self, sampling_client: Any, cfg: RLConfig, step: int, group: int, rollout: int, sem: asyncio.Semaphore
+    ):
+        self.sem = sem
         self.sampling_client = sampling_client
         self.cfg = cfg
         self.key = (cfg.seed, step, group, rollout)
@@ -88,15 +91,18 @@ class _SeededPolicy:
             self.sampling_client, self.cfg.max_tokens, self.cfg.temperature, seed=_seed(*self.key, self.turn)
         )
         self.turn += 1
-        return await completer(ob, stop)
+        async with self.sem:  # at most cfg.max_concurrency sampling requests in flight
+            return await completer(ob, stop)
 
 
-async def _rollout_group(builder: EnvGroupBuilder, sampling_client: Any, cfg: RLConfig, step: int, gi: int) -> TrajectoryGroup:
+async def _rollout_group(
+    builder: EnvGroupBuilder, sampling_client: Any, cfg: RLConfig, step: int, gi: int, sem: asyncio.Semaphore
+) -> TrajectoryGroup:
     envs = await builder.make_envs()
 
     async def one(ri: int) -> Any:
         try:
-            return await run_rollout(_SeededPolicy(sampling_client, cfg, step, gi, ri), envs[ri])
+            return await run_rollout(_SeededPolicy(sampling_client, cfg, step, gi, ri, sem), envs[ri])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -267,14 +273,16 @@ class RLTrainer:
         for i in range(self.start, self.end):
             t0 = time.perf_counter()
             builders = self.dataset.get_batch(i)
-            groups = asyncio.run(
-                _gather_all([_rollout_group(b, self.sampler, self.cfg, i, gi) for gi, b in enumerate(builders)])
-            )
+            groups = asyncio.run(self._rollout_batch(builders, i))
             data, metrics = self.prepare(groups)
             metrics.update(self.train_on(data))
             self.publish(i)
             self.record(i, metrics, groups, t0)
         self.finish()
+
+    async def _rollout_batch(self, builders: Sequence[EnvGroupBuilder], step: int) -> list[TrajectoryGroup]:
+        sem = asyncio.Semaphore(self.cfg.max_concurrency)
+        return await _gather_all([_rollout_group(b, self.sampler, self.cfg, step, gi, sem) for gi, b in enumerate(builders)])
 
     def run_stream(self) -> None:
         cfg = self.cfg
@@ -291,8 +299,9 @@ class RLTrainer:
                               groups_done: list[TrajectoryGroup] = groups_done,
                               futures: list[tuple[list[Any], Any]] = futures,
                               metrics: dict[str, float] = metrics) -> None:
+                sem = asyncio.Semaphore(cfg.max_concurrency)
                 pending = [
-                    asyncio.ensure_future(_rollout_group(b, self.sampler, cfg, i, gi)) for gi, b in enumerate(builders)
+                    asyncio.ensure_future(_rollout_group(b, self.sampler, cfg, i, gi, sem)) for gi, b in enumerate(builders)
                 ]
                 buffer: list[TrajectoryGroup] = []
                 try:
@@ -333,6 +342,7 @@ class RLTrainer:
         cfg = self.cfg
         queue: asyncio.Queue[tuple[int, int, TrajectoryGroup]] = asyncio.Queue()
         published = asyncio.Condition()
+        sem = asyncio.Semaphore(cfg.max_concurrency)
         state = {"step": self.start}
 
         async def worker(batch_idx: int) -> None:
@@ -342,7 +352,7 @@ class RLTrainer:
             sampler, produced_by = self.sampler, self.sampler_step
             builders = self.dataset.get_batch(batch_idx)
             groups = await _gather_all(
-                [_rollout_group(b, sampler, cfg, batch_idx, gi) for gi, b in enumerate(builders)]
+                [_rollout_group(b, sampler, cfg, batch_idx, gi, sem) for gi, b in enumerate(builders)]
             )
             for g in groups:
                 await queue.put((produced_by, batch_idx, g))
