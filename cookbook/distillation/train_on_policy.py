@@ -8,7 +8,7 @@ Semantics (tinker-cookbook ``distillation/train_on_policy.py``):
   ``compute_logprobs(full sequence)[1:]`` (aligned with the targets), then
   :func:`cookbook.rl.kl.distillation_reverse_kl_advantages` adds ``-coef·mask·(q_t - t_t)`` to the advantage of
   each sampled token (``q`` = the student's sampled logprob, ``t`` = the teacher's), **not** centred, with the
-  discounted future sum when ``kl_discount_factor > 0``. Prompt tokens have mask 0 and advantage 0.
+  discounted future sum when ``teacher_kl_discount > 0``. Prompt tokens have mask 0 and advantage 0.
 * The datums are trained with ``loss_fn`` (``importance_sampling`` by default) by the unchanged RL trainer of
   :mod:`cookbook.rl.train` (sync, stream or async modes; sampling seeds, checkpoints, resume and
   ``init_state_path`` are exactly those of RL). The metric is ``teacher_kl = Σ (q - t)·mask / Σ mask``, a
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from cookbook.errors import ConfigurationError
-from cookbook.preference.train_dpo import reference_logprobs
 from cookbook.renderers.base import Message, RendererProtocol
+from cookbook.rl.data import reference_logprobs, with_advantages
 from cookbook.rl.kl import distillation_reverse_kl_advantages
 from cookbook.rl.train import RLConfig, RLTrainer
 from cookbook.rl.types import Action, Env, EnvGroupBuilder, StepResult, StopCondition, TrajectoryGroup
@@ -103,22 +103,12 @@ def prompts_from_conversations(conversations: Sequence[Sequence[Message]]) -> li
 
 @dataclass
 class DistillationConfig(RLConfig):
-    kl_penalty_coef: float = 1.0
-    kl_discount_factor: float = 0.0
+    teacher_kl_coef: float = 1.0
+    teacher_kl_discount: float = 0.0
 
 
 def _floats(td: Any) -> np.ndarray:
     return np.asarray(td.tolist(), dtype=np.float64)
-
-
-def with_advantages(datum: Any, advantages: np.ndarray) -> Any:
-    import tinker
-
-    inputs = dict(datum.loss_fn_inputs)
-    inputs["advantages"] = tinker.TensorData(
-        data=[float(x) for x in advantages.astype(np.float32)], dtype="float32", shape=[len(advantages)]
-    )
-    return tinker.Datum(model_input=datum.model_input, loss_fn_inputs=inputs)
 
 
 class _DistillationTrainer(RLTrainer):
@@ -141,7 +131,7 @@ class _DistillationTrainer(RLTrainer):
         advs = [_floats(d.loss_fn_inputs["advantages"]) for d in data]
         teacher = reference_logprobs(self.teacher, data)
         new_advs, kl = distillation_reverse_kl_advantages(
-            advs, sampled, teacher, mask, self.dcfg.kl_penalty_coef, self.dcfg.kl_discount_factor
+            advs, sampled, teacher, mask, self.dcfg.teacher_kl_coef, self.dcfg.teacher_kl_discount
         )
         metrics.update(kl)
         return [with_advantages(d, a) for d, a in zip(data, new_advs)], metrics

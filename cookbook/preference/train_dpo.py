@@ -48,6 +48,7 @@ import numpy as np
 from cookbook.errors import ConfigurationError, DataError
 from cookbook.losses import dpo_loss
 from cookbook.renderers.base import Message, RendererProtocol, TrainOnWhat
+from cookbook.rl.data import reference_logprobs
 from cookbook.runlog import RunLog
 from cookbook.schedules import compute_schedule_lr_multiplier
 from cookbook.supervised.data import conversation_to_datum, message_from_json
@@ -145,23 +146,6 @@ class ComparisonDataset:
 
 def _floats(td: Any) -> np.ndarray:
     return np.asarray(td.tolist(), dtype=np.float64)
-
-
-def reference_logprobs(sampling_client: Any, data: Sequence[Any]) -> list[np.ndarray]:
-    """Per datum, the reference logprob of every target token: ``compute_logprobs(input + [last target])[1:]``."""
-    futures = []
-    for d in data:
-        targets = d.loss_fn_inputs["target_tokens"].tolist()
-        futures.append(sampling_client.compute_logprobs(d.model_input.append_int(int(targets[-1]))))
-    out = []
-    for d, fut in zip(data, futures):
-        lps = fut.result()[1:]
-        if len(lps) != d.model_input.length or any(x is None for x in lps):
-            raise DataError(
-                f"compute_logprobs returned {len(lps)} logprobs (or a None) for a datum of {d.model_input.length} targets"
-            )
-        out.append(np.asarray(lps, dtype=np.float64))
-    return out
 
 
 def with_weights(datum: Any, weights: np.ndarray) -> Any:

@@ -52,8 +52,8 @@ class Config:
     max_tokens: int | None = None  # default: 16 on the mock, 1024 on Tinker
     temperature: float = 1.0
     lora_rank: int = 8
-    kl_penalty_coef: float = 1.0
-    kl_discount_factor: float = 0.0
+    teacher_kl_coef: float = 1.0
+    teacher_kl_discount: float = 0.0
     loss_fn: str = "importance_sampling"
     mode: str = "sync"
     save_every: int = 5
@@ -131,7 +131,7 @@ def main(cfg: Config) -> dict[str, object]:
             max_tokens=int(cfg.max_tokens if cfg.max_tokens is not None else defaults["max_tokens"]),
             temperature=cfg.temperature, lora_rank=cfg.lora_rank, loss_fn=cfg.loss_fn, save_every=cfg.save_every,
             seed=cfg.seed, mode=cfg.mode,  # type: ignore[arg-type]
-            kl_penalty_coef=cfg.kl_penalty_coef, kl_discount_factor=cfg.kl_discount_factor,
+            teacher_kl_coef=cfg.teacher_kl_coef, teacher_kl_discount=cfg.teacher_kl_discount,
             extra={"recipe": "distillation", "teacher_sft_steps": steps, "teacher_checkpoint": cfg.teacher_checkpoint,
                    "teacher_model": None if (cfg.teacher_checkpoint or steps > 0) else cfg.teacher_model or ONLINE_TEACHER},
         )

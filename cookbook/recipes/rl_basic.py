@@ -32,6 +32,7 @@ class Config:
     max_steps_off_policy: int = 1
     num_minibatches: int = 2
     save_every: int = 4
+    kl_penalty_coef: float = 0.0  # > 0: KL penalty against the base model (centred on the batch mean)
     seed: int = 0
     base_url: str | None = None
 
@@ -54,6 +55,7 @@ def main(cfg: Config) -> dict[str, object]:
             lora_rank=cfg.lora_rank, loss_fn=cfg.loss_fn, save_every=cfg.save_every, seed=cfg.seed,
             mode=cfg.mode,  # type: ignore[arg-type]
             max_steps_off_policy=cfg.max_steps_off_policy, num_minibatches=cfg.num_minibatches,
+            kl_penalty_coef=cfg.kl_penalty_coef,
         )
         train_rl(rl_cfg, service.client, dataset, renderer, Progress(KEYS))
         return print_summary("rl_basic", cfg.log_path, service, KEYS)

@@ -99,3 +99,31 @@ def split_list(items: Sequence[Any], k: int) -> list[list[Any]]:
     k = max(1, min(k, len(items)))
     bounds = np.linspace(0, len(items), k + 1).astype(int)
     return [list(items[bounds[i] : bounds[i + 1]]) for i in range(k)]
+
+
+def reference_logprobs(sampling_client: Any, data: Sequence[Any]) -> list[np.ndarray]:
+    """Per datum, the reference logprob of every target token: ``compute_logprobs(input + [last target])[1:]``."""
+    futures = []
+    for d in data:
+        targets = d.loss_fn_inputs["target_tokens"].tolist()
+        futures.append(sampling_client.compute_logprobs(d.model_input.append_int(int(targets[-1]))))
+    out = []
+    for d, fut in zip(data, futures):
+        lps = fut.result()[1:]
+        if len(lps) != d.model_input.length or any(x is None for x in lps):
+            raise DataError(
+                f"compute_logprobs returned {len(lps)} logprobs (or a None) for a datum of {d.model_input.length} targets"
+            )
+        out.append(np.asarray(lps, dtype=np.float64))
+    return out
+
+
+def with_advantages(datum: Any, advantages: np.ndarray) -> Any:
+    """The datum with its ``advantages`` replaced (float32, one per target token)."""
+    import tinker
+
+    inputs = dict(datum.loss_fn_inputs)
+    inputs["advantages"] = tinker.TensorData(
+        data=[float(x) for x in np.asarray(advantages, dtype=np.float32)], dtype="float32", shape=[len(advantages)]
+    )
+    return tinker.Datum(model_input=datum.model_input, loss_fn_inputs=inputs)

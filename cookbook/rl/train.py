@@ -13,6 +13,10 @@ Semantics (pinned by ``specs/loops/rl.yaml``):
   sampler ``j`` has staleness ``i - j``; groups more than ``max_steps_off_policy`` behind are never produced
   because a worker waits before starting a group that could not be trained in time. Nothing is discarded.
   ``async/staleness_{min,mean,max}`` is logged.
+* KL penalty (``kl_penalty_coef > 0``): the reference model's logprobs of every datum come from
+  ``compute_logprobs`` on a sampling client of ``kl_reference_model`` (default: the base model itself, i.e. the
+  policy without its adapters); ``advantages += coef·mask·(batch_mean(diff) - diff)`` with
+  ``diff = (sampled - reference)·mask`` (``cookbook.rl.kl.incorporate_kl_penalty``); ``kl_policy_base`` is logged.
 * A rollout worker that raises fails the run with a :class:`~cookbook.errors.TrainingError` naming the group —
   never a hang (workers are tasks whose exceptions propagate; queues are never awaited without them).
 * Sampling seeds are derived from ``(seed, step, group, rollout)``, so a resumed run samples what an
@@ -36,8 +40,14 @@ import numpy as np
 
 from cookbook.errors import ConfigurationError, TrainingError
 from cookbook.rl.advantages import compute_advantages, filter_constant_reward_groups
-from cookbook.rl.data import assemble_training_data, remove_mask, split_list
-from cookbook.rl.kl import kl_sample_train
+from cookbook.rl.data import (
+    assemble_training_data,
+    reference_logprobs,
+    remove_mask,
+    split_list,
+    with_advantages,
+)
+from cookbook.rl.kl import incorporate_kl_penalty, kl_sample_train
 from cookbook.rl.rollouts import TinkerTokenCompleter, run_rollout
 from cookbook.rl.types import EnvGroupBuilder, RLDataset, TrajectoryGroup
 from cookbook.runlog import RunLog
@@ -64,6 +74,9 @@ class RLConfig:
     num_minibatches: int = 2  # stream mode
     max_steps_off_policy: int = 1  # async mode
     max_concurrency: int = 64
+    kl_penalty_coef: float = 0.0  # > 0: penalise KL to a reference policy (centred on the batch mean)
+    kl_discount_factor: float = 0.0  # > 0: discounted future sum of the KL penalty
+    kl_reference_model: str | None = None  # reference base model (default: model_name without adapters)
     samples_to_log: int = 2
     init_state_path: str | None = None  # start a fresh run from these weights (no optimizer state)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -184,6 +197,11 @@ class RLTrainer:
                         user_metadata={"renderer_name": cfg.renderer_name},
                     )
                 )
+        self.reference = None
+        if cfg.kl_penalty_coef > 0:
+            self.reference = _resolve(
+                service_client.create_sampling_client(base_model=cfg.kl_reference_model or cfg.model_name)
+            )
         self.adam = tinker.AdamParams(learning_rate=cfg.learning_rate, beta1=0.9, beta2=0.95, eps=1e-8)
         self.sampler = _resolve(self.tc.save_weights_and_get_sampling_client())
         self.sampler_step = self.start
@@ -199,7 +217,24 @@ class RLTrainer:
             [g.total_rewards() for g in groups], method=self.cfg.advantage_method  # type: ignore[arg-type]
         )
         data, _ = assemble_training_data(groups, [list(a) for a in advs])
+        if self.reference is not None and data:
+            data, kl_metrics = self._kl_penalty(data)
+            metrics.update(kl_metrics)
         return data, metrics
+
+    def _kl_penalty(self, data: list[Any]) -> tuple[list[Any], dict[str, float]]:
+        def floats(d: Any, key: str) -> np.ndarray:
+            return np.asarray(d.loss_fn_inputs[key].tolist(), dtype=np.float64)
+
+        new_advs, metrics = incorporate_kl_penalty(
+            [floats(d, "advantages") for d in data],
+            [floats(d, "logprobs") for d in data],
+            reference_logprobs(self.reference, data),
+            [floats(d, "mask") for d in data],
+            self.cfg.kl_penalty_coef,
+            self.cfg.kl_discount_factor,
+        )
+        return [with_advantages(d, a) for d, a in zip(data, new_advs)], metrics
 
     def train_on(self, data: list[Any]) -> dict[str, float]:
         cfg = self.cfg

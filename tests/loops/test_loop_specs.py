@@ -109,3 +109,17 @@ def test_rl_loop_spec(case: dict[str, Any], tinker_mock: Any, tmp_path: Path, re
         assert all(r["env/all/total_episodes"] == exp["groups_per_step"] * case["run"]["group_size"] for r in rows)
     if "minibatches_per_step" in exp:
         assert all(r["stream/minibatches"] == exp["minibatches_per_step"] for r in rows)
+
+
+def test_kl_penalty_against_the_base_model(tinker_mock: Any, tmp_path: Path, renderer: Any) -> None:
+    """Step 0: the policy is the base model (LoRA starts at zero), so the KL estimate is exactly 0; after
+    training, the sampled tokens are likelier under the policy than under the base: a positive estimate."""
+    from cookbook.rl.envs import ArithmeticDataset
+    from cookbook.rl.train import RLConfig, train_rl
+
+    cfg = RLConfig(log_path=str(tmp_path), model_name=TINY_CHAT, renderer_name="llama3", learning_rate=0.05,
+                   max_tokens=4, lora_rank=4, save_every=0, kl_penalty_coef=0.5)
+    log = train_rl(cfg, tinker_mock.service_client(), ArithmeticDataset(renderer, 6, 4, 8), renderer)
+    kl = [r["kl_policy_base"] for r in log.metrics()]
+    assert len(kl) == 8 and abs(kl[0]) < 1e-6
+    assert sum(kl[4:]) / 4 > 0.01, kl

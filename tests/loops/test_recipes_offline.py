@@ -134,7 +134,7 @@ def test_distillation_teacher_kl_falls(tmp_path: Path) -> None:
     assert len(teacher) == 1 and "sampler_path" in teacher[0]
     assert RunLog(tmp_path / "teacher").last_checkpoint() is not None
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["kind"] == "on_policy_distillation" and config["kl_penalty_coef"] == 1.0
+    assert config["kind"] == "on_policy_distillation" and config["teacher_kl_coef"] == 1.0 and config["kl_penalty_coef"] == 0.0
 
 
 # ----------------------------------------------------------------------------------------------- chat_sl
