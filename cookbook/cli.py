@@ -20,7 +20,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("tokenizers", "list"), "cookbook.tokenizers.cli_list", "list known models, families and cache status"),
     (("conform", "renderer"), "cookbook.conformance.renderer_cli", "run renderer specs/goldens/properties"),
     (("conform", "math"), "cookbook.conformance.math_cli", "run math specs against an implementation"),
-    (("parity",), "cookbook.conformance.parity_cli", "parity suite over every built-in renderer (main job)"),
+    (("parity",), "cookbook.conformance.parity_cli", "renderer parity suite over every built-in renderer"),
     (("golden",), "cookbook.conformance.golden_cli", "regenerate golden fixtures from the oracles"),
     (("mock", "serve"), "cookbook.mock.cli", "run the mock Tinker server"),
     (("run",), "cookbook.recipes.cli", "run a recipe (offline on the embedded mock unless TINKER_API_KEY is set)"),
@@ -34,7 +34,11 @@ GROUP_HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cookbook", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="cookbook",
+        description="Verifiable Tinker post-training: renderers, losses, a mock Tinker server, conformance runners "
+        "and recipes, offline.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     for path, module_name, help_text in COMMANDS:
