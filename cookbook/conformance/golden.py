@@ -34,7 +34,10 @@ SCHEMA = 1
 
 
 def golden_root() -> Path:
-    return Path(__file__).resolve().parents[2] / "golden" / "renderers"
+    """``golden/renderers`` of the installed package (:func:`cookbook.data.golden_dir`)."""
+    from cookbook.data import golden_dir
+
+    return golden_dir("renderers")
 
 
 def golden_path(renderer: str, case_id: str, root: Path | None = None) -> Path:
@@ -101,6 +104,7 @@ class GoldenSet:
     spec: Spec
     files: dict[Path, str] = field(default_factory=dict)
     mismatches: list[str] = field(default_factory=list)
+    codec: Codec | None = None
 
 
 def _prov(spec: Spec, base: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,7 +217,7 @@ def generate_spec(spec: Spec, tokenizer: Any | None = None, root: Path | None = 
     codec = Codec(tokenizer)
     oracle = TemplateOracle(tokenizer, spec.oracle.template_kwargs) if spec.oracle.kind == "chat_template" else None
     prov = tokenizer_provenance(spec.tokenizer, tokenizer)
-    out = GoldenSet(spec)
+    out = GoldenSet(spec, codec=codec)
     for case in spec.cases:
         g, problems = golden_for_case(spec, case, codec, oracle, prov)
         out.files[golden_path(spec.renderer, case.id, root)] = dumps(g)
@@ -229,3 +233,105 @@ def stale_files(specs: Iterable[Spec], root: Path | None = None) -> list[Path]:
         ids = {c.id for c in spec.cases}
         out += [p for p in sorted(folder.glob("*.json")) if p.stem not in ids]
     return out
+
+
+# ----------------------------------------------------------------------------------------------- checking
+
+
+VERSIONS_KEY = ("provenance", "versions")
+TOKEN_KEYS = {"tokens", "template_tokens"}
+
+
+@dataclass(frozen=True)
+class GoldenDiff:
+    """How a golden on disk compares with the one the oracle produces now.
+
+    ``content`` is empty when everything but the recorded library versions agrees; otherwise it describes the
+    first difference (a token list names the first differing position with both ids and decodings).
+    ``versions`` maps a library to (recorded, running) where those differ: informative, never a failure.
+    """
+
+    content: str = ""
+    versions: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.content)
+
+
+def compare_golden(old: Mapping[str, Any] | None, new: Mapping[str, Any], codec: Codec | None = None) -> GoldenDiff:
+    """Compare a stored golden with a regenerated one; see :class:`GoldenDiff`."""
+    if old is None:
+        return GoldenDiff(content="missing: the oracle produces this golden but no file exists")
+    rec = _get(old, VERSIONS_KEY) or {}
+    run = _get(new, VERSIONS_KEY) or {}
+    versions = tuple(
+        (lib, str(rec.get(lib, "none")), str(run.get(lib, "none")))
+        for lib in sorted(set(rec) | set(run))
+        if rec.get(lib) != run.get(lib)
+    )
+    first = _first_difference(_without(old, VERSIONS_KEY), _without(new, VERSIONS_KEY), (), codec)
+    return GoldenDiff(content=first or "", versions=versions)
+
+
+def _get(d: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    cur: Any = d
+    for k in path:
+        if not isinstance(cur, Mapping) or k not in cur:
+            return None
+        cur = cur[k]
+    return cur
+
+
+def _without(d: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    out = dict(d)
+    if len(path) == 1:
+        out.pop(path[0], None)
+    elif isinstance(out.get(path[0]), Mapping):
+        out[path[0]] = _without(out[path[0]], path[1:])
+    return out
+
+
+def _first_difference(a: Any, b: Any, where: tuple[str, ...], codec: Codec | None) -> str | None:
+    label = ".".join(where) or "(file)"
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for k in sorted(set(a) | set(b)):
+            if k not in a:
+                return f"{label}.{k}: absent in the stored golden, the oracle gives {_short(b[k])}"
+            if k not in b:
+                return f"{label}.{k}: the stored golden has {_short(a[k])}, the oracle gives none"
+            found = _first_difference(a[k], b[k], (*where, str(k)), codec)
+            if found:
+                return found
+        return None
+    if where and where[-1] in TOKEN_KEYS and isinstance(a, list) and isinstance(b, list):
+        return _token_difference(label, a, b, codec) if a != b else None
+    if a != b:
+        return f"{label}: stored {_short(a)}, the oracle gives {_short(b)}"
+    return None
+
+
+def _token_difference(label: str, a: list[Any], b: list[Any], codec: Codec | None) -> str:
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+    def show(ids: list[Any]) -> str:
+        if i >= len(ids):
+            return "end of sequence"
+        tok = ids[i]
+        text = ""
+        if codec is not None and isinstance(tok, int):
+            try:
+                text = " " + json.dumps(codec.decode([tok]), ensure_ascii=False)
+            except Exception:
+                text = ""
+        return f"id {tok}{text}"
+
+    return (
+        f"{label}: first differing token at position {i} (stored {len(a)} tokens, the oracle {len(b)}): "
+        f"stored {show(a)}, the oracle gives {show(b)}"
+    )
+
+
+def _short(x: Any, limit: int = 80) -> str:
+    text = json.dumps(x, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -225,10 +225,10 @@ _FILE_KEYS = {"quantity", "description", "tolerance", "cases", "notes", "convent
 
 
 def default_spec_dir() -> Path:
-    """``specs/math`` of the source tree this package was imported from."""
-    import cookbook
+    """``specs/math`` of the installed package (:func:`cookbook.data.specs_dir`)."""
+    from cookbook.data import specs_dir
 
-    return Path(cookbook.__file__).resolve().parent.parent / "specs" / "math"
+    return specs_dir("math")
 
 
 def _convert_inputs(q: Quantity, raw: Mapping[str, Any], where: str) -> dict[str, Any]:

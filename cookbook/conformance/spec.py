@@ -594,8 +594,10 @@ def _load_parse_case(ctx: _Ctx, c: Any, i: int) -> ParseCase:
 
 
 def spec_dir() -> Path:
-    """``specs/renderers`` of the source tree."""
-    return Path(__file__).resolve().parents[2] / "specs" / "renderers"
+    """``specs/renderers`` of the installed package (:func:`cookbook.data.specs_dir`)."""
+    from cookbook.data import specs_dir
+
+    return specs_dir("renderers")
 
 
 def spec_path_for(renderer: str, root: Path | None = None) -> Path:

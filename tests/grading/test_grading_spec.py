@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from cookbook.data import specs_dir
 from cookbook.errors import ConfigurationError, DataError
 from cookbook.grading import extract_boxed, extract_gsm8k_answer, grade_answer, last_integer, safe_grade
 from cookbook.grading.grade import _WORKER
 
 SPEC: dict[str, list[dict[str, Any]]] = yaml.safe_load(
-    (Path(__file__).parents[2] / "specs" / "grading" / "math.yaml").read_text()
+    specs_dir("grading", "math.yaml").read_text()
 )
 
 

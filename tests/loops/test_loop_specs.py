@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 import yaml
 
+from cookbook.data import specs_dir
 from cookbook.mock.tiny_chat import TINY_CHAT, tiny_chat_dir
 from cookbook.renderers import get_renderer
 from cookbook.runlog import RunLog
 from cookbook.supervised.data import ConversationDataset, conversation_to_datum, read_conversations_jsonl
 from cookbook.supervised.train import SupervisedConfig, train
 
-SPECS = Path(__file__).parents[2] / "specs" / "loops"
+SPECS = specs_dir("loops")
 SL = yaml.safe_load((SPECS / "supervised.yaml").read_text())
 RL = yaml.safe_load((SPECS / "rl.yaml").read_text())
 CONVS = read_conversations_jsonl(Path(__file__).parents[2] / "cookbook" / "recipes" / "data" / "conversations.jsonl")

@@ -11,7 +11,6 @@ the DeepSeek-V3.1 chat template (llama.cpp's copy, with the specs' named edits t
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from cookbook.conformance.spec import (
     Spec,
     load_spec,
 )
+from cookbook.data import specs_dir
 from cookbook.errors import RendererError
 from cookbook.renderers import ParseTermination, ToolCall, TrainOnWhat
 from cookbook.renderers.base import model_input_tokens
@@ -31,7 +31,7 @@ from cookbook.renderers.deepseek_v3 import (
 )
 from cookbook.tokenizers import get_tokenizer
 
-SPECS = Path(__file__).resolve().parents[2] / "specs" / "renderers"
+SPECS = specs_dir("renderers")
 CLASSES: dict[str, type[DeepSeekV3Renderer]] = {
     "deepseekv3": DeepSeekV3Renderer,
     "deepseekv3_disable_thinking": DeepSeekV3DisableThinkingRenderer,

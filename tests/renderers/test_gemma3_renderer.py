@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,13 +19,14 @@ from cookbook.conformance.spec import (
     Spec,
     load_spec,
 )
+from cookbook.data import specs_dir
 from cookbook.errors import RendererError
 from cookbook.renderers import ParseTermination, ToolCall, TrainOnWhat
 from cookbook.renderers.base import model_input_tokens
 from cookbook.renderers.gemma3 import Gemma3Renderer
 from cookbook.tokenizers import get_tokenizer
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "specs" / "renderers" / "gemma3.yaml"
+SPEC_PATH = specs_dir("renderers") / "gemma3.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ import pytest
 from cookbook.cli import main
 from cookbook.conformance.golden import dumps, generate_spec, golden_root, load_golden
 from cookbook.conformance.spec import all_spec_paths, load_spec
+from cookbook.data import specs_dir
 from cookbook.errors import SpecError
 from cookbook.tokenizers import get_tokenizer
 
 SPECS = all_spec_paths()
-LLAMA_SPEC = Path(__file__).resolve().parents[2] / "specs" / "renderers" / "llama3.yaml"
+LLAMA_SPEC = specs_dir("renderers") / "llama3.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -91,20 +92,76 @@ def test_stale_template_edit_stops_the_generator(tmp_path: Path, llama_tok) -> N
         generate_spec(load_spec(p), llama_tok, root=tmp_path / "out")
 
 
-def test_check_reports_a_changed_golden(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _golden_copy(tmp_path: Path, renderer: str = "llama3") -> Path:
     out = tmp_path / "golden"
-    shutil.copytree(golden_root() / "llama3", out / "llama3")
+    shutil.copytree(golden_root() / renderer, out / renderer)
+    return out
+
+
+def test_check_reports_a_changed_golden(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _golden_copy(tmp_path)
     victim = out / "llama3" / "user_only.json"
     data = json.loads(victim.read_text(encoding="utf-8"))
-    data["generation_prompt"]["tokens"][-1] = 13
+    stored = data["generation_prompt"]["tokens"]
+    position = len(stored) - 1
+    oracle_id = stored[position]
+    stored[position] = 13
     victim.write_text(dumps(data), encoding="utf-8")
     (out / "llama3" / "no_such_case.json").write_text("{}\n", encoding="utf-8")
     rc = main(["golden", "llama3", "--check", "--out", str(out)])
     stdout = capsys.readouterr().out
     assert rc == 1
-    assert "user_only.json" in stdout and "-" in stdout and "+" in stdout
-    assert "stale golden" in stdout and "no_such_case.json" in stdout
+    changed = [ln for ln in stdout.splitlines() if ln.startswith("CHANGED")]
+    assert len(changed) == 1 and "user_only.json" in changed[0]
+    # the first differing token: its position, the stored id and the oracle's id
+    assert f"position {position}" in changed[0] and "id 13" in changed[0] and f"id {oracle_id}" in changed[0]
+    assert "stale" in stdout.lower() and "no_such_case.json" in stdout
     # without --check the generator repairs both
     assert main(["golden", "llama3", "--out", str(out)]) == 0
     assert not (out / "llama3" / "no_such_case.json").exists()
     assert main(["golden", "llama3", "--check", "--out", str(out)]) == 0
+
+
+@pytest.mark.parametrize("field", ["tokenizer_sha256", "template_sha256"])
+def test_check_fails_on_a_changed_tokenizer_or_template_hash(
+    tmp_path: Path, field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _golden_copy(tmp_path)
+    victim = out / "llama3" / "system_user.json"
+    data = json.loads(victim.read_text(encoding="utf-8"))
+    data["provenance"][field] = "0" * 64
+    victim.write_text(dumps(data), encoding="utf-8")
+    assert main(["golden", "llama3", "--check", "--out", str(out)]) == 1
+    changed = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("CHANGED")]
+    assert len(changed) == 1 and "system_user.json" in changed[0] and field in changed[0]
+
+
+def test_check_passes_when_only_library_versions_differ(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Goldens recorded under other transformers/tokenizers/jinja2 releases: reported on their own line, no failure."""
+    from cookbook.conformance.oracle import library_versions
+
+    out = _golden_copy(tmp_path)
+    running = library_versions()
+    files = sorted((out / "llama3").glob("*.json"))
+    for f in files:
+        data = json.loads(f.read_text(encoding="utf-8"))
+        data["provenance"]["versions"] = {**running, "transformers": "4.0.0", "jinja2": "2.0"}
+        f.write_text(dumps(data), encoding="utf-8")
+    rc = main(["golden", "llama3", "--check", "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert rc == 0, stdout
+    lines = stdout.splitlines()
+    assert f"content identical; recorded transformers 4.0.0, running {running['transformers']} ({len(files)} golden file(s))" in lines
+    assert f"content identical; recorded jinja2 2.0, running {running['jinja2']} ({len(files)} golden file(s))" in lines
+    assert not [ln for ln in lines if ln.startswith("CHANGED")]
+
+
+def test_check_with_nothing_to_check_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty_specs = tmp_path / "specs"
+    empty_specs.mkdir()
+    assert main(["golden", "--check", "--specs", str(empty_specs)]) != 0
+    assert str(empty_specs) in capsys.readouterr().err
+    empty_goldens = tmp_path / "golden"
+    empty_goldens.mkdir()
+    assert main(["golden", "--check", "--out", str(empty_goldens)]) != 0
+    assert str(empty_goldens) in capsys.readouterr().err

@@ -19,7 +19,6 @@ package is not installed.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +30,7 @@ from cookbook.conformance.spec import (
     load_spec,
     to_messages,
 )
+from cookbook.data import specs_dir
 from cookbook.errors import RendererError
 from cookbook.renderers import ParseTermination, ToolCall, ToolSpec, TrainOnWhat
 from cookbook.renderers.base import Message, model_input_tokens, text_of, thinking_of
@@ -44,7 +44,7 @@ from cookbook.renderers.gpt_oss import (
 )
 from cookbook.tokenizers import get_tokenizer, tokenizer_dir
 
-SPECS = Path(__file__).resolve().parents[2] / "specs" / "renderers"
+SPECS = specs_dir("renderers")
 CLASSES: dict[str, type[GptOssRenderer]] = {
     "gpt_oss_low_reasoning": GptOssLowReasoningRenderer,
     "gpt_oss_medium_reasoning": GptOssMediumReasoningRenderer,

@@ -11,7 +11,6 @@ chat template (llama.cpp copy) with the tokenizer exported from tml-renderers (p
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from cookbook.conformance.spec import (
     Spec,
     load_spec,
 )
+from cookbook.data import specs_dir
 from cookbook.errors import RendererError
 from cookbook.renderers import TrainOnWhat
 from cookbook.renderers.nemotron3 import (
@@ -29,7 +29,7 @@ from cookbook.renderers.nemotron3 import (
 )
 from cookbook.tokenizers import get_tokenizer
 
-SPECS = Path(__file__).resolve().parents[2] / "specs" / "renderers"
+SPECS = specs_dir("renderers")
 CLASSES: dict[str, type[Nemotron3Renderer]] = {
     "nemotron3": Nemotron3Renderer,
     "nemotron3_disable_thinking": Nemotron3DisableThinkingRenderer,

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from cookbook.conformance.spec import (
     Spec,
     load_spec,
 )
+from cookbook.data import specs_dir
 from cookbook.errors import RendererError
 from cookbook.renderers import ToolCall, TrainOnWhat
 from cookbook.renderers.qwen3_5 import (
@@ -29,7 +29,7 @@ from cookbook.renderers.qwen3_5 import (
 )
 from cookbook.tokenizers import get_tokenizer
 
-SPECS = Path(__file__).resolve().parents[2] / "specs" / "renderers"
+SPECS = specs_dir("renderers")
 CLASSES: dict[str, type[Qwen3_5Renderer]] = {
     "qwen3_5": Qwen3_5Renderer,
     "qwen3_5_disable_thinking": Qwen3_5DisableThinkingRenderer,

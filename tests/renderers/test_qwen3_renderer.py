@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from cookbook.data import specs_dir
 from cookbook.errors import RendererError
 from cookbook.renderers import Message, ParseTermination, ToolCall, TrainOnWhat, get_renderer
 from cookbook.renderers.base import Renderer, model_input_tokens
@@ -32,7 +32,7 @@ from cookbook.renderers.qwen3 import (
 )
 from cookbook.tokenizers import get_tokenizer
 
-SPECS = Path(__file__).resolve().parents[2] / "specs" / "renderers"
+SPECS = specs_dir("renderers")
 NAMES = ["qwen3", "qwen3_disable_thinking", "qwen3_instruct"]
 OPEN, CLOSE = "⟦", "⟧"
 
