@@ -4,4 +4,6 @@ Reference renderers, losses, RL maths and training loops, executable specs and g
 Tinker server speaking the real HTTP protocol, and a conformance runner (`cookbook conform ...`).
 """
 
-__version__ = "0.1.0"
+# The one source of the version: pyproject.toml reads it (``[tool.setuptools.dynamic]``), ``cookbook --version``
+# prints it.
+__version__ = "0.2.0"

@@ -33,12 +33,19 @@ GROUP_HELP = {
 }
 
 
+def _version() -> str:
+    from cookbook import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cookbook",
         description="Verifiable Tinker post-training: renderers, losses, a mock Tinker server, conformance runners "
         "and recipes, offline.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     for path, module_name, help_text in COMMANDS:
