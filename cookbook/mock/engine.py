@@ -57,6 +57,8 @@ STORE_ELEMS = 1 << 26  # forward logits kept per datum for backward (64M float64
 SAMPLE_CHUNK = 2048  # columns per chunk when decoding (fixed: a sample never depends on its batch)
 ROW_TILE = 8  # decoding GEMMs run on a multiple of this many rows (padded with zeros)
 NOTICE_VOCAB = 32768  # vocabularies from this size on get a one-line speed notice
+MAX_ARENAS = 2  # reusable logits buffers kept between requests
+EXP_SAFE = 600.0  # |chunk max| up to which exp(z) needs no shift (exp overflows past 709, V·e^600 is finite)
 MAX_RANK = 512
 EMPTY_TOPK_LOGPROB = -99999.0
 
@@ -221,6 +223,29 @@ class Engine:
         self._lock = threading.Lock()
         self._batches: dict[tuple[BaseModelSpec, int], _DecodeBatch] = {}
         self._noticed: set[str] = set()
+        self._arenas: list[np.ndarray] = []  # reusable logits buffers (fresh pages cost the kernel ~as much as exp)
+
+    # ---------------------------------------------------------------- scratch memory
+
+    def _take(self, elems: int) -> np.ndarray:
+        """A float64 buffer of at least ``elems`` elements, reused across requests (see :meth:`release_buffers`)."""
+        with self._lock:
+            for i, arr in enumerate(self._arenas):
+                if arr.size >= elems:
+                    return self._arenas.pop(i)
+        return np.empty(elems)
+
+    def _give(self, arr: np.ndarray) -> None:
+        with self._lock:
+            self._arenas.append(arr)
+            self._arenas.sort(key=lambda a: a.size)
+            while len(self._arenas) > MAX_ARENAS:
+                self._arenas.pop(0)
+
+    def release_buffers(self) -> None:
+        """Drop the reusable logits buffers (at most :data:`MAX_ARENAS`, each <= :data:`STORE_ELEMS` floats)."""
+        with self._lock:
+            self._arenas.clear()
 
     # ---------------------------------------------------------------- weights
 
@@ -412,11 +437,13 @@ class Engine:
     ) -> _Block:
         """Logits ``z = H·W + (s·H·A)·B`` of a row block, one column chunk of ``C`` at a time.
 
-        Each chunk is computed into ``out[:, c0:c1]`` and reduced while it is in cache: its row max ``m_c``,
-        ``e = exp(z - m_c)`` and ``s_c = Σ e``. With ``exp_in_place`` ``out`` keeps ``e`` (what backward needs),
-        otherwise it keeps ``z``. ``lse = M + log Σ_c s_c·exp(m_c - M)`` with ``M = max_c m_c``. ``gather``
-        collects the logits at target columns before the exponential. The chunking depends only on ``C`` and
-        ``V``, so equal inputs give bit-identical results whatever else is being computed.
+        Each chunk is computed into ``out[:, c0:c1]`` and reduced while it is in cache: ``e = exp(z - m_c)``
+        and ``s_c = Σ e`` with the shift ``m_c = 0`` when every row max of the chunk lies in
+        ``[-EXP_SAFE, EXP_SAFE]`` (no overflow or loss of precision is possible, and a pass is saved), else the
+        row max. With ``exp_in_place`` ``out`` keeps ``e`` (what backward needs), otherwise it keeps ``z``.
+        ``lse = M + log Σ_c s_c·exp(m_c - M)`` with ``M = max_c m_c``. ``gather`` collects the logits at
+        target columns before the exponential. The chunking depends only on ``C`` and ``V``, so equal inputs give
+        bit-identical results whatever else is being computed.
         """
         W, B = bw.W, adapter.B
         rows, V = out.shape
@@ -440,10 +467,14 @@ class Engine:
                 if b > a:
                     zt[a:b] = zc[gather.rows[a:b], gather.cols[a:b] - c0]
             m = zc.max(axis=1)
-            mc[:, j] = m
             e = zc if exp_in_place else scratch[:, : c1 - c0]  # type: ignore[index]
-            np.subtract(zc, m[:, None], out=e)
-            np.exp(e, out=e)
+            if -EXP_SAFE <= m.min() and m.max() <= EXP_SAFE:
+                mc[:, j] = 0.0
+                np.exp(zc, out=e)
+            else:
+                mc[:, j] = m
+                np.subtract(zc, m[:, None], out=e)
+                np.exp(e, out=e)
             sc[:, j] = e.sum(axis=1)
         top = mc.max(axis=1)
         scale = np.exp(mc - top[:, None])
@@ -467,7 +498,6 @@ class Engine:
         The forward pass keeps each row block's ``exp(z - m_c)`` (up to :data:`STORE_ELEMS` logits per datum)
         so that backward does not recompute it; blocks beyond that budget are recomputed bit-identically.
         """
-        losses = _losses()
         self.validate_batch(trainer.spec, loss_fn, data, loss_fn_config)
         bw = self.base(trainer.spec)
         adapter = trainer.adapter
@@ -478,76 +508,95 @@ class Engine:
         rb = max(1, min(ROW_BLOCK, BLOCK_ELEMS // V))
         C = self._col_chunk(rb, V)
         backward = not forward_only and adapter.rank > 0
-        # gradients are accumulated per datum in datum order (bit-identical under any split of the batch)
-        for i, d in enumerate(data):
-            targets = d.inputs["target_tokens"].astype(np.int64, copy=False)
-            H = self._hidden(bw, d.tokens)
-            HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
-            T = H.shape[0]
-            lp = np.empty(targets.shape)
-            kept: list[tuple[np.ndarray | None, _Block, _Gather]] = []
-            budget = STORE_ELEMS if backward else 0
-            for r0 in range(0, T, rb):
-                r1 = min(T, r0 + rb)
-                gather = _Gather.of(targets[r0:r1], C, V)
-                buf = np.empty((r1 - r0, V))
-                blk = self._chunk_pass(bw, adapter, H[r0:r1], None if HA is None else HA[r0:r1], buf, C, True, gather)
-                lse_t = blk.lse[:, None] if targets.ndim == 2 else blk.lse
-                lp[r0:r1] = gather.scatter(blk.zt, targets[r0:r1].shape) - lse_t  # type: ignore[arg-type]
-                keep = budget >= buf.size
-                if keep:
-                    budget -= buf.size
-                kept.append((buf if keep else None, blk, gather))
-                del buf
-            try:
-                res = losses.tinker_loss(loss_fn, lp, d.inputs, cfg)
-            except LossInputError as exc:
-                raise LossInputError(f"data[{i}]: {exc}") from exc
-            for k, v in res.metrics.items():
-                metric_acc.setdefault(k, []).append(float(v))
-            out.append(lp)
-            if not backward or HA is None:
-                continue
-            g = np.asarray(res.grad, dtype=np.float64).reshape(targets.shape)
-            if not np.all(np.isfinite(g)):
-                raise DataError(f"data[{i}]: the loss gradient is not finite (check advantages/logprobs)")
-            for bi, (buf_or_none, blk, gather) in enumerate(kept):
-                r0 = bi * rb
-                r1 = min(T, r0 + rb)
-                e = buf_or_none
-                if e is None:  # over the memory budget: recompute this block's forward (same code, same bits)
-                    e = np.empty((r1 - r0, V))
-                    self._chunk_pass(bw, adapter, H[r0:r1], HA[r0:r1], e, C, True, None)
-                kept[bi] = (None, blk, gather)
-                self._backward_block(trainer, H[r0:r1], HA[r0:r1], e, blk, gather, g[r0:r1], C)
-                del e
+        longest = max(int(d.tokens.shape[0]) for d in data)
+        stored_rows = min(longest, (STORE_ELEMS // V) // rb * rb) if backward else 0
+        spill = rb if longest > stored_rows else 0  # one block of room for blocks past the budget
+        arena = self._take((stored_rows + spill) * V)
+        try:
+            # gradients are accumulated per datum in datum order (bit-identical under any split of the batch)
+            for i, d in enumerate(data):
+                lp, res = self._datum(trainer, bw, loss_fn, cfg, d, i, rb, C, arena, stored_rows, backward)
+                for k, v in res.metrics.items():
+                    metric_acc.setdefault(k, []).append(float(v))
+                out.append(lp)
+        finally:
+            self._give(arena)
         if not forward_only:
             trainer.pending_grads += 1
         return ForwardResult(out, _reduce_metrics(metric_acc))
 
-    @staticmethod
-    def _backward_block(
+    def _datum(
+        self,
         trainer: Trainer,
-        H: np.ndarray,
-        HA: np.ndarray,
-        e: np.ndarray,
-        blk: _Block,
-        gather: _Gather,
-        g: np.ndarray,
+        bw: BaseWeights,
+        loss_fn: str,
+        cfg: dict[str, float] | None,
+        d: DatumArrays,
+        i: int,
+        rb: int,
         C: int,
-    ) -> None:
-        """``dz = Σ_k g_k·onehot(y_k) − (Σ_k g_k)·softmax(z)``; ``dB += (s·H·A)ᵀ dz``; ``dA += Hᵀ (s · dz Bᵀ)``.
-
-        ``e`` holds the block's ``exp(z - m_c)`` and is consumed: ``softmax = e · exp(m_c - M) / S`` per chunk.
-        """
+        arena: np.ndarray,
+        stored_rows: int,
+        backward: bool,
+    ) -> tuple[np.ndarray, Any]:
+        """One datum: chunked forward (rows < ``stored_rows`` keep ``exp(z - m_c)`` in ``arena``), loss, backward."""
         adapter = trainer.adapter
-        B = adapter.B
-        rows, V = e.shape
+        V = bw.spec.vocab_size
+        targets = d.inputs["target_tokens"].astype(np.int64, copy=False)
+        H = self._hidden(bw, d.tokens)
+        HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
+        T = H.shape[0]
+        lp = np.empty(targets.shape)
+        blocks: list[tuple[_Block, _Gather]] = []
+        for r0 in range(0, T, rb):
+            r1 = min(T, r0 + rb)
+            gather = _Gather.of(targets[r0:r1], C, V)
+            base = r0 * V if r1 <= stored_rows else stored_rows * V  # past the budget: the spill block
+            buf = arena[base : base + (r1 - r0) * V].reshape(r1 - r0, V)
+            blk = self._chunk_pass(bw, adapter, H[r0:r1], None if HA is None else HA[r0:r1], buf, C, True, gather)
+            lse_t = blk.lse[:, None] if targets.ndim == 2 else blk.lse
+            lp[r0:r1] = gather.scatter(blk.zt, targets[r0:r1].shape) - lse_t  # type: ignore[arg-type]
+            blocks.append((blk, gather))
+        try:
+            res = _losses().tinker_loss(loss_fn, lp, d.inputs, cfg)
+        except LossInputError as exc:
+            raise LossInputError(f"data[{i}]: {exc}") from exc
+        if not backward or HA is None:
+            return lp, res
+        g = np.asarray(res.grad, dtype=np.float64).reshape(targets.shape)
+        if not np.all(np.isfinite(g)):
+            raise DataError(f"data[{i}]: the loss gradient is not finite (check advantages/logprobs)")
+        tmp = self._take(adapter.rank * V)
+        try:
+            dB = tmp[: adapter.rank * V].reshape(adapter.rank, V)
+            if T <= stored_rows:  # every block kept: one pair of GEMMs for the whole datum
+                for bi, (blk, gather) in enumerate(blocks):
+                    r0, r1 = bi * rb, min(T, bi * rb + rb)
+                    self._softmax_grad(arena[r0 * V : r1 * V].reshape(r1 - r0, V), blk, gather, g[r0:r1], C)
+                dz = arena[: T * V].reshape(T, V)
+                self._accumulate(trainer, H, HA, dz, dB)
+            else:
+                for bi, (blk, gather) in enumerate(blocks):
+                    r0, r1 = bi * rb, min(T, bi * rb + rb)
+                    if r1 > stored_rows:  # over the memory budget: recompute this block (same code, same bits)
+                        e = arena[stored_rows * V : (stored_rows + r1 - r0) * V].reshape(r1 - r0, V)
+                        self._chunk_pass(bw, adapter, H[r0:r1], HA[r0:r1], e, C, True, None)
+                    else:
+                        e = arena[r0 * V : r1 * V].reshape(r1 - r0, V)
+                    self._softmax_grad(e, blk, gather, g[r0:r1], C)
+                    self._accumulate(trainer, H[r0:r1], HA[r0:r1], e, dB)
+        finally:
+            self._give(tmp)
+        return lp, res
+
+    @staticmethod
+    def _softmax_grad(e: np.ndarray, blk: _Block, gather: _Gather, g: np.ndarray, C: int) -> None:
+        """Turn a block's ``e = exp(z - m_c)`` into ``dz = Σ_k g_k·onehot(y_k) − (Σ_k g_k)·softmax(z)`` in place
+        (``softmax = e · exp(m_c - M) / S`` per chunk), one cache-sized chunk at a time."""
+        V = e.shape[1]
         G = g.sum(axis=1) if g.ndim == 2 else g
         coef = -(G / blk.total)[:, None] * blk.scale  # [rows, chunks]
         gs = gather.take(g)
-        HAt = np.ascontiguousarray(HA.T)
-        dHA = np.zeros((rows, adapter.rank))
         for j in range(coef.shape[1]):
             c0 = j * C
             c1 = min(V, c0 + C)
@@ -556,9 +605,14 @@ class Engine:
             a, b = gather.bounds[j], gather.bounds[j + 1]
             if b > a:
                 np.add.at(ec, (gather.rows[a:b], gather.cols[a:b] - c0), gs[a:b])
-            trainer.grad_B[:, c0:c1] += HAt @ ec
-            dHA += ec @ B[:, c0:c1].T
-        trainer.grad_A += H.T @ (adapter.scale * dHA)
+
+    @staticmethod
+    def _accumulate(trainer: Trainer, H: np.ndarray, HA: np.ndarray, dz: np.ndarray, dB: np.ndarray) -> None:
+        """``grad_B += (s·H·A)ᵀ dz`` and ``grad_A += Hᵀ (s · dz Bᵀ)`` (``dB`` is scratch of ``grad_B``'s shape)."""
+        adapter = trainer.adapter
+        np.matmul(HA.T, dz, out=dB)
+        trainer.grad_B += dB
+        trainer.grad_A += H.T @ (adapter.scale * (dz @ adapter.B.T))
 
     # ---------------------------------------------------------------- optimiser
 
@@ -731,8 +785,11 @@ class Engine:
         finally:
             with self._lock:
                 batch.users -= 1
-                if batch.users == 0 and self._batches.get(key) is batch:
+                last = batch.users == 0 and self._batches.get(key) is batch
+                if last:
                     del self._batches[key]
+            if last:
+                batch.close(self)
 
     def _decode_step(self, batch: _DecodeBatch) -> None:
         """One token for every live sequence of the batch: one GEMM over the vocabulary for all of them."""
@@ -745,7 +802,7 @@ class Engine:
         for i, s in enumerate(seqs):
             H[i] = s.h
         HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
-        z = batch.buffer(n_pad, V)
+        z = batch.buffer(self, n_pad, V)
         blk = self._chunk_pass(bw, adapter, H, HA, z, SAMPLE_CHUNK, False, None)
         for i, s in enumerate(seqs):
             try:
@@ -768,7 +825,7 @@ class Engine:
 class _Block:
     """Per-row reductions of one chunked logits pass (:meth:`Engine._chunk_pass`)."""
 
-    mc: np.ndarray  # [rows, chunks] chunk maxima m_c
+    mc: np.ndarray  # [rows, chunks] the shift m_c of each chunk's exponential (0 or the chunk's row max)
     scale: np.ndarray  # [rows, chunks] exp(m_c - M)
     mass: np.ndarray  # [rows, chunks] Σ_chunk exp(z - M)
     total: np.ndarray  # [rows] Σ exp(z - M)
@@ -907,10 +964,18 @@ class _DecodeBatch:
                 self.active.extend(s for s in job.seqs if not s.done)
         self.pending.clear()
 
-    def buffer(self, rows: int, V: int) -> np.ndarray:
-        if self._buf is None or self._buf.shape[0] < rows:
-            self._buf = np.empty((rows, V))
-        return self._buf[:rows]
+    def buffer(self, engine: Engine, rows: int, V: int) -> np.ndarray:
+        """``[rows, V]`` logits for this step, in an engine buffer kept while the batch lives."""
+        if self._buf is None or self._buf.size < rows * V:
+            if self._buf is not None:
+                engine._give(self._buf)
+            self._buf = engine._take(rows * V)
+        return self._buf[: rows * V].reshape(rows, V)
+
+    def close(self, engine: Engine) -> None:
+        if self._buf is not None:
+            engine._give(self._buf)
+            self._buf = None
 
 
 def _draw_chunked(z: np.ndarray, blk: _Block, i: int, C: int, rng: np.random.Generator) -> int:
