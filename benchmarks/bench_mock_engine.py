@@ -1,8 +1,9 @@
 """Mock engine speed at a real vocabulary (V = 151,936), as a fraction of what this machine's float64 allows.
 
 Run by ``nox -s bench`` (or ``python benchmarks/bench_mock_engine.py``). In one process, interleaved over a few
-rounds (the machine is shared, so each figure is the best of its rounds and limits and engines see the same
-load; times are CPU seconds of the process, so other jobs on the cores do not count), it measures:
+rounds (the machine is shared: each figure is the best of its rounds, limits and engines run the same amount of
+work back to back, and times are CPU seconds of the process, so other jobs on the cores do not count), it
+measures:
 
 * the **limits**, from this machine's BLAS and numpy on the exact shapes the engine needs (GEMMs into
   preallocated outputs; ``exp`` over the same number of values, one cache-sized chunk per call):
@@ -32,7 +33,6 @@ import sys
 import threading
 import time
 import types as pytypes
-from collections.abc import Callable
 from pathlib import Path
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -49,19 +49,10 @@ RANK = 32
 TOKENS = 256
 DATUMS = 2
 REQUESTS, SAMPLES, MAX_TOKENS = 4, 8, 8
-ROUNDS = 2
+ROUNDS = 3
 
 
 clock = time.process_time  # CPU seconds of this process (all threads): robust to other load on shared cores
-
-
-def best(fn: Callable[[], object], reps: int = 3) -> float:
-    out = float("inf")
-    for _ in range(reps):
-        t0 = clock()
-        fn()
-        out = min(out, clock() - t0)
-    return out
 
 
 def baseline_engine() -> pytypes.ModuleType | None:
@@ -82,45 +73,36 @@ def baseline_engine() -> pytypes.ModuleType | None:
     return mod
 
 
-def exp_seconds(rows: int, cols: int, elems: int) -> float:
-    """``exp`` over ``elems`` values done as the engine does it: a ``[rows, cols]`` chunk at a time, in cache."""
+def _limit_run(gemms: list[tuple[tuple[int, int], tuple[int, int]]], rows: int, cols: int, elems: int,
+               repeat: int) -> float:
+    """CPU seconds of ``repeat`` times: the ``gemms`` (BLAS, preallocated outputs, no page faults) and ``exp``
+    over ``elems`` values one in-cache ``[rows, cols]`` chunk per call: the work with no overhead at all, timed
+    as one run of about the engine's duration (so both see the same share of the shared cores)."""
     rng = np.random.default_rng(4)
+    ops = [(rng.standard_normal(a), rng.standard_normal(b), np.empty((a[0], b[1]))) for a, b in gemms]
     chunk = -np.abs(rng.standard_normal((rows, cols)))
     scratch = np.empty_like(chunk)
     calls = max(1, round(elems / chunk.size))
-
-    def run() -> None:
-        for _ in range(calls):
-            np.exp(chunk, out=scratch)
-
-    return best(run) * elems / (calls * chunk.size)
-
-
-def gemm_seconds(*shapes: tuple[tuple[int, int], tuple[int, int]]) -> float:
-    """BLAS time of the given products (preallocated outputs: no page faults)."""
-    rng = np.random.default_rng(5)
-    ops = [(rng.standard_normal(a), rng.standard_normal(b), np.empty((a[0], b[1]))) for a, b in shapes]
-
-    def run() -> None:
+    t0 = clock()
+    for _ in range(repeat):
         for x, y, out in ops:
             np.matmul(x, y, out=out)
-
-    return best(run)
+        for _ in range(calls):
+            np.exp(chunk, out=scratch)
+    return (clock() - t0) * elems / (calls * chunk.size)
 
 
 def fb_limit(d: int, rb: int) -> float:
-    """Seconds per token of forward_backward's arithmetic at this machine's speed (no recompute)."""
-    t_fwd = gemm_seconds(((rb, d), (d, V)), ((rb, RANK), (RANK, V)))
-    t_bwd = gemm_seconds(((RANK, rb), (rb, V)), ((rb, V), (V, RANK)))
-    t_exp = exp_seconds(rb, eng.CACHE_ELEMS // rb, rb * V)
-    return (t_fwd + t_bwd + t_exp) / rb
+    """Seconds per token of forward_backward's arithmetic (forward and backward GEMMs, one exp per logit)."""
+    gemms = [((rb, d), (d, V)), ((rb, RANK), (RANK, V)), ((RANK, rb), (rb, V)), ((rb, V), (V, RANK))]
+    blocks = DATUMS * -(-TOKENS // rb)
+    return _limit_run(gemms, rb, eng.CACHE_ELEMS // rb, rb * V, blocks) / (blocks * rb)
 
 
 def sample_limit(d: int, n: int) -> float:
-    """Seconds per token of one batched decoding step for ``n`` sequences."""
-    t_gemm = gemm_seconds(((n, d), (d, V)), ((n, RANK), (RANK, V)))
-    t_exp = exp_seconds(n, eng.SAMPLE_CHUNK, n * V)
-    return (t_gemm + t_exp) / n
+    """Seconds per token of batched decoding steps for ``n`` sequences (two GEMMs and one exp per logit)."""
+    gemms = [((n, d), (d, V)), ((n, RANK), (RANK, V))]
+    return _limit_run(gemms, n, eng.SAMPLE_CHUNK, n * V, MAX_TOKENS) / (n * MAX_TOKENS)
 
 
 def fb_run(module: pytypes.ModuleType, spec: object, data: list[object]) -> float:

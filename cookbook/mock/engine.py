@@ -16,9 +16,12 @@ The prediction at position ``i`` depends on the previous token ``x_i`` and, deca
 Exactness and determinism:
 
 * everything is float64; the wire carries float32 logprobs;
-* the log-softmax is computed over row blocks of at most :data:`BLOCK_ELEMS` logits (``rows = BLOCK_ELEMS // V``,
-  so 27 positions at V = 151,936) and, when scoring prompts, in vocabulary chunks of :data:`VOCAB_CHUNK`
-  columns, so memory stays bounded for 200k vocabularies; block sizes depend only on V, never on the batch;
+* logits are computed in row blocks of ``rows = BLOCK_ELEMS // V`` positions (27 at V = 151,936) and column
+  chunks that fit in cache (:data:`CACHE_ELEMS`), each chunk reduced while it is in cache (online logsumexp);
+  block and chunk sizes depend only on V, never on the batch;
+* the forward pass keeps each block's ``exp(z - m)`` for backward (up to :data:`STORE_ELEMS` per datum;
+  blocks past that are recomputed with the same code); ``z = H·W + (s·H·A)·B`` is two GEMMs, so ``[W; B]``
+  is never copied;
 * gradients are accumulated **per datum in datum order**, so splitting a batch over several
   ``forward_backward`` calls before one ``optim_step`` gives bit-identical weights;
 * the gradient of every built-in loss comes from :func:`cookbook.losses.tinker_loss` (dL / d target logprob),
@@ -26,7 +29,10 @@ Exactness and determinism:
 * AdamW follows ``torch.optim.AdamW`` exactly (decoupled weight decay, bias correction, global-norm clip);
 * sampling uses ``numpy.random.PCG64`` seeded with ``(seed, sample index)``; sampled-token logprobs are taken
   at temperature 1 from the same model code as training, so ``sampler logprob == learner logprob`` for
-  identical weights (what KL diagnostics assume).
+  identical weights (what KL diagnostics assume);
+* sampling is batched: all live sequences of all concurrent requests on one ``(base, adapter)`` advance
+  together, one GEMM per step, on a multiple of :data:`ROW_TILE` rows with fixed chunks, so a sample's bits
+  depend only on its own request and index (never on its batch, ``num_samples`` or concurrency).
 """
 
 from __future__ import annotations
@@ -681,13 +687,24 @@ class Engine:
                 f"sampling_params.stop: base model {spec.name!r} has no tokenizer, so stop strings cannot be "
                 "matched; pass stop token ids instead"
             )
+        bw, result, job = self._prepare(spec, adapter, req, decode)
+        if any(not s.done for s in job.seqs):
+            self._run_batched(spec, adapter, bw, job)
+        if job.error is not None:
+            raise job.error
+        result.sequences = [s.finish() for s in job.seqs]
+        return result
+
+    def _prepare(
+        self, spec: BaseModelSpec, adapter: Adapter, req: SampleSpec, decode: Callable[[Sequence[int]], str] | None
+    ) -> tuple[BaseWeights, SampleResult, _Job]:
+        """Prompt logprobs, the state after the prompt, and one sequence per sample (RNG ``(seed, index)``)."""
         bw = self.base(spec)
         prompt = req.prompt
         P = prompt.shape[0]
         result = SampleResult(sequences=[])
         if req.prompt_logprobs or req.topk_prompt_logprobs > 0:
             self._score_prompt(bw, adapter, req, result)
-        # state after the prompt: context c for the next position, hidden h of the last prompt token
         e = bw.E
         c = np.zeros(spec.d_model)
         for i in range(1, P):
@@ -699,12 +716,7 @@ class Engine:
             forced = req.scripted[si] if req.scripted is not None and si < len(req.scripted) else None
             limit = req.max_tokens if forced is None else min(req.max_tokens, len(forced))
             job.seqs.append(_Seq(job, rng, c.copy(), h_last.copy(), int(prompt[-1]), forced, limit))
-        if any(s.limit > 0 for s in job.seqs):
-            self._run_batched(spec, adapter, bw, job)
-        if job.error is not None:
-            raise job.error
-        result.sequences = [s.finish() for s in job.seqs]
-        return result
+        return bw, result, job
 
     def _score_prompt(self, bw: BaseWeights, adapter: Adapter, req: SampleSpec, result: SampleResult) -> None:
         """Prompt logprobs (and top-k) with the training forward's chunked logits."""
@@ -959,7 +971,7 @@ class _DecodeBatch:
     def adopt(self) -> None:
         """Move requests that arrived since the last step into the batch (called under ``cond``)."""
         for job in self.pending:
-            if not job.done:
+            if not job.done and all(job is not j for j in self.jobs):
                 self.jobs.append(job)
                 self.active.extend(s for s in job.seqs if not s.done)
         self.pending.clear()
