@@ -171,3 +171,17 @@ def test_gemm_rows_do_not_depend_on_the_other_rows() -> None:
             got = (H @ W)[pos].tobytes()
             ref = ref or got
             assert got == ref, (n, pos)
+
+
+def test_real_vocabulary_gets_one_speed_notice(caplog: pytest.LogCaptureFixture) -> None:
+    """A real-size vocabulary logs one warning (per base model and process); a toy one logs nothing."""
+    engine = Engine()
+    with caplog.at_level("WARNING", logger="cookbook.mock"):
+        engine.base(SMALL)
+        assert not caplog.records
+        big = BaseModelSpec("test/notice-vocab", vocab_size=eng.NOTICE_VOCAB)
+        engine.base(big)
+        engine.base(big)
+    records = [r for r in caplog.records if r.name == "cookbook.mock"]
+    assert len(records) == 1 and records[0].levelname == "WARNING"
+    assert f"{eng.NOTICE_VOCAB:,}" in records[0].getMessage()  # names the vocabulary it estimates for
