@@ -42,12 +42,15 @@ from cookbook.errors import LossInputError
 FloatArray = NDArray[np.float64]
 Threshold = float | ArrayLike
 
-DEFAULT_CLIP_LOW = 0.8
+DEFAULT_CLIP_LOW = 0.8  # ppo and gspo (Tinker: "PPO defaults to 0.8 and 1.2"; GSPO uses PPO's clip)
 DEFAULT_CLIP_HIGH = 1.2
-DEFAULT_DRO_BETA = 0.05
+DEFAULT_CISPO_CLIP_LOW = 0.0  # Tinker: CISPO "defaults to a one-sided clip", {0.0, 4.0}
+DEFAULT_CISPO_CLIP_HIGH = 4.0
+DEFAULT_DRO_BETA = 0.05  # the docs' only value (their example); no default is documented
 
 __all__ = [
     "DPO_LOSS_TYPES",
+    "LOSS_CONFIG_DEFAULTS",
     "LOSS_CONFIG_KEYS",
     "LOSS_INPUTS",
     "PER_TOKEN_INPUTS",
@@ -232,13 +235,14 @@ def cispo(
     target_logprobs: ArrayLike,
     sampling_logprobs: ArrayLike,
     advantages: ArrayLike,
-    clip_low_threshold: Threshold = DEFAULT_CLIP_LOW,
-    clip_high_threshold: Threshold = DEFAULT_CLIP_HIGH,
+    clip_low_threshold: Threshold = DEFAULT_CISPO_CLIP_LOW,
+    clip_high_threshold: Threshold = DEFAULT_CISPO_CLIP_HIGH,
 ) -> LossOutput:
     """Tinker ``cispo``: ``L = -Σ_t sg(clip(r_t, lo, hi)) · lp_t · A_t``.
 
     Inputs as for :func:`ppo` (``target_logprobs``, Tinker ``logprobs``, ``advantages``; config
-    ``clip_low_threshold`` / ``clip_high_threshold`` are absolute ratio bounds, not 1 ± ε).
+    ``clip_low_threshold`` / ``clip_high_threshold`` are absolute ratio bounds, not 1 ± ε). The defaults
+    are Tinker's documented one-sided clip: ``lo = 0`` (lower bound disabled), ``hi = 4``.
     Gradient: ``dL/dlp_t = -clip(r_t, lo, hi)·A_t``: the clipped ratio is a constant (stop-gradient), so
     there is no ``r·lp·A`` term and clipped tokens still get a gradient. Note that the *value* contains lp
     itself. Output: ``metrics["loss:sum"] = L``.
@@ -278,8 +282,8 @@ def gspo_sequence_ratio(
 ) -> float:
     """GSPO's sequence ratio ``s = exp(mean_{t: m_t != 0} (lp_t - q_t))``.
 
-    ``sequence_ratio_mask`` (Tinker input of that name): nonzero = the token counts. An empty mask gives
-    ``s = 1`` (the mean over no tokens is taken as 0: the masked mean divides by ``max(count, 1)``).
+    ``sequence_ratio_mask`` (Tinker input of that name): nonzero = the token counts. A mask with no nonzero
+    entry is refused (:class:`LossInputError`): the documented mean over no tokens is undefined.
     """
     lp = _as_float_array(target_logprobs, "target_logprobs")
     q = _as_float_array(sampling_logprobs, "logprobs (sampling logprobs)")
@@ -287,7 +291,13 @@ def gspo_sequence_ratio(
     _check_same_shape(lp, "target_logprobs", **{"logprobs (sampling logprobs)": q, "sequence_ratio_mask": m})
     sel = m != 0
     count = int(sel.sum())
-    mean = float(np.sum((lp - q)[sel])) / max(count, 1)
+    if count == 0:
+        raise LossInputError(
+            f"sequence_ratio_mask: no token is marked (all {m.size} entries are 0), so GSPO's sequence ratio "
+            "exp(mean over the marked tokens of lp - q) is undefined; mark the sampled completion tokens with 1 "
+            "(or drop this datum, or use another loss for it)"
+        )
+    mean = float(np.sum((lp - q)[sel])) / count
     return math.exp(mean) if mean < 709.0 else math.inf
 
 
@@ -301,7 +311,8 @@ def gspo(
 ) -> LossOutput:
     """Tinker ``gspo`` (GSPO-token): PPO's clipped objective on a sequence-level ratio.
 
-    ``s = exp(mean_{t∈M}(lp_t - q_t))`` with ``M = {t: sequence_ratio_mask_t != 0}`` (empty M: ``s = 1``),
+    ``s = exp(mean_{t∈M}(lp_t - q_t))`` with ``M = {t: sequence_ratio_mask_t != 0}`` (an empty M is refused
+    for a datum with tokens; a datum with no tokens has ``L = 0``),
     ``s_t = sg(s)·exp(lp_t - sg(lp_t))`` (value ``s``), ``L = -Σ_t min(s_t·A_t, clip(s_t, lo, hi)·A_t)``
     over *all* tokens t (the mask only selects the tokens of the ratio).
     Gradient: ``ds_t/dlp_u = s·[t = u]`` (the sequence ratio is detached, so no gradient flows through the
@@ -316,6 +327,9 @@ def gspo(
     lo = _threshold(clip_low_threshold, "clip_low_threshold", lp.shape)
     hi = _threshold(clip_high_threshold, "clip_high_threshold", lp.shape)
     _check_bounds(lo, hi)
+    if lp.size == 0:  # no tokens: the empty sum, whatever the (undefined) ratio
+        _check_same_shape(lp, "target_logprobs", sequence_ratio_mask=_as_float_array(sequence_ratio_mask, "sequence_ratio_mask"))
+        return _output(lp, lp)
     s_value = gspo_sequence_ratio(lp, q, sequence_ratio_mask)
     s = np.full(lp.shape, s_value, dtype=np.float64)
     unclipped = _times(s, adv)
@@ -349,12 +363,20 @@ LOSS_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "dro": ("beta",),
     "gspo": _CLIP_KEYS,
 }
-"""Allowed ``loss_fn_config`` keys per built-in loss (all optional; defaults 0.8 / 1.2 / β = 0.05)."""
+"""Allowed ``loss_fn_config`` keys per built-in loss (all optional; defaults in :data:`LOSS_CONFIG_DEFAULTS`)."""
+
+LOSS_CONFIG_DEFAULTS: dict[str, dict[str, float]] = {
+    "cross_entropy": {},
+    "importance_sampling": {},
+    "ppo": {"clip_low_threshold": DEFAULT_CLIP_LOW, "clip_high_threshold": DEFAULT_CLIP_HIGH},
+    "cispo": {"clip_low_threshold": DEFAULT_CISPO_CLIP_LOW, "clip_high_threshold": DEFAULT_CISPO_CLIP_HIGH},
+    "dro": {"beta": DEFAULT_DRO_BETA},
+    "gspo": {"clip_low_threshold": DEFAULT_CLIP_LOW, "clip_high_threshold": DEFAULT_CLIP_HIGH},
+}
+"""The value each ``loss_fn_config`` key takes when absent, per loss (sources quoted in ``specs/math/*.yaml``)."""
 
 PER_TOKEN_INPUTS: dict[str, tuple[str, ...]] = {"ppo": _CLIP_KEYS, "cispo": _CLIP_KEYS, "gspo": _CLIP_KEYS}
 """Optional ``loss_fn_inputs`` keys (float ``[N]``) that override the config per token."""
-
-_CONFIG_DEFAULTS = {"clip_low_threshold": DEFAULT_CLIP_LOW, "clip_high_threshold": DEFAULT_CLIP_HIGH, "beta": DEFAULT_DRO_BETA}
 
 
 def _scalar(value: object, name: str) -> float:
@@ -426,7 +448,9 @@ def tinker_loss(
         _check_same_shape(lp, "target_logprobs", **{f"loss_fn_inputs[{k!r}]": arr})
     params: dict[str, Threshold] = {}
     for key in allowed_config:
-        params[key] = _scalar(config[key], f"loss_fn_config[{key!r}]") if key in config else _CONFIG_DEFAULTS[key]
+        params[key] = (
+            _scalar(config[key], f"loss_fn_config[{key!r}]") if key in config else LOSS_CONFIG_DEFAULTS[loss_fn][key]
+        )
         if key in arrays:
             params[key] = arrays[key]
 

@@ -18,7 +18,11 @@ The implementation is called according to a *signature*:
 * ``value`` (losses only): ``fn(**inputs, **config)`` returns the loss value alone; the gradient is taken
   by central finite differences of ``fn`` (not possible for stop-gradient losses: cispo, gspo);
 * ``tinker`` (losses only): ``fn(loss_fn, target_logprobs, loss_fn_inputs, loss_fn_config)`` like
-  :func:`cookbook.losses.tinker_loss`.
+  :func:`cookbook.losses.tinker_loss` (scalar config values go to ``loss_fn_config``, per-token arrays to
+  ``loss_fn_inputs``).
+
+A loss's spec file also lists ``config_keys``: each key it accepts with its ``default`` and a ``source``
+(``url`` + ``quote``); ``sources`` entries are ``url`` + ``quote`` too.
 
 Results are normalised from an object with attributes named like the outputs, a mapping, a tuple in the
 declared output order, or a bare value.
@@ -221,7 +225,7 @@ class Case:
 
 
 _CASE_KEYS = {"id", "description", "inputs", "config", "expected", "derivation", "quantity", "tolerance", "notes"}
-_FILE_KEYS = {"quantity", "description", "tolerance", "cases", "notes", "conventions", "sources"}
+_FILE_KEYS = {"quantity", "description", "tolerance", "cases", "notes", "conventions", "sources", "config_keys"}
 
 
 def default_spec_dir() -> Path:
@@ -348,7 +352,9 @@ def _call(fn: Callable[..., Any], q: Quantity, case: Case, signature: str) -> An
     names = {"sampling_logprobs": "logprobs"}
     loss_fn_inputs: dict[str, Any] = {"target_tokens": np.zeros(lp.shape, dtype=np.int64)}
     loss_fn_inputs.update({names.get(k, k): v for k, v in inputs.items() if k != "target_logprobs"})
-    return fn(q.name, lp, loss_fn_inputs, {k: float(v) for k, v in config.items()})
+    # scalar config values are loss_fn_config keys; per-token arrays (thresholds) travel as loss_fn_inputs
+    loss_fn_inputs.update({k: v for k, v in config.items() if np.ndim(v) > 0})
+    return fn(q.name, lp, loss_fn_inputs, {k: float(v) for k, v in config.items() if np.ndim(v) == 0})
 
 
 def _normalise(result: Any, q: Quantity) -> dict[str, Any]:

@@ -16,9 +16,12 @@ The prediction at position ``i`` depends on the previous token ``x_i`` and, deca
 Exactness and determinism:
 
 * everything is float64; the wire carries float32 logprobs;
-* the log-softmax is computed over row blocks of at most :data:`BLOCK_ELEMS` logits (``rows = BLOCK_ELEMS // V``,
-  so 27 positions at V = 151,936) and, when scoring prompts, in vocabulary chunks of :data:`VOCAB_CHUNK`
-  columns, so memory stays bounded for 200k vocabularies; block sizes depend only on V, never on the batch;
+* logits are computed in row blocks of ``rows = BLOCK_ELEMS // V`` positions (27 at V = 151,936) and column
+  chunks that fit in cache (:data:`CACHE_ELEMS`), each chunk reduced while it is in cache (online logsumexp);
+  block and chunk sizes depend only on V, never on the batch;
+* the forward pass keeps each block's ``exp(z - m)`` for backward (up to :data:`STORE_ELEMS` per datum;
+  blocks past that are recomputed with the same code); ``z = H·W + (s·H·A)·B`` is two GEMMs, so ``[W; B]``
+  is never copied;
 * gradients are accumulated **per datum in datum order**, so splitting a batch over several
   ``forward_backward`` calls before one ``optim_step`` gives bit-identical weights;
 * the gradient of every built-in loss comes from :func:`cookbook.losses.tinker_loss` (dL / d target logprob),
@@ -26,14 +29,19 @@ Exactness and determinism:
 * AdamW follows ``torch.optim.AdamW`` exactly (decoupled weight decay, bias correction, global-norm clip);
 * sampling uses ``numpy.random.PCG64`` seeded with ``(seed, sample index)``; sampled-token logprobs are taken
   at temperature 1 from the same model code as training, so ``sampler logprob == learner logprob`` for
-  identical weights (what KL diagnostics assume).
+  identical weights (what KL diagnostics assume);
+* sampling is batched: all live sequences of all concurrent requests on one ``(base, adapter)`` advance
+  together, one GEMM per step, on a multiple of :data:`ROW_TILE` rows with fixed chunks, so a sample's bits
+  depend only on its own request and index (never on its batch, ``num_samples`` or concurrency).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,11 +55,21 @@ from cookbook.errors import ConfigurationError, DataError, LossInputError
 GAMMA = 0.5
 BETA = 0.5
 LORA_ALPHA = 32.0
-VOCAB_CHUNK = 16384  # column chunk of the online logsumexp (prompt scoring)
+VOCAB_CHUNK = 16384  # max columns per logits chunk
 ROW_BLOCK = 512  # max positions per block
-BLOCK_ELEMS = 1 << 22  # max logits held at once in forward_backward (4M float64 = 32 MiB)
+BLOCK_ELEMS = 1 << 22  # logits per row block in forward_backward (4M float64 = 32 MiB): rows = BLOCK_ELEMS // V
+CACHE_ELEMS = 1 << 15  # logits per column chunk of a row block (32k float64 = 256 KiB, stays in L2)
+STORE_ELEMS = 1 << 26  # forward logits kept per datum for backward (64M float64 = 512 MiB); beyond: recomputed
+SAMPLE_CHUNK = 2048  # columns per chunk when decoding (fixed: a sample never depends on its batch)
+ROW_TILE = 8  # decoding GEMMs run on a multiple of this many rows (padded with zeros)
+NOTICE_VOCAB = 32768  # vocabularies from this size on get a one-line speed notice
+MAX_ARENAS = 2  # reusable logits buffers kept between requests
+FB_PASSES = 1.7  # forward_backward costs about this many forward logits passes (measured at V = 151,936)
+EXP_SAFE = 600.0  # |chunk max| up to which exp(z) needs no shift (exp overflows past 709, V·e^600 is finite)
 MAX_RANK = 512
 EMPTY_TOPK_LOGPROB = -99999.0
+
+_log = logging.getLogger("cookbook.mock")
 
 # keys of loss_fn_inputs that are token ids (int64) rather than float32 values
 TOKEN_KEYS = frozenset({"target_tokens"})
@@ -210,6 +228,31 @@ class Engine:
         self._bases: OrderedDict[str, BaseWeights] = OrderedDict()
         self._max = max_cached_bases
         self._lock = threading.Lock()
+        self._batches: dict[tuple[BaseModelSpec, int], _DecodeBatch] = {}
+        self._noticed: set[str] = set()
+        self._arenas: list[np.ndarray] = []  # reusable logits buffers (fresh pages cost the kernel ~as much as exp)
+
+    # ---------------------------------------------------------------- scratch memory
+
+    def _take(self, elems: int) -> np.ndarray:
+        """A float64 buffer of at least ``elems`` elements, reused across requests (see :meth:`release_buffers`)."""
+        with self._lock:
+            for i, arr in enumerate(self._arenas):
+                if arr.size >= elems:
+                    return self._arenas.pop(i)
+        return np.empty(elems)
+
+    def _give(self, arr: np.ndarray) -> None:
+        with self._lock:
+            self._arenas.append(arr)
+            self._arenas.sort(key=lambda a: a.size)
+            while len(self._arenas) > MAX_ARENAS:
+                self._arenas.pop(0)
+
+    def release_buffers(self) -> None:
+        """Drop the reusable logits buffers (at most :data:`MAX_ARENAS`, each <= :data:`STORE_ELEMS` floats)."""
+        with self._lock:
+            self._arenas.clear()
 
     # ---------------------------------------------------------------- weights
 
@@ -228,7 +271,38 @@ class Engine:
             self._bases[spec.name] = bw
             while len(self._bases) > self._max:
                 self._bases.popitem(last=False)
+            notice = V >= NOTICE_VOCAB and spec.name not in self._noticed
+            self._noticed.add(spec.name)
+        if notice:
+            self._speed_notice(bw)
         return bw
+
+    def _speed_notice(self, bw: BaseWeights) -> None:
+        """One log line estimating this machine's seconds per step for a real-size vocabulary.
+
+        Calibrated on a slice of the vocabulary (a warm-up pass, then a timed one) and scaled to V.
+        """
+        spec = bw.spec
+        V = spec.vocab_size
+        rb = max(1, min(ROW_BLOCK, BLOCK_ELEMS // V))
+        C = self._col_chunk(rb, V)
+        cols = min(V, 16 * C)
+        part = BaseWeights(spec, bw.E, bw.W[:, :cols])
+        empty = self.empty_adapter(spec)
+        buf = np.empty((rb, cols))
+        timings = []
+        for rows, chunk in ((rb, C), (ROW_TILE, SAMPLE_CHUNK)):
+            H = np.zeros((rows, spec.d_model))
+            self._chunk_pass(part, empty, H, None, buf[:rows], chunk, rows == rb)
+            t0 = time.perf_counter()
+            self._chunk_pass(part, empty, H, None, buf[:rows], chunk, rows == rb)
+            timings.append((time.perf_counter() - t0) * V / cols)
+        per_token = FB_PASSES * timings[0] / rb
+        _log.warning(
+            "mock engine: %s has a %s-token vocabulary; numpy float64 here needs about %.1f s per 1,000 "
+            "forward_backward tokens and %.2f s per sampling step (one token for up to %d sequences)",
+            spec.name, f"{V:,}", per_token * 1000, timings[1], ROW_TILE,
+        )
 
     @staticmethod
     def new_adapter(spec: BaseModelSpec, rank: int, seed: int) -> Adapter:
@@ -283,13 +357,6 @@ class Engine:
             s = s * np.exp(m - new_m) + np.exp(z - new_m[:, None]).sum(axis=1)
             m = new_m
         return m + np.log(s)
-
-    @staticmethod
-    def _gather(Hx: np.ndarray, Wx: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """Logits at ``targets`` ([T] or [T, K]) without materialising a full row."""
-        cols = Wx[:, targets.reshape(-1)]  # [D, T*K]
-        rows = np.repeat(np.arange(Hx.shape[0]), targets[0].size if targets.ndim > 1 else 1)
-        return np.einsum("td,dt->t", Hx[rows], cols).reshape(targets.shape)
 
     # ---------------------------------------------------------------- validation
 
@@ -364,6 +431,72 @@ class Engine:
                 except LossInputError as exc:
                     raise LossInputError(f"{where}: {exc}") from exc
 
+    # ---------------------------------------------------------------- logits over column chunks
+
+    @staticmethod
+    def _col_chunk(rows: int, V: int) -> int:
+        """Columns per chunk for a block of ``rows`` positions: about :data:`CACHE_ELEMS` logits stay in cache."""
+        return max(1, min(VOCAB_CHUNK, V, CACHE_ELEMS // max(rows, 1)))
+
+    @staticmethod
+    def _chunk_pass(
+        bw: BaseWeights,
+        adapter: Adapter,
+        H: np.ndarray,
+        HA: np.ndarray | None,
+        out: np.ndarray,
+        C: int,
+        exp_in_place: bool,
+        gather: _Gather | None = None,
+    ) -> _Block:
+        """Logits ``z = H·W + (s·H·A)·B`` of a row block, one column chunk of ``C`` at a time.
+
+        Each chunk is computed into ``out[:, c0:c1]`` and reduced while it is in cache: ``e = exp(z - m_c)``
+        and ``s_c = Σ e`` with the shift ``m_c = 0`` when every row max of the chunk lies in
+        ``[-EXP_SAFE, EXP_SAFE]`` (no overflow or loss of precision is possible, and a pass is saved), else the
+        row max. With ``exp_in_place`` ``out`` keeps ``e`` (what backward needs), otherwise it keeps ``z``.
+        ``lse = M + log Σ_c s_c·exp(m_c - M)`` with ``M = max_c m_c``. ``gather`` collects the logits at
+        target columns before the exponential. The chunking depends only on ``C`` and ``V``, so equal inputs give
+        bit-identical results whatever else is being computed.
+        """
+        W, B = bw.W, adapter.B
+        rows, V = out.shape
+        nch = -(-V // C)
+        mc = np.empty((rows, nch))
+        sc = np.empty((rows, nch))
+        tmp = np.empty((rows, min(C, V))) if HA is not None else None
+        scratch = None if exp_in_place else np.empty((rows, min(C, V)))
+        zt = np.empty(gather.rows.shape[0]) if gather is not None else None
+        for j in range(nch):
+            c0 = j * C
+            c1 = min(V, c0 + C)
+            zc = out[:, c0:c1]
+            np.matmul(H, W[:, c0:c1], out=zc)
+            if HA is not None and tmp is not None:
+                t = tmp[:, : c1 - c0]
+                np.matmul(HA, B[:, c0:c1], out=t)
+                zc += t
+            if gather is not None and zt is not None:
+                a, b = gather.bounds[j], gather.bounds[j + 1]
+                if b > a:
+                    zt[a:b] = zc[gather.rows[a:b], gather.cols[a:b] - c0]
+            m = zc.max(axis=1)
+            e = zc if exp_in_place else scratch[:, : c1 - c0]  # type: ignore[index]
+            if -EXP_SAFE <= m.min() and m.max() <= EXP_SAFE:
+                mc[:, j] = 0.0
+                np.exp(zc, out=e)
+            else:
+                mc[:, j] = m
+                np.subtract(zc, m[:, None], out=e)
+                np.exp(e, out=e)
+            sc[:, j] = e.sum(axis=1)
+        top = mc.max(axis=1)
+        scale = np.exp(mc - top[:, None])
+        mass = sc * scale
+        total = mass.sum(axis=1)
+        lse = top + np.log(total)
+        return _Block(mc, scale, mass, total, lse, zt)
+
     # ---------------------------------------------------------------- forward / backward
 
     def forward_backward(
@@ -374,78 +507,126 @@ class Engine:
         loss_fn_config: Mapping[str, float] | None,
         forward_only: bool,
     ) -> ForwardResult:
-        """Run the loss per datum, accumulate gradients (unless ``forward_only``), return target logprobs."""
-        losses = _losses()
+        """Run the loss per datum, accumulate gradients (unless ``forward_only``), return target logprobs.
+
+        The forward pass keeps each row block's ``exp(z - m_c)`` (up to :data:`STORE_ELEMS` logits per datum)
+        so that backward does not recompute it; blocks beyond that budget are recomputed bit-identically.
+        """
         self.validate_batch(trainer.spec, loss_fn, data, loss_fn_config)
         bw = self.base(trainer.spec)
         adapter = trainer.adapter
-        d_model = trainer.spec.d_model
         out: list[np.ndarray] = []
         metric_acc: dict[str, list[float]] = {}
         cfg = dict(loss_fn_config) if loss_fn_config else None
-        # gradients are accumulated per datum in datum order (bit-identical under any split of the batch)
         V = trainer.spec.vocab_size
         rb = max(1, min(ROW_BLOCK, BLOCK_ELEMS // V))
-        for i, d in enumerate(data):
-            targets = d.inputs["target_tokens"].astype(np.int64, copy=False)
-            H = self._hidden(bw, d.tokens)
-            Hx, Wx = self._extended(bw, adapter, H)
-            lp = np.empty(targets.shape)
-            for r0 in range(0, H.shape[0], rb):
-                z = Hx[r0 : r0 + rb] @ Wx
-                zmax = z.max(axis=1)
-                lse = zmax + np.log(np.exp(z - zmax[:, None]).sum(axis=1))
-                t = targets[r0 : r0 + rb]
-                rows = np.arange(z.shape[0])
-                zt = z[rows[:, None], t] if t.ndim == 2 else z[rows, t]
-                lp[r0 : r0 + rb] = zt - (lse[:, None] if t.ndim == 2 else lse)
-            try:
-                res = losses.tinker_loss(loss_fn, lp, d.inputs, cfg)
-            except LossInputError as exc:
-                raise LossInputError(f"data[{i}]: {exc}") from exc
-            for k, v in res.metrics.items():
-                metric_acc.setdefault(k, []).append(float(v))
-            out.append(lp)
-            if forward_only or adapter.rank == 0:
-                continue
-            g = np.asarray(res.grad, dtype=np.float64).reshape(targets.shape)
-            if not np.all(np.isfinite(g)):
-                raise DataError(f"data[{i}]: the loss gradient is not finite (check advantages/logprobs)")
-            self._backward(trainer, Hx, Wx, H, targets, g, d_model, rb)
+        C = self._col_chunk(rb, V)
+        backward = not forward_only and adapter.rank > 0
+        longest = max(int(d.tokens.shape[0]) for d in data)
+        stored_rows = min(longest, (STORE_ELEMS // V) // rb * rb) if backward else 0
+        spill = rb if longest > stored_rows else 0  # one block of room for blocks past the budget
+        arena = self._take((stored_rows + spill) * V)
+        try:
+            # gradients are accumulated per datum in datum order (bit-identical under any split of the batch)
+            for i, d in enumerate(data):
+                lp, res = self._datum(trainer, bw, loss_fn, cfg, d, i, rb, C, arena, stored_rows, backward)
+                for k, v in res.metrics.items():
+                    metric_acc.setdefault(k, []).append(float(v))
+                out.append(lp)
+        finally:
+            self._give(arena)
         if not forward_only:
             trainer.pending_grads += 1
         return ForwardResult(out, _reduce_metrics(metric_acc))
 
-    @staticmethod
-    def _backward(
+    def _datum(
+        self,
         trainer: Trainer,
-        Hx: np.ndarray,
-        Wx: np.ndarray,
-        H: np.ndarray,
-        targets: np.ndarray,
-        g: np.ndarray,
-        d_model: int,
+        bw: BaseWeights,
+        loss_fn: str,
+        cfg: dict[str, float] | None,
+        d: DatumArrays,
+        i: int,
         rb: int,
-    ) -> None:
-        """``dz = Σ_k g_k·onehot(y_k) − (Σ_k g_k)·softmax(z)``; ``dB += (s·H·A)ᵀ dz``; ``dA += Hᵀ (s · dz Bᵀ)``."""
+        C: int,
+        arena: np.ndarray,
+        stored_rows: int,
+        backward: bool,
+    ) -> tuple[np.ndarray, Any]:
+        """One datum: chunked forward (rows < ``stored_rows`` keep ``exp(z - m_c)`` in ``arena``), loss, backward."""
         adapter = trainer.adapter
-        s = adapter.scale
-        for r0 in range(0, Hx.shape[0], rb):
-            hx = Hx[r0 : r0 + rb]
-            z = hx @ Wx
-            zmax = z.max(axis=1)
-            np.subtract(z, zmax[:, None], out=z)
-            np.exp(z, out=z)
-            z /= z.sum(axis=1)[:, None]  # softmax
-            gb = g[r0 : r0 + rb]
-            tb = targets[r0 : r0 + rb]
-            g2 = gb if gb.ndim == 2 else gb[:, None]
-            t2 = tb if tb.ndim == 2 else tb[:, None]
-            z *= -g2.sum(axis=1)[:, None]
-            rows = np.repeat(np.arange(hx.shape[0]), t2.shape[1])
-            np.add.at(z, (rows, t2.reshape(-1)), g2.reshape(-1))
-            trainer.grad_B += hx[:, d_model:].T @ z
-            trainer.grad_A += H[r0 : r0 + rb].T @ (s * (z @ adapter.B.T))
+        V = bw.spec.vocab_size
+        targets = d.inputs["target_tokens"].astype(np.int64, copy=False)
+        H = self._hidden(bw, d.tokens)
+        HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
+        T = H.shape[0]
+        lp = np.empty(targets.shape)
+        blocks: list[tuple[_Block, _Gather]] = []
+        for r0 in range(0, T, rb):
+            r1 = min(T, r0 + rb)
+            gather = _Gather.of(targets[r0:r1], C, V)
+            base = r0 * V if r1 <= stored_rows else stored_rows * V  # past the budget: the spill block
+            buf = arena[base : base + (r1 - r0) * V].reshape(r1 - r0, V)
+            blk = self._chunk_pass(bw, adapter, H[r0:r1], None if HA is None else HA[r0:r1], buf, C, True, gather)
+            lse_t = blk.lse[:, None] if targets.ndim == 2 else blk.lse
+            lp[r0:r1] = gather.scatter(blk.zt, targets[r0:r1].shape) - lse_t  # type: ignore[arg-type]
+            blocks.append((blk, gather))
+        try:
+            res = _losses().tinker_loss(loss_fn, lp, d.inputs, cfg)
+        except LossInputError as exc:
+            raise LossInputError(f"data[{i}]: {exc}") from exc
+        if not backward or HA is None:
+            return lp, res
+        g = np.asarray(res.grad, dtype=np.float64).reshape(targets.shape)
+        if not np.all(np.isfinite(g)):
+            raise DataError(f"data[{i}]: the loss gradient is not finite (check advantages/logprobs)")
+        tmp = self._take(adapter.rank * V)
+        try:
+            dB = tmp[: adapter.rank * V].reshape(adapter.rank, V)
+            if T <= stored_rows:  # every block kept: one pair of GEMMs for the whole datum
+                for bi, (blk, gather) in enumerate(blocks):
+                    r0, r1 = bi * rb, min(T, bi * rb + rb)
+                    self._softmax_grad(arena[r0 * V : r1 * V].reshape(r1 - r0, V), blk, gather, g[r0:r1], C)
+                dz = arena[: T * V].reshape(T, V)
+                self._accumulate(trainer, H, HA, dz, dB)
+            else:
+                for bi, (blk, gather) in enumerate(blocks):
+                    r0, r1 = bi * rb, min(T, bi * rb + rb)
+                    if r1 > stored_rows:  # over the memory budget: recompute this block (same code, same bits)
+                        e = arena[stored_rows * V : (stored_rows + r1 - r0) * V].reshape(r1 - r0, V)
+                        self._chunk_pass(bw, adapter, H[r0:r1], HA[r0:r1], e, C, True, None)
+                    else:
+                        e = arena[r0 * V : r1 * V].reshape(r1 - r0, V)
+                    self._softmax_grad(e, blk, gather, g[r0:r1], C)
+                    self._accumulate(trainer, H[r0:r1], HA[r0:r1], e, dB)
+        finally:
+            self._give(tmp)
+        return lp, res
+
+    @staticmethod
+    def _softmax_grad(e: np.ndarray, blk: _Block, gather: _Gather, g: np.ndarray, C: int) -> None:
+        """Turn a block's ``e = exp(z - m_c)`` into ``dz = Σ_k g_k·onehot(y_k) − (Σ_k g_k)·softmax(z)`` in place
+        (``softmax = e · exp(m_c - M) / S`` per chunk), one cache-sized chunk at a time."""
+        V = e.shape[1]
+        G = g.sum(axis=1) if g.ndim == 2 else g
+        coef = -(G / blk.total)[:, None] * blk.scale  # [rows, chunks]
+        gs = gather.take(g)
+        for j in range(coef.shape[1]):
+            c0 = j * C
+            c1 = min(V, c0 + C)
+            ec = e[:, c0:c1]
+            ec *= coef[:, j][:, None]
+            a, b = gather.bounds[j], gather.bounds[j + 1]
+            if b > a:
+                np.add.at(ec, (gather.rows[a:b], gather.cols[a:b] - c0), gs[a:b])
+
+    @staticmethod
+    def _accumulate(trainer: Trainer, H: np.ndarray, HA: np.ndarray, dz: np.ndarray, dB: np.ndarray) -> None:
+        """``grad_B += (s·H·A)ᵀ dz`` and ``grad_A += Hᵀ (s · dz Bᵀ)`` (``dB`` is scratch of ``grad_B``'s shape)."""
+        adapter = trainer.adapter
+        np.matmul(HA.T, dz, out=dB)
+        trainer.grad_B += dB
+        trainer.grad_A += H.T @ (adapter.scale * (dz @ adapter.B.T))
 
     # ---------------------------------------------------------------- optimiser
 
@@ -499,6 +680,12 @@ class Engine:
         req: SampleSpec,
         decode: Callable[[Sequence[int]], str] | None = None,
     ) -> SampleResult:
+        """Sample ``req.num_samples`` completions (thread-safe; blocks until they are done).
+
+        Concurrent calls on the same ``(spec, adapter)`` join one decoding batch: every step computes the
+        next-token logits of all their live sequences with one GEMM (:meth:`_decode_step`). A sequence's
+        result depends only on its own request and sample index, never on what it was batched with.
+        """
         V = spec.vocab_size
         _check_token_range(req.prompt, V, "prompt")
         if req.prompt.shape[0] == 0:
@@ -508,124 +695,331 @@ class Engine:
                 f"sampling_params.stop: base model {spec.name!r} has no tokenizer, so stop strings cannot be "
                 "matched; pass stop token ids instead"
             )
+        bw, result, job = self._prepare(spec, adapter, req, decode)
+        if any(not s.done for s in job.seqs):
+            self._run_batched(spec, adapter, bw, job)
+        if job.error is not None:
+            raise job.error
+        result.sequences = [s.finish() for s in job.seqs]
+        return result
+
+    def _prepare(
+        self, spec: BaseModelSpec, adapter: Adapter, req: SampleSpec, decode: Callable[[Sequence[int]], str] | None
+    ) -> tuple[BaseWeights, SampleResult, _Job]:
+        """Prompt logprobs, the state after the prompt, and one sequence per sample (RNG ``(seed, index)``)."""
         bw = self.base(spec)
-        H = self._hidden(bw, req.prompt)
-        Hx, Wx = self._extended(bw, adapter, H)
+        prompt = req.prompt
+        P = prompt.shape[0]
         result = SampleResult(sequences=[])
-        P = req.prompt.shape[0]
         if req.prompt_logprobs or req.topk_prompt_logprobs > 0:
-            plp = np.full(P, np.nan)
-            k = req.topk_prompt_logprobs
-            tids = np.zeros((P, k), dtype=np.int64) if k > 0 else None
-            tlps = np.full((P, k), EMPTY_TOPK_LOGPROB) if k > 0 else None
-            if P > 1:
-                for r0 in range(0, P - 1, ROW_BLOCK):
-                    r1 = min(P - 1, r0 + ROW_BLOCK)
-                    hx = Hx[r0:r1]
-                    lse = self._lse(hx, Wx)
-                    tgt = req.prompt[r0 + 1 : r1 + 1]
-                    plp[r0 + 1 : r1 + 1] = self._gather(hx, Wx, tgt) - lse
-                    if k > 0 and tids is not None and tlps is not None:
-                        for j in range(hx.shape[0]):
-                            ids, vals = self._topk_row(hx[j], Wx, lse[j], k)
-                            tids[r0 + 1 + j] = ids
-                            tlps[r0 + 1 + j] = vals
-            if req.prompt_logprobs_last_n is not None:
-                cut = max(0, P - req.prompt_logprobs_last_n)
-                plp[:cut] = np.nan
-                if tids is not None and tlps is not None:
-                    tids[:cut] = 0
-                    tlps[:cut] = EMPTY_TOPK_LOGPROB
-            result.prompt_logprobs = plp if req.prompt_logprobs else None
-            result.topk_prompt_ids, result.topk_prompt_logprobs = tids, tlps
-        # state after the prompt: context c for the next position
+            self._score_prompt(bw, adapter, req, result)
         e = bw.E
         c = np.zeros(spec.d_model)
         for i in range(1, P):
-            c = GAMMA * (c + e[req.prompt[i - 1]])
-        h_last = H[-1]
+            c = GAMMA * (c + e[prompt[i - 1]])
+        h_last = e[prompt[-1]] + BETA * c
+        job = _Job(req, decode, [])
         for si in range(req.num_samples):
             rng = np.random.Generator(np.random.PCG64([req.seed & 0xFFFFFFFFFFFFFFFF, si]))
             forced = req.scripted[si] if req.scripted is not None and si < len(req.scripted) else None
-            result.sequences.append(
-                self._sample_one(bw, adapter, Wx, req, rng, c.copy(), h_last.copy(), decode, forced)
-            )
-        return result
+            limit = req.max_tokens if forced is None else min(req.max_tokens, len(forced))
+            job.seqs.append(_Seq(job, rng, c.copy(), h_last.copy(), int(prompt[-1]), forced, limit))
+        return bw, result, job
 
-    def _topk_row(self, hx: np.ndarray, Wx: np.ndarray, lse: float, k: int) -> tuple[np.ndarray, np.ndarray]:
-        z = hx @ Wx
-        kk = min(k, z.shape[0])
-        idx = np.argpartition(-z, kk - 1)[:kk]
-        order = np.lexsort((idx, -z[idx]))
-        idx = idx[order]
-        ids = np.zeros(k, dtype=np.int64)
-        vals = np.full(k, EMPTY_TOPK_LOGPROB)
-        ids[:kk] = idx
-        vals[:kk] = z[idx] - lse
-        return ids, vals
-
-    def _sample_one(
-        self,
-        bw: BaseWeights,
-        adapter: Adapter,
-        Wx: np.ndarray,
-        req: SampleSpec,
-        rng: np.random.Generator,
-        c: np.ndarray,
-        h: np.ndarray,
-        decode: Callable[[Sequence[int]], str] | None,
-        forced: np.ndarray | None,
-    ) -> SampledSequence:
-        toks: list[int] = []
-        lps: list[float] = []
-        k = req.topk_sample_logprobs
-        tk_ids: list[np.ndarray] = []
-        tk_lps: list[np.ndarray] = []
+    def _score_prompt(self, bw: BaseWeights, adapter: Adapter, req: SampleSpec, result: SampleResult) -> None:
+        """Prompt logprobs (and top-k) with the training forward's chunked logits."""
         prompt = req.prompt
-        prev = int(prompt[-1])
-        stop_reason = "length"
-        limit = req.max_tokens if forced is None else min(req.max_tokens, len(forced))
-        text_start = 0
-        for step in range(limit):
-            if step:
-                c = GAMMA * (c + bw.E[prev])
-                h = bw.E[toks[-1]] + BETA * c
-            hx = h if adapter.rank == 0 else np.concatenate([h, adapter.scale * (h @ adapter.A)])
-            z = hx @ Wx
-            zmax = z.max()
-            ez = np.exp(z - zmax)
-            lse = zmax + math.log(float(ez.sum()))
-            if forced is not None:
-                tok = int(forced[step])
-                _check_token_range(np.asarray([tok]), z.shape[0], "scripted completion")
-            elif req.temperature == 1.0 and req.top_k <= 0 and req.top_p >= 1.0:
-                cdf = np.cumsum(ez)
-                tok = int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), z.shape[0] - 1))
-            else:
-                tok = _draw(z, req.temperature, req.top_k, req.top_p, rng)
-            toks.append(tok)
-            lps.append(float(z[tok] - lse))
-            if k > 0:
-                ids, vals = self._topk_row(hx, Wx, lse, k)
-                tk_ids.append(ids)
-                tk_lps.append(vals)
-            prev = int(prompt[-1]) if step == 0 else toks[-2]
-            if tok in req.stop_tokens:
-                stop_reason = "stop"
-                break
-            if req.stop_strings and decode is not None:
-                text = decode(toks)
-                if any(s in text[text_start:] for s in req.stop_strings):
-                    stop_reason = "stop"
-                    break
-                text_start = max(0, len(text) - max(len(s) for s in req.stop_strings) - 8)
-        if forced is not None and stop_reason == "length" and len(toks) == len(forced) < req.max_tokens:
-            stop_reason = "stop"
-        seq = SampledSequence(np.asarray(toks, dtype=np.int64), np.asarray(lps), stop_reason)
+        P = prompt.shape[0]
+        V = bw.spec.vocab_size
+        plp = np.full(P, np.nan)
+        k = req.topk_prompt_logprobs
+        tids = np.zeros((P, k), dtype=np.int64) if k > 0 else None
+        tlps = np.full((P, k), EMPTY_TOPK_LOGPROB) if k > 0 else None
+        if P > 1:
+            H = self._hidden(bw, prompt[:-1])
+            HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
+            rb = max(1, min(ROW_BLOCK, BLOCK_ELEMS // V))
+            C = self._col_chunk(rb, V)
+            for r0 in range(0, P - 1, rb):
+                r1 = min(P - 1, r0 + rb)
+                tgt = prompt[r0 + 1 : r1 + 1]
+                gather = _Gather.of(tgt, C, V)
+                z = np.empty((r1 - r0, V))
+                blk = self._chunk_pass(bw, adapter, H[r0:r1], None if HA is None else HA[r0:r1], z, C, False, gather)
+                plp[r0 + 1 : r1 + 1] = gather.scatter(blk.zt, tgt.shape) - blk.lse  # type: ignore[arg-type]
+                if k > 0 and tids is not None and tlps is not None:
+                    for j in range(r1 - r0):
+                        tids[r0 + 1 + j], tlps[r0 + 1 + j] = _topk(z[j], float(blk.lse[j]), k)
+        if req.prompt_logprobs_last_n is not None:
+            cut = max(0, P - req.prompt_logprobs_last_n)
+            plp[:cut] = np.nan
+            if tids is not None and tlps is not None:
+                tids[:cut] = 0
+                tlps[:cut] = EMPTY_TOPK_LOGPROB
+        result.prompt_logprobs = plp if req.prompt_logprobs else None
+        result.topk_prompt_ids, result.topk_prompt_logprobs = tids, tlps
+
+    def _run_batched(self, spec: BaseModelSpec, adapter: Adapter, bw: BaseWeights, job: _Job) -> None:
+        """Join the decoding batch of ``(spec, adapter)``; drive it while no other thread does."""
+        key = (spec, id(adapter))
+        with self._lock:
+            batch = self._batches.get(key)
+            if batch is None:
+                batch = self._batches[key] = _DecodeBatch(spec, adapter, bw)
+            batch.users += 1
+        cond = batch.cond
+        try:
+            with cond:
+                batch.pending.append(job)
+                while not job.done:
+                    if batch.driver is None:
+                        batch.driver = job
+                        break
+                    cond.wait()
+            if job.done:
+                return
+            try:
+                while True:
+                    with cond:
+                        batch.adopt()
+                        if job.done:
+                            break
+                    self._decode_step(batch)
+                    with cond:
+                        if any(j.done for j in batch.jobs):
+                            batch.jobs = [j for j in batch.jobs if not j.done]
+                            cond.notify_all()
+            except BaseException as exc:  # a failed step fails every request in it, never hangs one
+                with cond:
+                    for j in batch.jobs:
+                        if not j.done:
+                            j.error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+                            j.done = True
+                    batch.jobs = []
+                    batch.active = []
+                raise
+            finally:
+                with cond:
+                    batch.driver = None
+                    cond.notify_all()  # another member takes over driving if sequences remain
+        finally:
+            with self._lock:
+                batch.users -= 1
+                last = batch.users == 0 and self._batches.get(key) is batch
+                if last:
+                    del self._batches[key]
+            if last:
+                batch.close(self)
+
+    def _decode_step(self, batch: _DecodeBatch) -> None:
+        """One token for every live sequence of the batch: one GEMM over the vocabulary for all of them."""
+        seqs = batch.active
+        bw, adapter = batch.bw, batch.adapter
+        V = bw.spec.vocab_size
+        n = len(seqs)
+        n_pad = -(-n // ROW_TILE) * ROW_TILE  # fixed row tiles: each row's bits do not depend on the batch
+        H = np.zeros((n_pad, bw.spec.d_model))
+        for i, s in enumerate(seqs):
+            H[i] = s.h
+        HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
+        z = batch.buffer(self, n_pad, V)
+        blk = self._chunk_pass(bw, adapter, H, HA, z, SAMPLE_CHUNK, False, None)
+        for i, s in enumerate(seqs):
+            try:
+                s.advance(bw, z[i], blk, i, SAMPLE_CHUNK)
+            except Exception as exc:  # this request's own error (e.g. a scripted token out of range)
+                s.job.error = exc
+                s.job.done = True
+        batch.active = [s for s in seqs if not s.done and not s.job.done]
+        for s in seqs:
+            job = s.job
+            if not job.done and all(x.done for x in job.seqs):
+                job.done = True
+
+
+
+# --------------------------------------------------------------------------------------------- batching
+
+
+@dataclass
+class _Block:
+    """Per-row reductions of one chunked logits pass (:meth:`Engine._chunk_pass`)."""
+
+    mc: np.ndarray  # [rows, chunks] the shift m_c of each chunk's exponential (0 or the chunk's row max)
+    scale: np.ndarray  # [rows, chunks] exp(m_c - M)
+    mass: np.ndarray  # [rows, chunks] Σ_chunk exp(z - M)
+    total: np.ndarray  # [rows] Σ exp(z - M)
+    lse: np.ndarray  # [rows]
+    zt: np.ndarray | None  # logits at the gathered targets, in gather order
+
+
+@dataclass
+class _Gather:
+    """Target positions of a row block sorted by column, with the chunk boundaries in that order."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    order: np.ndarray  # flat target index of each sorted entry
+    bounds: np.ndarray  # [chunks + 1]
+
+    @staticmethod
+    def of(targets: np.ndarray, C: int, V: int) -> _Gather:
+        flat = targets.reshape(-1).astype(np.int64, copy=False)
+        per_row = targets.shape[1] if targets.ndim == 2 else 1
+        order = np.argsort(flat, kind="stable")
+        cols = flat[order]
+        rows = order // per_row
+        starts = np.arange(0, -(-V // C) + 1) * C
+        bounds = np.searchsorted(cols, starts, side="left")
+        return _Gather(rows, cols, order, bounds)
+
+    def scatter(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        out = np.empty(self.order.shape[0])
+        out[self.order] = values
+        return out.reshape(shape)
+
+    def take(self, arr: np.ndarray) -> np.ndarray:
+        return arr.reshape(-1)[self.order]
+
+
+@dataclass
+class _Job:
+    """One sample request inside a decoding batch."""
+
+    req: SampleSpec
+    decode: Callable[[Sequence[int]], str] | None
+    seqs: list[_Seq]
+    done: bool = False
+    error: Exception | None = None
+
+
+@dataclass
+class _Seq:
+    """One sampled sequence: its RNG, model state and output so far."""
+
+    job: _Job
+    rng: np.random.Generator
+    c: np.ndarray  # context for the next position
+    h: np.ndarray  # hidden vector of the position being predicted from
+    prompt_last: int
+    forced: np.ndarray | None
+    limit: int
+    toks: list[int] = field(default_factory=list)
+    lps: list[float] = field(default_factory=list)
+    tk_ids: list[np.ndarray] = field(default_factory=list)
+    tk_lps: list[np.ndarray] = field(default_factory=list)
+    stop_reason: str = "length"
+    text_start: int = 0
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.done = self.limit <= 0
+
+    def advance(self, bw: BaseWeights, z: np.ndarray, blk: _Block, i: int, C: int) -> None:
+        """Choose this step's token from the row's logits ``z``; prepare ``h`` for the next step."""
+        req = self.job.req
+        lse = float(blk.lse[i])
+        step = len(self.toks)
+        if self.forced is not None:
+            tok = int(self.forced[step])
+            _check_token_range(np.asarray([tok]), z.shape[0], "scripted completion")
+        elif req.temperature == 1.0 and req.top_k <= 0 and req.top_p >= 1.0:
+            tok = _draw_chunked(z, blk, i, C, self.rng)
+        else:
+            tok = _draw(z, req.temperature, req.top_k, req.top_p, self.rng)
+        self.toks.append(tok)
+        self.lps.append(float(z[tok] - lse))
+        k = req.topk_sample_logprobs
         if k > 0:
-            seq.topk_ids = np.asarray(tk_ids).reshape(len(toks), k)
-            seq.topk_logprobs = np.asarray(tk_lps).reshape(len(toks), k)
+            ids, vals = _topk(z, lse, k)
+            self.tk_ids.append(ids)
+            self.tk_lps.append(vals)
+        if tok in req.stop_tokens:
+            self.stop_reason = "stop"
+            self.done = True
+        elif req.stop_strings and self.job.decode is not None:
+            text = self.job.decode(self.toks)
+            if any(s in text[self.text_start :] for s in req.stop_strings):
+                self.stop_reason = "stop"
+                self.done = True
+            self.text_start = max(0, len(text) - max(len(s) for s in req.stop_strings) - 8)
+        if len(self.toks) >= self.limit:
+            self.done = True
+        if not self.done:
+            prev = self.prompt_last if step == 0 else self.toks[-2]
+            self.c = GAMMA * (self.c + bw.E[prev])
+            self.h = bw.E[tok] + BETA * self.c
+
+    def finish(self) -> SampledSequence:
+        req = self.job.req
+        reason = self.stop_reason
+        if self.forced is not None and reason == "length" and len(self.toks) == len(self.forced) < req.max_tokens:
+            reason = "stop"
+        seq = SampledSequence(np.asarray(self.toks, dtype=np.int64), np.asarray(self.lps, dtype=np.float64), reason)
+        k = req.topk_sample_logprobs
+        if k > 0:
+            seq.topk_ids = np.asarray(self.tk_ids, dtype=np.int64).reshape(len(self.toks), k)
+            seq.topk_logprobs = np.asarray(self.tk_lps).reshape(len(self.toks), k)
         return seq
+
+
+class _DecodeBatch:
+    """The live sequences of every concurrent request on one ``(spec, adapter)``; one thread drives it."""
+
+    def __init__(self, spec: BaseModelSpec, adapter: Adapter, bw: BaseWeights) -> None:
+        self.spec, self.adapter, self.bw = spec, adapter, bw
+        self.cond = threading.Condition()
+        self.pending: list[_Job] = []
+        self.jobs: list[_Job] = []
+        self.active: list[_Seq] = []
+        self.driver: _Job | None = None
+        self.users = 0
+        self._buf: np.ndarray | None = None
+
+    def adopt(self) -> None:
+        """Move requests that arrived since the last step into the batch (called under ``cond``)."""
+        for job in self.pending:
+            if not job.done and all(job is not j for j in self.jobs):
+                self.jobs.append(job)
+                self.active.extend(s for s in job.seqs if not s.done)
+        self.pending.clear()
+
+    def buffer(self, engine: Engine, rows: int, V: int) -> np.ndarray:
+        """``[rows, V]`` logits for this step, in an engine buffer kept while the batch lives."""
+        if self._buf is None or self._buf.size < rows * V:
+            if self._buf is not None:
+                engine._give(self._buf)
+            self._buf = engine._take(rows * V)
+        return self._buf[: rows * V].reshape(rows, V)
+
+    def close(self, engine: Engine) -> None:
+        if self._buf is not None:
+            engine._give(self._buf)
+            self._buf = None
+
+
+def _draw_chunked(z: np.ndarray, blk: _Block, i: int, C: int, rng: np.random.Generator) -> int:
+    """Inverse-CDF draw from ``softmax(z)`` using the pass's per-chunk masses: find the chunk, then the token."""
+    V = z.shape[0]
+    cum = np.cumsum(blk.mass[i])
+    u = rng.random() * cum[-1]
+    j = int(min(np.searchsorted(cum, u, side="right"), cum.shape[0] - 1))
+    rem = u - (cum[j - 1] if j else 0.0)
+    c0, c1 = j * C, min(V, j * C + C)
+    local = np.cumsum(np.exp(z[c0:c1] - blk.mc[i, j])) * blk.scale[i, j]
+    return c0 + int(min(np.searchsorted(local, rem, side="right"), c1 - c0 - 1))
+
+
+def _topk(z: np.ndarray, lse: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most likely tokens of logits ``z`` (ties by token id) and their logprobs, padded."""
+    kk = min(k, z.shape[0])
+    idx = np.argpartition(-z, kk - 1)[:kk]
+    idx = idx[np.lexsort((idx, -z[idx]))]
+    ids = np.zeros(k, dtype=np.int64)
+    vals = np.full(k, EMPTY_TOPK_LOGPROB)
+    ids[:kk] = idx
+    vals[:kk] = z[idx] - lse
+    return ids, vals
 
 
 # --------------------------------------------------------------------------------------------- helpers

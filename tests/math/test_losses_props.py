@@ -126,8 +126,9 @@ def gspo_token_surrogate(x, lp0, s0, adv, lo, hi) -> float:
 def test_gspo_fd_of_token_surrogate(batch, data) -> None:
     lp, q, adv = batch
     mask = np.array(data.draw(st.lists(st.sampled_from([0.0, 1.0]), min_size=lp.size, max_size=lp.size)))
+    assume(mask.any())  # an empty mask is refused (test_gspo_empty_mask_is_refused)
     sel = mask != 0
-    s0 = float(np.exp(np.sum((lp - q)[sel]) / max(int(sel.sum()), 1)))
+    s0 = float(np.exp(np.sum((lp - q)[sel]) / int(sel.sum())))
     assume(away_from(np.array([s0]), 0.8, 1.2))
     out = losses.gspo(lp, q, adv, mask)
     assert out.loss == pytest.approx(gspo_token_surrogate(lp, lp, s0, adv, 0.8, 1.2), rel=1e-13, abs=1e-13)
@@ -136,7 +137,15 @@ def test_gspo_fd_of_token_surrogate(batch, data) -> None:
 
 def test_gspo_sequence_ratio_ignores_unmasked_tokens() -> None:
     assert losses.gspo_sequence_ratio([0.0, -1.0], [-50.0, -1.0], [0, 1]) == 1.0
-    assert losses.gspo_sequence_ratio([0.0], [0.0], [0]) == 1.0  # empty mask convention
+
+
+def test_gspo_empty_mask_is_refused() -> None:
+    """The documented mean over the marked tokens is undefined for an empty mask: refused, naming the field."""
+    with pytest.raises(LossInputError, match="sequence_ratio_mask"):
+        losses.gspo_sequence_ratio([0.0], [0.0], [0])
+    with pytest.raises(LossInputError, match="sequence_ratio_mask"):
+        losses.gspo([-1.0, -2.0], [-1.0, -2.0], [1.0, 1.0], [0.0, 0.0])
+    assert losses.gspo([], [], [], []).loss == 0.0  # no tokens: the empty sum
 
 
 # ---------------------------------------------------------------- boundary convention
