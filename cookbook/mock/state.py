@@ -13,7 +13,8 @@ Ordering and refusals (per training model):
 * a training request takes its ``seq_id`` slot **before any check of its payload**: the protocol layer hands
   over a ``build`` callable that parses the request into a :data:`TrainingOp`, and it runs only once the slot is
   held. A refusal (bad checkpoint name, hyperparameter out of range, unsupported feature, a bug) resolves the
-  slot with that error, so later ops of the same client never wait for it;
+  slot with that error (its future fails), so later ops of the same client never wait for it. Only a request
+  whose ``model_id`` / ``seq_id`` cannot be read, names no live model, or reuses a seq_id is an HTTP 4xx;
 * idempotency is one mechanism (:class:`Idempotency`) for model creation, sampler creation, training ops and
   sampling: the same key with the same payload gets the original outcome back (the original id, or the
   original refusal); the same key with a different payload is a conflict naming the field;
@@ -31,6 +32,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
@@ -75,6 +77,8 @@ MAX_FUTURES = 50_000
 MAX_REMEMBERED = 20_000  # idempotency entries kept per table (oldest dropped first)
 DEFAULT_SESSION_IDLE_S = 300.0  # the SDK heartbeats every 10 s
 DEFAULT_MAX_RESIDENT = 8
+
+log = logging.getLogger("cookbook.mock")
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -1024,8 +1028,11 @@ class MockState:
     ) -> Submitted:
         """Take ``seq_id``'s slot, then build and check the op; a refusal at any point resolves the slot.
 
-        ``build`` parses the request (it runs only once the slot is held, so nothing it raises can leave
-        a hole in the sequence).
+        ``build`` parses the request; it runs only once the slot is held, and anything it (or the checks)
+        raises becomes the slot's outcome: the request is accepted with a request id whose future fails with
+        the error (category "user", or "server" for a bug). Refusing it with an HTTP 4xx instead would wedge
+        the SDK: when one chunk of a chunked ``forward_backward`` fails to submit, the SDK never sends chunk
+        0 and its own turn counter never reaches the next call.
         """
         m = self.model(model_id)
         if seq_id is None:
@@ -1041,12 +1048,15 @@ class MockState:
             try:
                 op = build()
                 fn = self._prepare(m, op)
-            except CookbookError as exc:
-                self._resolve_slot(m, slot, None, None)
-                raise as_mock_error(exc) from exc
-            except BaseException:
-                self._resolve_slot(m, slot, None, None)
-                raise
+            except Exception as exc:  # the refusal resolves the slot: its future fails, in order
+                fut = self.new_future("Refused")
+                if isinstance(exc, CookbookError):
+                    fut.fail(str(as_mock_error(exc)), "user")
+                else:  # a bug: still never a hole in the sequence
+                    log.exception("mock server error while preparing a training request")
+                    fut.fail(f"server error: {type(exc).__name__}: {exc}", "server")
+                self._resolve_slot(m, slot, None, fut)
+                return Submitted(fut.request_id, model_id)
             fut = self.new_future(op.request_type)
             self._resolve_slot(m, slot, fn, fut)
             return Submitted(fut.request_id, model_id)
