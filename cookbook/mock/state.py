@@ -948,10 +948,11 @@ class MockState:
                 if sess.finished:
                     fut.fail(f"session {session_id} ended before the model was created", "user")
                     return
-                self.models[model_id] = ModelRecord(model_id, session_id, spec, trainer, lora_config, user_metadata)
+                m = ModelRecord(model_id, session_id, spec, trainer, lora_config, user_metadata)
+                self.models[model_id] = m
                 sess.training_run_ids.append(model_id)
+                await self._evict(keep=m)
                 fut.finish(result(model_id))
-                await self._evict()
 
             self.spawn(run())
             return Submitted(fut.request_id, model_id)
@@ -1081,9 +1082,14 @@ class MockState:
                         await self._ensure_loaded(m)
                         trainer = m.trainer
                         assert trainer is not None
-                        await self._execute(fut, lambda fn=fn, trainer=trainer: fn(trainer))  # type: ignore[misc]
+                        result, err = await self._offload(lambda fn=fn, trainer=trainer: fn(trainer))  # type: ignore[misc]
+                        await self._evict(keep=m)  # before the answer: a client never sees more resident
+                    if err is not None:
+                        fut.fail(*err)
+                    else:
+                        assert result is not None
+                        fut.finish(result)
                 m.next_seq += 1
-            await self._evict(keep=m)
         finally:
             m.running = False
 
