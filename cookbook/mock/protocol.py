@@ -441,6 +441,7 @@ UNSUPPORTED: dict[str, tuple[str, str]] = {
 
 
 async def not_supported(request: Request, st: MockState, ctx: Ctx) -> Response:
+    await read_body(request, request.app.state.config.max_body_bytes)  # drained, not parsed (GETs have none)
     method, why = UNSUPPORTED[ctx.endpoint]
     raise unsupported(
         None, f"{method} ({request.method} {request.url.path}) is not supported by the mock Tinker server: {why}"
@@ -660,7 +661,7 @@ def _checkpoint_id(request: Request) -> tuple[str, str]:
 
 
 async def publish_checkpoint(request: Request, st: MockState, ctx: Ctx) -> Response:
-    await _json_body(request)
+    await read_body(request, request.app.state.config.max_body_bytes)  # the SDK sends no body
     st.set_public(*_checkpoint_id(request), public=request.method == "POST")
     return Response(status_code=204)
 

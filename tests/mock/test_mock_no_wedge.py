@@ -25,7 +25,7 @@ BAD_NAMES = ["epoch 1", "step:10", "run/step-10", "../x", "", ".hidden", "a" * 2
 
 def _refused(call: Callable[[], Any]) -> None:
     """The refusal itself must answer (an error, never a hang)."""
-    with pytest.raises(REFUSED) as info:  # noqa: PT012 - the SDK raises at submit or at result()
+    with pytest.raises(REFUSED) as info:  # the SDK raises at submit or at result()
         out = call()
         if hasattr(out, "result"):
             out.result(timeout=HANG)
