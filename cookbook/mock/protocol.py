@@ -554,7 +554,7 @@ async def asample(request: Request, st: MockState, ctx: Ctx) -> Response:
         path = f.str_("model_path", False, 1024)
         if base is None and path is None:
             raise MockError("sampling_session_id", "required (or base_model / model_path)")
-        sid = await st.ad_hoc_sampler(path, base, fp)
+        sid = await st.ad_hoc_sampler(path, base, _fp({"model_path": path, "base_model": base}))
     seq_id = f.int_("seq_id", None, 0, 1 << 62)
     ctx.seq_id = seq_id
     sub = await st.submit_sample(sid, seq_id, fp, lambda spec: _sample_spec(f, spec))

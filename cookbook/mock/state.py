@@ -1188,7 +1188,8 @@ class MockState:
         return await task
 
     async def ad_hoc_sampler(self, model_path: str | None, base_model: str | None, fingerprint: bytes) -> str:
-        """``asample`` without a sampling session: a sampler in the first session (idempotent per payload)."""
+        """``asample`` without a sampling session: one sampler per (model_path, base_model) in the first session
+        (``fingerprint`` identifies that pair)."""
         if not self.sessions:
             raise MockError("sampling_session_id", "no session exists; create one first")
         first = next(iter(self.sessions))
