@@ -28,6 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compress-fwdbwd", action="store_true", help="ask the SDK for zstd forward_backward")
     parser.add_argument("--max-body-mb", type=float, default=64.0, help="request body limit (MB)")
     parser.add_argument("--hf-cache", default=None, help="also write an offline HF hub cache into DIR/hub")
+    parser.add_argument(
+        "--session-idle", type=float, default=300.0,
+        help="end a session after this many seconds without a heartbeat or request (default 300)",
+    )
+    parser.add_argument(
+        "--max-resident", type=int, default=8,
+        help="trainers/samplers kept in memory; others are spilled to STATE_DIR/spill (default 8)",
+    )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
 
 
@@ -53,7 +61,16 @@ def run(args: argparse.Namespace) -> int:
     faults = Faults.parse(args.faults) if args.faults else Faults()
     state_dir = Path(args.state_dir).expanduser().resolve()
     registry = ModelRegistry()
-    state = MockState(state_dir, registry, faults=FaultInjector(faults), long_poll_s=args.long_poll)
+    state = MockState(
+        state_dir,
+        registry,
+        faults=FaultInjector(faults),
+        long_poll_s=args.long_poll,
+        session_idle_s=args.session_idle,
+        max_resident=args.max_resident,
+    )
+    if state.store.removed_partial:
+        print(f"removed {state.store.removed_partial} partial file(s) left by an interrupted save", flush=True)
     config = ServerConfig(max_body_bytes=int(args.max_body_mb * 1024 * 1024), compress_fwdbwd=args.compress_fwdbwd)
     if args.hf_cache:
         hub = build_hf_cache(Path(args.hf_cache).expanduser().resolve() / "hub", hf_repo_folders(registry))

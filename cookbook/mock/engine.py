@@ -50,7 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from cookbook.errors import ConfigurationError, DataError, LossInputError
+from cookbook.errors import DataError, LossInputError
+from cookbook.mock.errors import InvalidConfig, InvalidData, InvalidLossInput
 
 GAMMA = 0.5
 BETA = 0.5
@@ -307,7 +308,7 @@ class Engine:
     @staticmethod
     def new_adapter(spec: BaseModelSpec, rank: int, seed: int) -> Adapter:
         if not (1 <= rank <= MAX_RANK):
-            raise ConfigurationError(f"lora_config.rank must be between 1 and {MAX_RANK}, got {rank}")
+            raise InvalidConfig("lora_config.rank", f"must be between 1 and {MAX_RANK}, got {rank}")
         rng = np.random.Generator(np.random.PCG64(seed))
         A = rng.standard_normal((spec.d_model, rank))
         B = np.zeros((rank, spec.vocab_size))
@@ -367,69 +368,66 @@ class Engine:
         data: Sequence[DatumArrays],
         loss_fn_config: Mapping[str, float] | None,
     ) -> None:
-        """Raise :class:`DataError` / :class:`ConfigurationError` naming the offending field."""
+        """Raise :class:`InvalidData` / :class:`InvalidConfig` / :class:`InvalidLossInput` naming the offending field."""
         losses = _losses()
         if loss_fn not in losses.LOSS_INPUTS:
-            raise ConfigurationError(
-                f"loss_fn: unknown loss {loss_fn!r}; the mock supports {sorted(losses.LOSS_INPUTS)}"
-            )
+            raise InvalidConfig("loss_fn", f"unknown loss {loss_fn!r}; the mock supports {sorted(losses.LOSS_INPUTS)}")
         allowed = set(losses.LOSS_CONFIG_KEYS.get(loss_fn, ()))
         for key, value in (loss_fn_config or {}).items():
             if key not in allowed:
-                raise ConfigurationError(
-                    f"loss_fn_config.{key}: unknown key for loss {loss_fn!r} (allowed: {sorted(allowed) or 'none'})"
+                raise InvalidConfig(
+                    f"loss_fn_config.{key}", f"unknown key for loss {loss_fn!r} (allowed: {sorted(allowed) or 'none'})"
                 )
             if not math.isfinite(value):
-                raise DataError(f"loss_fn_config.{key}: must be finite, got {value}")
+                raise InvalidData(f"loss_fn_config.{key}", f"must be finite, got {value}")
         if not data:
-            raise DataError("data: forward_backward needs at least one datum")
+            raise InvalidData("data", "forward_backward needs at least one datum")
         required = losses.LOSS_INPUTS[loss_fn]
         V = spec.vocab_size
         for i, d in enumerate(data):
             where = f"data[{i}]"
             n = int(d.tokens.shape[0])
             if n == 0:
-                raise DataError(f"{where}.model_input: empty model input")
+                raise InvalidData(f"{where}.model_input", "empty model input")
             if n > spec.max_context_length:
-                raise DataError(
-                    f"{where}.model_input: {n} tokens exceeds the context length {spec.max_context_length}"
+                raise InvalidData(
+                    f"{where}.model_input", f"{n} tokens exceeds the context length {spec.max_context_length}"
                 )
             _check_token_range(d.tokens, V, f"{where}.model_input")
             for key in required:
                 if key not in d.inputs:
-                    raise LossInputError(
-                        f"{where}.loss_fn_inputs: missing {key!r} required by loss {loss_fn!r} "
-                        f"(required: {list(required)})"
+                    raise InvalidLossInput(
+                        f"{where}.loss_fn_inputs",
+                        f"missing {key!r} required by loss {loss_fn!r} (required: {list(required)})",
                     )
             tt = d.inputs.get("target_tokens")
             for key, arr in d.inputs.items():
                 f = f"{where}.loss_fn_inputs.{key}"
                 if arr.ndim == 0 or arr.shape[0] != n:
-                    raise DataError(
-                        f"{f}: leading dimension {arr.shape[0] if arr.ndim else 'scalar'} does not match "
-                        f"the model input length {n} (shape {list(arr.shape)})"
+                    raise InvalidData(
+                        f,
+                        f"leading dimension {arr.shape[0] if arr.ndim else 'scalar'} does not match "
+                        f"the model input length {n} (shape {list(arr.shape)})",
                     )
                 if arr.ndim > 2:
-                    raise DataError(f"{f}: expected 1-D [N] or 2-D [N, K], got shape {list(arr.shape)}")
+                    raise InvalidData(f, f"expected 1-D [N] or 2-D [N, K], got shape {list(arr.shape)}")
                 if key in TOKEN_KEYS:
                     if arr.dtype.kind not in "iu":
-                        raise DataError(f"{f}: token ids must be int64, got {arr.dtype}")
+                        raise InvalidData(f, f"token ids must be int64, got {arr.dtype}")
                     _check_token_range(arr, V, f)
                 else:
                     if arr.dtype.kind != "f":
-                        raise DataError(f"{f}: expected float32 values, got {arr.dtype}")
+                        raise InvalidData(f, f"expected float32 values, got {arr.dtype}")
                     if not np.all(np.isfinite(arr)):
                         bad = int(np.flatnonzero(~np.isfinite(arr.reshape(-1)))[0])
-                        raise DataError(f"{f}: contains NaN or inf (first at flat index {bad})")
+                        raise InvalidData(f, f"contains NaN or inf (first at flat index {bad})")
                 if tt is not None and key not in TOKEN_KEYS and arr.shape != tt.shape:
-                    raise DataError(
-                        f"{f}: shape {list(arr.shape)} does not match target_tokens {list(tt.shape)}"
-                    )
+                    raise InvalidData(f, f"shape {list(arr.shape)} does not match target_tokens {list(tt.shape)}")
             if tt is not None:
                 try:  # the loss's own input checks (unknown keys, shapes, NaN), on dummy logprobs
                     losses.tinker_loss(loss_fn, np.zeros(tt.shape), d.inputs, loss_fn_config)
                 except LossInputError as exc:
-                    raise LossInputError(f"{where}: {exc}") from exc
+                    raise InvalidLossInput(where, str(exc)) from exc
 
     # ---------------------------------------------------------------- logits over column chunks
 
@@ -574,12 +572,12 @@ class Engine:
         try:
             res = _losses().tinker_loss(loss_fn, lp, d.inputs, cfg)
         except LossInputError as exc:
-            raise LossInputError(f"data[{i}]: {exc}") from exc
+            raise InvalidLossInput(f"data[{i}]", str(exc)) from exc
         if not backward or HA is None:
             return lp, res
         g = np.asarray(res.grad, dtype=np.float64).reshape(targets.shape)
         if not np.all(np.isfinite(g)):
-            raise DataError(f"data[{i}]: the loss gradient is not finite (check advantages/logprobs)")
+            raise InvalidData(f"data[{i}]", "the loss gradient is not finite (check advantages/logprobs)")
         tmp = self._take(adapter.rank * V)
         try:
             dB = tmp[: adapter.rank * V].reshape(adapter.rank, V)
@@ -636,13 +634,13 @@ class Engine:
         for name in ("learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip_norm"):
             v = getattr(hp, name)
             if not math.isfinite(v):
-                raise DataError(f"adam_params.{name}: must be finite, got {v}")
+                raise InvalidData(f"adam_params.{name}", f"must be finite, got {v}")
         if hp.learning_rate < 0:
-            raise DataError(f"adam_params.learning_rate: must be >= 0, got {hp.learning_rate}")
+            raise InvalidData("adam_params.learning_rate", f"must be >= 0, got {hp.learning_rate}")
         if not (0.0 <= hp.beta1 < 1.0) or not (0.0 <= hp.beta2 < 1.0):
-            raise DataError(f"adam_params.beta1/beta2: must be in [0, 1), got {hp.beta1}, {hp.beta2}")
+            raise InvalidData("adam_params.beta1/beta2", f"must be in [0, 1), got {hp.beta1}, {hp.beta2}")
         if hp.eps < 0 or hp.weight_decay < 0 or hp.grad_clip_norm < 0:
-            raise DataError("adam_params.eps/weight_decay/grad_clip_norm: must be >= 0")
+            raise InvalidData("adam_params.eps/weight_decay/grad_clip_norm", "must be >= 0")
         a = trainer.adapter
         gA, gB = trainer.grad_A, trainer.grad_B
         norm = math.sqrt(float(np.sum(gA * gA)) + float(np.sum(gB * gB)))
@@ -689,11 +687,11 @@ class Engine:
         V = spec.vocab_size
         _check_token_range(req.prompt, V, "prompt")
         if req.prompt.shape[0] == 0:
-            raise DataError("prompt: empty prompt")
+            raise InvalidData("prompt", "empty prompt")
         if req.stop_strings and decode is None:
-            raise ConfigurationError(
-                f"sampling_params.stop: base model {spec.name!r} has no tokenizer, so stop strings cannot be "
-                "matched; pass stop token ids instead"
+            raise InvalidConfig(
+                "sampling_params.stop",
+                f"base model {spec.name!r} has no tokenizer, so stop strings cannot be matched; pass stop token ids",
             )
         bw, result, job = self._prepare(spec, adapter, req, decode)
         if any(not s.done for s in job.seqs):
@@ -1063,7 +1061,7 @@ def _check_token_range(arr: np.ndarray, vocab: int, where: str) -> None:
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= vocab:
         bad = lo if lo < 0 else hi
-        raise DataError(f"{where}: token id {bad} is outside the vocabulary [0, {vocab})")
+        raise InvalidData(where, f"token id {bad} is outside the vocabulary [0, {vocab})")
 
 
 def _reduce_metrics(acc: Mapping[str, list[float]]) -> dict[str, float]:
@@ -1114,4 +1112,27 @@ def trainer_from_arrays(
             m_B=np.array(arrays["m_B"], dtype=np.float64),
             v_B=np.array(arrays["v_B"], dtype=np.float64),
         )
+    return tr
+
+
+def trainer_state_arrays(trainer: Trainer) -> dict[str, np.ndarray]:
+    """Every array of a live trainer (adapter, pending gradients, AdamW state, counters), for spilling it to
+    disk; :func:`trainer_from_state_arrays` restores it bit-for-bit."""
+    arrs = adapter_arrays(trainer, with_optimizer=True)
+    arrs.update(
+        grad_A=trainer.grad_A,
+        grad_B=trainer.grad_B,
+        adam_step=np.asarray(trainer.adam.step),
+        pending_grads=np.asarray(trainer.pending_grads),
+        lora_seed=np.asarray(trainer.lora_seed, dtype=np.uint64),
+    )
+    return arrs
+
+
+def trainer_from_state_arrays(spec: BaseModelSpec, arrays: Mapping[str, np.ndarray]) -> Trainer:
+    tr = trainer_from_arrays(spec, arrays, with_optimizer=True, lora_seed=int(arrays["lora_seed"]))
+    tr.adam.step = int(arrays["adam_step"])
+    tr.grad_A = np.array(arrays["grad_A"], dtype=np.float64)
+    tr.grad_B = np.array(arrays["grad_B"], dtype=np.float64)
+    tr.pending_grads = int(arrays["pending_grads"])
     return tr

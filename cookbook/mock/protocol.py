@@ -1,9 +1,14 @@
 """The HTTP layer: a Starlette app speaking the Tinker protocol (``/api/v1/...``) plus ``/_mock`` controls.
 
 JSON everywhere except the ``forward_backward`` request body (protobuf, optionally zstd) and the
-``forward_backward`` / ``asample`` results served by ``retrieve_future`` (protobuf). Every refusal is a
-4xx JSON body ``{"detail": <what, where, what to do>, "field": <name>}``; unexpected exceptions become a
-500 with the same shape and are logged (they are bugs: the fuzz test asserts there are none).
+``forward_backward`` / ``asample`` results served by ``retrieve_future`` (protobuf). This layer alone knows
+HTTP: the state layer raises :class:`~cookbook.mock.errors.MockError` (a kind and a field) and returns domain
+results; here kinds become statuses (:data:`STATUS`) and results become replies. Every refusal is a 4xx JSON
+body ``{"detail": <what, where, what to do>, "field": <name>}``; unexpected exceptions become a 500 with the
+same shape and are logged (they are bugs: the fuzz test asserts there are none).
+
+Training requests hand the state a ``build`` callable that parses everything but ``model_id`` / ``seq_id``, so
+the request holds its sequence slot before any check can refuse it (a refusal never wedges the client).
 """
 
 from __future__ import annotations
@@ -26,14 +31,35 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cookbook.errors import CookbookError
-from cookbook.mock.engine import AdamHyper, SampleSpec
+from cookbook.mock.engine import AdamHyper, BaseModelSpec, ForwardResult, SampleResult, SampleSpec
+from cookbook.mock.errors import Kind, MockError, unsupported
 from cookbook.mock.faults import Faults
-from cookbook.mock.state import CheckpointStore, MockState, RequestLogEntry
+from cookbook.mock.state import (
+    CheckpointStore,
+    ForwardBackwardOp,
+    Loaded,
+    LoadOp,
+    MockState,
+    ModelCreated,
+    OpResult,
+    OptimStepOp,
+    OptimStepped,
+    RequestLogEntry,
+    SamplerCreated,
+    SamplerSnapshotOp,
+    Saved,
+    SaveOp,
+    Submitted,
+    TrainingOp,
+    UnsupportedOp,
+)
 from cookbook.mock.wire import (
-    BadRequest,
     Fields,
-    decode_forward_backward,
+    encode_forward_backward_output,
+    encode_sample_response,
+    forward_backward_request,
     model_input_tokens,
+    parse_forward_backward,
     parse_json_object,
 )
 
@@ -45,6 +71,24 @@ MAX_NEW_TOKENS = 16384
 DEFAULT_MAX_TOKENS = 256
 MAX_TOPK = 64
 PROTO = "application/x-protobuf"
+
+# the one place where an error kind becomes an HTTP status (409 is avoided: the SDK retries it)
+STATUS: dict[Kind, int] = {
+    Kind.INVALID: 400,
+    Kind.CONFLICT: 400,
+    Kind.UNSUPPORTED: 400,
+    Kind.NOT_FOUND: 404,
+    Kind.GONE: 410,
+    Kind.TOO_LARGE: 413,
+    Kind.MEDIA_TYPE: 415,
+}
+
+
+def error_response(exc: MockError) -> JSONResponse:
+    body: dict[str, Any] = {"detail": str(exc), "kind": exc.kind.value}
+    if exc.field:
+        body["field"] = exc.field
+    return JSONResponse(body, status_code=STATUS[exc.kind])
 
 
 @dataclass
@@ -80,20 +124,20 @@ def _fault_response(status: int) -> Response:
 async def read_body(request: Request, limit: int) -> bytes:
     cl = request.headers.get("content-length")
     if cl is not None and (not cl.strip().isdigit() or int(cl) > limit):
-        raise BadRequest(f"body: Content-Length {cl} exceeds the limit of {limit} bytes", "body", 413)
+        raise MockError("body", f"Content-Length {cl} exceeds the limit of {limit} bytes", Kind.TOO_LARGE)
     chunks: list[bytes] = []
     n = 0
     async for chunk in request.stream():
         n += len(chunk)
         if n > limit:
-            raise BadRequest(f"body: larger than the limit of {limit} bytes", "body", 413)
+            raise MockError("body", f"larger than the limit of {limit} bytes", Kind.TOO_LARGE)
         chunks.append(chunk)
     body = b"".join(chunks)
     enc = request.headers.get("content-encoding", "").strip().lower()
     if enc in ("", "identity"):
         return body
     if enc != "zstd":
-        raise BadRequest(f"Content-Encoding: {enc!r} is not supported (zstd or none)", "Content-Encoding", 415)
+        raise MockError("Content-Encoding", f"{enc!r} is not supported (zstd or none)", Kind.MEDIA_TYPE)
     return _unzstd(body, limit)
 
 
@@ -107,11 +151,9 @@ def _unzstd(body: bytes, limit: int) -> bytes:
                     break
                 out.extend(part)
                 if len(out) > limit:
-                    raise BadRequest(
-                        f"body: decompressed size exceeds the limit of {limit} bytes", "body", 413
-                    )
+                    raise MockError("body", f"decompressed size exceeds the limit of {limit} bytes", Kind.TOO_LARGE)
     except zstandard.ZstdError as exc:
-        raise BadRequest(f"body: invalid zstd data ({exc})", "body") from exc
+        raise MockError("body", f"invalid zstd data ({exc})") from exc
     return bytes(out)
 
 
@@ -121,6 +163,37 @@ def _fp(obj: dict[str, Any]) -> bytes:
 
 async def _json_body(request: Request) -> dict[str, Any]:
     return parse_json_object(await read_body(request, request.app.state.config.max_body_bytes))
+
+
+# ------------------------------------------------------------------------------------- results -> replies
+
+
+def encode_result(result: OpResult | None) -> Response:
+    """A finished future's domain result as the reply the SDK expects for its request type."""
+    if isinstance(result, ForwardResult):
+        return Response(encode_forward_backward_output(result), media_type=PROTO)
+    if isinstance(result, SampleResult):
+        return Response(encode_sample_response(result), media_type=PROTO)
+    if isinstance(result, ModelCreated):
+        return _json({"model_id": result.model_id, "type": "create_model"})
+    if isinstance(result, OptimStepped):
+        return _json({"metrics": result.metrics, "type": "optim_step"})
+    if isinstance(result, Saved):
+        rtype = "save_weights" if result.kind == "weights" else "save_weights_for_sampler"
+        return _json({"path": result.path, "type": rtype})
+    if isinstance(result, SamplerCreated):
+        return _json({"sampling_session_id": result.sampling_session_id, "type": "save_weights_for_sampler"})
+    if isinstance(result, Loaded):
+        out: dict[str, Any] = {"path": result.path, "type": "load_weights"}
+        if result.model_id is not None:
+            out["model_id"] = result.model_id
+        return _json(out)
+    raise TypeError(f"no wire encoding for {type(result).__name__}")  # a bug: answered as a 500
+
+
+def _submitted(ctx: Ctx, sub: Submitted) -> Response:
+    ctx.request_id = sub.request_id
+    return _json({"request_id": sub.request_id, "model_id": sub.model_id})
 
 
 # ------------------------------------------------------------------------------------- handlers: session
@@ -136,14 +209,14 @@ async def client_config(request: Request, st: MockState, ctx: Ctx) -> Response:
 
 async def dynamic_config(request: Request, st: MockState, ctx: Ctx) -> Response:
     await _json_body(request)
-    return _json({})
+    return _json({"sample_cancel_enabled": True})  # abandoned sample polls send cancel_future
 
 
 async def create_session(request: Request, st: MockState, ctx: Ctx) -> Response:
     f = Fields(await _json_body(request))
     tags = f.obj.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise BadRequest("tags: expected a list of strings", "tags")
+        raise MockError("tags", "expected a list of strings")
     sid = st.create_session(tags, f.str_map("user_metadata"))
     return _json({"session_id": sid, "type": "create_session"})
 
@@ -151,17 +224,16 @@ async def create_session(request: Request, st: MockState, ctx: Ctx) -> Response:
 async def heartbeat(request: Request, st: MockState, ctx: Ctx) -> Response:
     f = Fields(await _json_body(request))
     sid = f.req_str("session_id")
-    s = st.sessions.get(sid)
-    if s is None or s.finished:
-        return _json({"detail": f"session_id: session {sid!r} is unknown or finished"}, 410)
-    s.last_heartbeat = time.monotonic()
+    try:
+        st.heartbeat(sid)
+    except MockError as exc:
+        raise MockError("session_id", f"session {sid!r} is unknown or has ended", Kind.GONE) from exc
     return _json({"type": "session_heartbeat"})
 
 
 async def finish_session(request: Request, st: MockState, ctx: Ctx) -> Response:
     await _json_body(request)
-    sid = request.path_params["session_id"]
-    st.session(sid, "session_id").finished = True
+    st.end_session(request.path_params["session_id"])
     return _json({})
 
 
@@ -185,6 +257,12 @@ async def capabilities(request: Request, st: MockState, ctx: Ctx) -> Response:
 # ------------------------------------------------------------------------------------- handlers: training
 
 
+def _optimizer_config(f: Fields) -> None:
+    oc = f.obj_("optimizer_config")
+    if oc is not None and oc.obj.get("type", "adamw") != "adamw":
+        raise unsupported("optimizer_config.type", f"{oc.obj.get('type')!r} is not supported by the mock (use adamw)")
+
+
 async def create_model(request: Request, st: MockState, ctx: Ctx) -> Response:
     obj = await _json_body(request)
     f = Fields(obj)
@@ -201,15 +279,10 @@ async def create_model(request: Request, st: MockState, ctx: Ctx) -> Response:
         "train_mlp": lc.bool_("train_mlp", True),
         "train_attn": lc.bool_("train_attn", True),
     }
-    oc = f.obj_("optimizer_config")
-    if oc is not None and oc.obj.get("type", "adamw") != "adamw":
-        raise BadRequest(
-            f"optimizer_config.type: {oc.obj.get('type')!r} is not supported by the mock (use adamw)",
-            "optimizer_config.type",
-        )
-    rid = st.create_model(session_id, model_seq_id, base_model, lora, f.str_map("user_metadata"), _fp(obj))
-    ctx.request_id = rid
-    return _json({"request_id": rid, "model_id": f"{session_id}:train:{model_seq_id}"})
+    _optimizer_config(f)
+    sub = st.create_model(session_id, model_seq_id, base_model, lora, f.str_map("user_metadata"), _fp(obj))
+    ctx.model_id = sub.model_id
+    return _submitted(ctx, sub)
 
 
 async def get_info(request: Request, st: MockState, ctx: Ctx) -> Response:
@@ -222,7 +295,7 @@ async def get_info(request: Request, st: MockState, ctx: Ctx) -> Response:
             "model_id": m.model_id,
             "model_data": {"arch": "cookbook-mock-bigram", "model_name": m.spec.name, "tokenizer_id": tok},
             "is_lora": True,
-            "lora_rank": m.trainer.adapter.rank,
+            "lora_rank": m.rank,
             "model_name": m.spec.name,
             "optimizer_config": {"type": "adamw"},
             "type": "get_info",
@@ -230,123 +303,157 @@ async def get_info(request: Request, st: MockState, ctx: Ctx) -> Response:
     )
 
 
-async def forward_backward(request: Request, st: MockState, ctx: Ctx) -> Response:
-    ctype = request.headers.get("content-type", "")
-    if "protobuf" not in ctype:
-        raise BadRequest(
-            f"Content-Type: forward_backward takes {PROTO} (tinker_public.ForwardBackwardRequest), got {ctype!r}",
-            "Content-Type",
-            415,
-        )
-    body = await read_body(request, request.app.state.config.max_body_bytes)
-    req, fp = decode_forward_backward(body)
-    ctx.model_id, ctx.seq_id = req.model_id, req.seq_id
-    rid = st.submit_ordered(
-        req.model_id, req.seq_id, fp, "Forward" if req.forward_only else "ForwardBackward", st.op_forward_backward(req)
-    )
-    ctx.request_id = rid
-    return _json({"request_id": rid, "model_id": req.model_id})
-
-
 def _seq(f: Fields, ctx: Ctx) -> tuple[str, int | None]:
+    """The two fields a training request needs before it can hold its slot."""
     model_id = f.req_str("model_id")
     seq_id = f.int_("seq_id", None, 0, 1 << 62)
     ctx.model_id, ctx.seq_id = model_id, seq_id
     return model_id, seq_id
 
 
-async def optim_step(request: Request, st: MockState, ctx: Ctx) -> Response:
+async def _training(request: Request, st: MockState, ctx: Ctx, build: Callable[[Fields], TrainingOp]) -> Response:
+    """A JSON training request: slot first (model_id, seq_id), then ``build`` parses the rest."""
     obj = await _json_body(request)
     f = Fields(obj)
     model_id, seq_id = _seq(f, ctx)
+    return _submitted(ctx, st.submit_training(model_id, seq_id, _fp(obj), lambda: build(f)))
+
+
+async def forward_backward(request: Request, st: MockState, ctx: Ctx) -> Response:
+    ctype = request.headers.get("content-type", "")
+    if "protobuf" not in ctype:
+        raise MockError(
+            "Content-Type",
+            f"forward_backward takes {PROTO} (tinker_public.ForwardBackwardRequest), got {ctype!r}",
+            Kind.MEDIA_TYPE,
+        )
+    body = await read_body(request, request.app.state.config.max_body_bytes)
+    msg, fp = parse_forward_backward(body)
+    ctx.model_id, ctx.seq_id = msg.model_id, int(msg.seq_id)
+
+    def build() -> TrainingOp:
+        req = forward_backward_request(msg)
+        return ForwardBackwardOp(req.loss_fn, req.data, req.loss_fn_config, req.forward_only)
+
+    return _submitted(ctx, st.submit_training(msg.model_id, int(msg.seq_id), fp, build))
+
+
+def _optim_op(f: Fields) -> TrainingOp:
     if f.has("optimizer_params"):
-        raise BadRequest("optimizer_params: only adam_params (AdamW) is supported by the mock", "optimizer_params")
+        raise unsupported("optimizer_params", "only adam_params (AdamW) is supported by the mock")
     ap = f.obj_("adam_params") or f.obj_("optim_params")
     if ap is None:
-        raise BadRequest("adam_params: required object is missing", "adam_params")
+        raise MockError("adam_params", "required object is missing")
     ap.only(["learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip_norm", "type"])
-    hp = AdamHyper(
-        learning_rate=ap.float_("learning_rate", 1e-4, 0.0, 1e3),
-        beta1=ap.float_("beta1", 0.9, 0.0, 0.999999999),
-        beta2=ap.float_("beta2", 0.95, 0.0, 0.999999999),
-        eps=ap.float_("eps", 1e-12, 0.0, 1.0),
-        weight_decay=ap.float_("weight_decay", 0.0, 0.0, 1e3),
-        grad_clip_norm=ap.float_("grad_clip_norm", 0.0, 0.0, 1e12),
+    return OptimStepOp(
+        AdamHyper(
+            learning_rate=ap.float_("learning_rate", 1e-4, 0.0, 1e3),
+            beta1=ap.float_("beta1", 0.9, 0.0, 0.999999999),
+            beta2=ap.float_("beta2", 0.95, 0.0, 0.999999999),
+            eps=ap.float_("eps", 1e-12, 0.0, 1.0),
+            weight_decay=ap.float_("weight_decay", 0.0, 0.0, 1e3),
+            grad_clip_norm=ap.float_("grad_clip_norm", 0.0, 0.0, 1e12),
+        )
     )
-    rid = st.submit_ordered(model_id, seq_id, _fp(obj), "OptimStep", st.op_optim_step(hp))
-    ctx.request_id = rid
-    return _json({"request_id": rid, "model_id": model_id})
+
+
+async def optim_step(request: Request, st: MockState, ctx: Ctx) -> Response:
+    return await _training(request, st, ctx, _optim_op)
+
+
+def _save_op(f: Fields) -> TrainingOp:
+    name = CheckpointStore.check_name(f.req_str("path", 256))
+    ttl = f.int_("ttl_seconds", None, 0, 1 << 40)
+    return SaveOp("weights", name, f.bool_("overwrite", False), ttl, f.str_map("user_metadata"))
 
 
 async def save_weights(request: Request, st: MockState, ctx: Ctx) -> Response:
-    obj = await _json_body(request)
-    f = Fields(obj)
-    model_id, seq_id = _seq(f, ctx)
-    name = CheckpointStore.check_name(f.req_str("path", 256))
-    f.int_("ttl_seconds", None, 0, 1 << 40)
-    op = st.op_save("weights", name, f.bool_("overwrite", False), f.str_map("user_metadata"))
-    rid = st.submit_ordered(model_id, seq_id, _fp(obj), "SaveWeights", op)
-    ctx.request_id = rid
-    return _json({"request_id": rid, "model_id": model_id})
+    return await _training(request, st, ctx, _save_op)
 
 
-async def save_weights_for_sampler(request: Request, st: MockState, ctx: Ctx) -> Response:
-    obj = await _json_body(request)
-    f = Fields(obj)
-    model_id, seq_id = _seq(f, ctx)
+def _save_for_sampler_op(f: Fields) -> TrainingOp:
     kind = f.str_("kind", False) or "snapshot"
     if kind not in ("snapshot", "inflight"):
-        raise BadRequest(f"kind: {kind!r} must be 'snapshot' or 'inflight'", "kind")
-    f.int_("ttl_seconds", None, 0, 1 << 40)
+        raise MockError("kind", f"{kind!r} must be 'snapshot' or 'inflight'")
+    ttl = f.int_("ttl_seconds", None, 0, 1 << 40)
     path = f.str_("path", False, 256)
     if path is not None:
         CheckpointStore.check_name(path)
-        op = st.op_save("sampler_weights", path, True, f.str_map("user_metadata"))
-        rtype = "SaveWeightsForSampler"
-    else:
-        ssid = f.int_("sampling_session_seq_id", None, 0, 1 << 40)
-        if ssid is None:
-            raise BadRequest(
-                "path or sampling_session_seq_id: one is required", "sampling_session_seq_id"
-            )
-        op = st.op_ephemeral_sampler(ssid)
-        rtype = "SaveWeightsForSampler"
-    rid = st.submit_ordered(model_id, seq_id, _fp(obj), rtype, op)
-    ctx.request_id = rid
-    return _json({"request_id": rid, "model_id": model_id})
+        return SaveOp("sampler_weights", path, True, ttl, f.str_map("user_metadata"))
+    ssid = f.int_("sampling_session_seq_id", None, 0, 1 << 40)
+    if ssid is None:
+        raise MockError("sampling_session_seq_id", "path or sampling_session_seq_id: one is required")
+    return SamplerSnapshotOp(ssid)
+
+
+async def save_weights_for_sampler(request: Request, st: MockState, ctx: Ctx) -> Response:
+    return await _training(request, st, ctx, _save_for_sampler_op)
+
+
+def _load_op(f: Fields) -> TrainingOp:
+    return LoadOp(f.req_str("path", 1024), f.bool_("optimizer", False))
 
 
 async def load_weights(request: Request, st: MockState, ctx: Ctx) -> Response:
     obj = await _json_body(request)
     f = Fields(obj)
-    path = f.req_str("path", 1024)
-    with_opt = f.bool_("optimizer", False)
     if f.has("model_id"):
         model_id, seq_id = _seq(f, ctx)
-        rid = st.submit_ordered(model_id, seq_id, _fp(obj), "LoadWeights", st.op_load(path, with_opt))
-        ctx.request_id = rid
-        return _json({"request_id": rid, "model_id": model_id})
+        return _submitted(ctx, st.submit_training(model_id, seq_id, _fp(obj), lambda: _load_op(f)))
     session_id = f.req_str("session_id")
     model_seq_id = f.req_int("model_seq_id", 0, 1 << 40)
-    oc = f.obj_("optimizer_config")
-    if oc is not None and oc.obj.get("type", "adamw") != "adamw":
-        raise BadRequest("optimizer_config.type: only adamw is supported by the mock", "optimizer_config.type")
-    rid = st.create_model_from_checkpoint(
-        session_id, model_seq_id, path, with_opt, f.str_map("user_metadata"), _fp(obj)
+    path = f.req_str("path", 1024)
+    _optimizer_config(f)
+    sub = st.create_model_from_checkpoint(
+        session_id, model_seq_id, path, f.bool_("optimizer", False), f.str_map("user_metadata"), _fp(obj)
     )
+    ctx.model_id = sub.model_id
+    return _submitted(ctx, sub)
+
+
+async def save_weights_external(request: Request, st: MockState, ctx: Ctx) -> Response:
+    def build(f: Fields) -> TrainingOp:
+        return UnsupportedOp(
+            "TrainingClient.save_weights_external", "external (downloadable, encrypted) weights do not exist offline"
+        )
+
+    return await _training(request, st, ctx, build)
+
+
+# Tinker features without an offline equivalent: endpoint name -> (SDK method(s), why). README lists these.
+UNSUPPORTED: dict[str, tuple[str, str]] = {
+    "create_custom_loss": ("ServiceClient.create_custom_loss (server-side)", "custom losses run client-side here"),
+    "copy_weights": ("RestClient.copy_weights / ServiceClient.copy_weights", "there are no other projects"),
+    "external_weights_urls": ("RestClient.get_external_weights_urls", "there are no external weights"),
+    "sessions/search": ("RestClient.search_sessions", "session search is not implemented"),
+    "sessions/project": ("RestClient.assign_session_project", "there are no projects"),
+    "sessions/trace_export": ("RestClient.export_session_trace", "there are no traces"),
+    "audit": ("RestClient.get_audit_log", "there is no audit log"),
+    "billing/usage/events": ("RestClient.get_billing_usage", "there is no billing"),
+    "billing/usage/checkpoints/current": (
+        "RestClient.get_current_checkpoint_storage_usage",
+        "there is no billing",
+    ),
+    "join_sampling_session": ("sample_join_sampling_session flag", "the flag stays off in /client/config"),
+    "retrieve_futures": ("sample_use_retrieve_futures flag", "the flag stays off in /client/config"),
+    "auth/token": ("JWT auth", "pjwt_auth_enabled stays off in /client/config"),
+}
+
+
+async def not_supported(request: Request, st: MockState, ctx: Ctx) -> Response:
+    await read_body(request, request.app.state.config.max_body_bytes)  # drained, not parsed (GETs have none)
+    method, why = UNSUPPORTED[ctx.endpoint]
+    raise unsupported(
+        None, f"{method} ({request.method} {request.url.path}) is not supported by the mock Tinker server: {why}"
+    )
+
+
+async def cancel_future(request: Request, st: MockState, ctx: Ctx) -> Response:
+    f = Fields(await _json_body(request))
+    rid = f.req_str("request_id", 256)
     ctx.request_id = rid
-    model_id = f"{session_id}:train:{model_seq_id}"
-    ctx.model_id = model_id
-    return _json({"request_id": rid, "model_id": model_id})
-
-
-async def unsupported(request: Request, st: MockState, ctx: Ctx) -> Response:
-    await _json_body(request)
-    raise BadRequest(
-        f"{ctx.endpoint}: not supported by the mock server (feature flags stay off in /client/config)",
-        ctx.endpoint,
-        400,
-    )
+    st.cancel(rid)
+    return _json({})
 
 
 # ------------------------------------------------------------------------------------- handlers: sampling
@@ -377,67 +484,43 @@ def _stop(f: Fields, vocab: int, eos: int | None) -> tuple[frozenset[int], tuple
     name = f.name("stop")
     if isinstance(v, str):
         if not v:
-            raise BadRequest(f"{name}: empty stop string", name)
+            raise MockError(name, "empty stop string")
         return frozenset(), (v,)
     if not isinstance(v, list) or len(v) > 64:
-        raise BadRequest(f"{name}: expected a string, a list of strings or a list of token ids (<= 64)", name)
+        raise MockError(name, "expected a string, a list of strings or a list of token ids (<= 64)")
     if all(isinstance(x, str) for x in v):
         if any(not x for x in v):
-            raise BadRequest(f"{name}: empty stop string", name)
+            raise MockError(name, "empty stop string")
         return frozenset(), tuple(v)
     if all(isinstance(x, int) and not isinstance(x, bool) for x in v):
         for x in v:
             if not (0 <= x < vocab):
-                raise BadRequest(f"{name}: stop token {x} is outside the vocabulary [0, {vocab})", name)
+                raise MockError(name, f"stop token {x} is outside the vocabulary [0, {vocab})")
         return frozenset(v), ()
-    raise BadRequest(f"{name}: mixes strings and token ids", name)
+    raise MockError(name, "mixes strings and token ids")
 
 
-async def asample(request: Request, st: MockState, ctx: Ctx) -> Response:
-    obj = await _json_body(request)
-    f = Fields(obj)
-    sid = f.str_("sampling_session_id", False)
-    if sid is not None:
-        sampler = st.sampler(sid)
-    else:
-        base = f.str_("base_model", False, 256)
-        path = f.str_("model_path", False, 1024)
-        if base is None and path is None:
-            raise BadRequest("sampling_session_id: required (or base_model / model_path)", "sampling_session_id")
-        sessions = list(st.sessions)
-        if not sessions:
-            raise BadRequest("sampling_session_id: no session exists; create one first", "sampling_session_id")
-        sampler = st.sampler(
-            await st.create_sampler(sessions[0], 1_000_000 + len(st.samplers), path, base, _fp(obj))
-        )
-    seq_id = f.int_("seq_id", None, 0, 1 << 62)
-    ctx.seq_id = seq_id
-    spec = sampler.spec
+def _sample_spec(f: Fields, spec: BaseModelSpec) -> tuple[SampleSpec, bool]:
     prompt = model_input_tokens(f, "prompt", spec.max_context_length)
     if prompt.size == 0:
-        raise BadRequest("prompt: empty prompt", "prompt")
+        raise MockError("prompt", "empty prompt")
     lo, hi = int(prompt.min()), int(prompt.max())
     if lo < 0 or hi >= spec.vocab_size:
-        raise BadRequest(
-            f"prompt: token id {lo if lo < 0 else hi} is outside the vocabulary [0, {spec.vocab_size}) of "
-            f"{spec.name}",
-            "prompt",
+        raise MockError(
+            "prompt", f"token id {lo if lo < 0 else hi} is outside the vocabulary [0, {spec.vocab_size}) of {spec.name}"
         )
     sp = f.obj_("sampling_params", required=True)
     assert sp is not None
     sp.only(["max_tokens", "seed", "stop", "temperature", "top_k", "top_p"])
     stop_tokens, stop_strings = _stop(sp, spec.vocab_size, spec.eos_token_id)
     if stop_strings and spec.tokenizer_dir is None and spec.vocab_size > 4096:
-        raise BadRequest(
-            f"sampling_params.stop: {spec.name} has no tokenizer in this mock, so stop strings cannot be "
-            "matched; pass stop token ids",
+        raise MockError(
             "sampling_params.stop",
+            f"{spec.name} has no tokenizer in this mock, so stop strings cannot be matched; pass stop token ids",
         )
     seed = sp.int_("seed", None, -(1 << 63), (1 << 64) - 1)
     if f.int_("prompt_alt_tokens_k", 0, 0, 0) or f.obj.get("target_prompt_logprobs") is not None:
-        raise BadRequest(
-            "target_prompt_logprobs: not supported by the mock server", "target_prompt_logprobs"
-        )
+        raise unsupported("target_prompt_logprobs", "not supported by the mock server")
     last_n = f.int_("prompt_logprobs_last_n", None, 1, max(1, prompt.size - 1))
     s = SampleSpec(
         prompt=prompt,
@@ -446,7 +529,7 @@ async def asample(request: Request, st: MockState, ctx: Ctx) -> Response:
         temperature=sp.float_("temperature", 1.0, 0.0, 100.0),
         top_k=sp.int_("top_k", -1, -1, 1 << 31) or -1,
         top_p=sp.float_("top_p", 1.0, 0.0, 1.0),
-        seed=(seed % (1 << 64)) if seed is not None else st.next_sample_seed(),
+        seed=(seed % (1 << 64)) if seed is not None else 0,
         stop_tokens=stop_tokens,
         stop_strings=stop_strings,
         prompt_logprobs=f.bool_("prompt_logprobs", False),
@@ -455,25 +538,28 @@ async def asample(request: Request, st: MockState, ctx: Ctx) -> Response:
         prompt_logprobs_last_n=last_n,
     )
     if s.top_p <= 0.0:
-        raise BadRequest("sampling_params.top_p: must be in (0, 1]", "sampling_params.top_p")
+        raise MockError("sampling_params.top_p", "must be in (0, 1]")
     if s.top_k == 0:
-        raise BadRequest("sampling_params.top_k: must be -1 (off) or >= 1", "sampling_params.top_k")
+        raise MockError("sampling_params.top_k", "must be -1 (off) or >= 1")
+    return s, seed is not None
+
+
+async def asample(request: Request, st: MockState, ctx: Ctx) -> Response:
+    obj = await _json_body(request)
+    f = Fields(obj)
     fp = _fp(obj)
-    if seq_id is not None and seed is None:
-        # a retried request without a seed must get the same answer: derive the seed from its identity
-        s.seed = int.from_bytes(hashlib.sha256(sampler.sampler_id.encode() + fp).digest()[:7], "little")
-    key = (sampler.sampler_id, seq_id)
-    seen = st.sample_seen.get(key) if seq_id is not None else None
-    if seen is not None:
-        if seen[0] != fp:
-            raise BadRequest(f"seq_id: {seq_id} was already used by a different sample request", "seq_id")
-        rid, seq_ids = seen[1], seen[2]
-    else:
-        rid, seq_ids = st.submit_sample(sampler, s)
-        if seq_id is not None:
-            st.sample_seen[key] = (fp, rid, seq_ids)
-    ctx.request_id = rid
-    return _json({"request_id": rid, "sample_sequence_ids": seq_ids})
+    sid = f.str_("sampling_session_id", False)
+    if sid is None:
+        base = f.str_("base_model", False, 256)
+        path = f.str_("model_path", False, 1024)
+        if base is None and path is None:
+            raise MockError("sampling_session_id", "required (or base_model / model_path)")
+        sid = await st.ad_hoc_sampler(path, base, _fp({"model_path": path, "base_model": base}))
+    seq_id = f.int_("seq_id", None, 0, 1 << 62)
+    ctx.seq_id = seq_id
+    sub = await st.submit_sample(sid, seq_id, fp, lambda spec: _sample_spec(f, spec))
+    ctx.request_id = sub.request_id
+    return _json({"request_id": sub.request_id, "sample_sequence_ids": list(sub.sample_sequence_ids)})
 
 
 # ------------------------------------------------------------------------------------- futures
@@ -485,19 +571,15 @@ async def retrieve_future(request: Request, st: MockState, ctx: Ctx) -> Response
     f.bool_("allow_metadata_only", False)
     ctx.request_id = rid
     decision = getattr(request.state, "fault", None)
-    fut = st.futures.get(rid)
-    if fut is None:
-        raise BadRequest(f"request_id: unknown request id {rid!r}", "request_id", 404)
+    st.future(rid)
     if decision is not None and decision.try_again:
         return _json({"type": "try_again", "request_id": rid, "queue_state": "active"})
     fut = await st.wait(rid, st.long_poll_s)
-    if not fut.event.is_set():
+    if not fut.done:
         return _json({"type": "try_again", "request_id": rid, "queue_state": "active"})
     if fut.error is not None:
-        return _json(fut.error)
-    if fut.proto is not None:
-        return Response(fut.proto, media_type=PROTO)
-    return _json(fut.json_result or {})
+        return _json({"error": fut.error[0], "category": fut.error[1]})
+    return encode_result(fut.result)
 
 
 # ------------------------------------------------------------------------------------- REST
@@ -535,7 +617,7 @@ def _page(request: Request) -> tuple[int, int]:
         if v is None:
             return default
         if not v.isdigit() or int(v) > 1_000_000:
-            raise BadRequest(f"{name}: expected a non-negative integer, got {v!r}", name)
+            raise MockError(name, f"expected a non-negative integer, got {v!r}")
         return int(v)
 
     return num("limit", 20), num("offset", 0)
@@ -553,29 +635,40 @@ async def list_runs(request: Request, st: MockState, ctx: Ctx) -> Response:
     )
 
 
-def _run_meta(st: MockState, run_id: str) -> dict[str, Any]:
-    meta = st.store.load_run(run_id)
-    if meta is None:
-        raise BadRequest(f"training_run_id: unknown training run {run_id!r}", "training_run_id", 404)
-    return meta
-
-
 async def get_run(request: Request, st: MockState, ctx: Ctx) -> Response:
-    return _json(_run_json(st, _run_meta(st, request.path_params["run_id"])))
+    return _json(_run_json(st, st.run_meta(request.path_params["run_id"])))
 
 
 async def list_run_checkpoints(request: Request, st: MockState, ctx: Ctx) -> Response:
     run_id = request.path_params["run_id"]
-    _run_meta(st, run_id)
+    st.run_meta(run_id)
     cks = st.store.list_checkpoints(run_id)
     return _json({"checkpoints": cks, "cursor": {"offset": 0, "limit": len(cks), "total_count": len(cks)}})
 
 
 async def delete_checkpoint(request: Request, st: MockState, ctx: Ctx) -> Response:
     run_id = request.path_params["run_id"]
-    _run_meta(st, run_id)
-    if not st.store.delete(run_id, request.path_params["checkpoint_id"]):
-        raise BadRequest(f"checkpoint_id: {request.path_params['checkpoint_id']!r} not found", "checkpoint_id", 404)
+    st.run_meta(run_id)
+    cid = request.path_params["checkpoint_id"]
+    if not st.store.delete(run_id, cid):
+        raise MockError("checkpoint_id", f"{cid!r} not found", Kind.NOT_FOUND)
+    return Response(status_code=204)
+
+
+def _checkpoint_id(request: Request) -> tuple[str, str]:
+    p = request.path_params
+    return p["run_id"], f"{p['kind']}/{p['name']}"
+
+
+async def publish_checkpoint(request: Request, st: MockState, ctx: Ctx) -> Response:
+    await read_body(request, request.app.state.config.max_body_bytes)  # the SDK sends no body
+    st.set_public(*_checkpoint_id(request), public=request.method == "POST")
+    return Response(status_code=204)
+
+
+async def set_checkpoint_ttl(request: Request, st: MockState, ctx: Ctx) -> Response:
+    f = Fields(await _json_body(request))
+    st.set_ttl(*_checkpoint_id(request), ttl_seconds=f.int_("ttl_seconds", None, 0, 1 << 40))
     return Response(status_code=204)
 
 
@@ -592,9 +685,8 @@ async def weights_info(request: Request, st: MockState, ctx: Ctx) -> Response:
     f = Fields(await _json_body(request))
     path = f.req_str("tinker_path", 1024)
     run, _, _ = st.store.parse_path(path, "tinker_path")
-    if not st.store.exists(path, "tinker_path"):
-        raise BadRequest(f"tinker_path: checkpoint {path} not found", "tinker_path", 404)
-    meta = _run_meta(st, run)
+    st.store.record(path, "tinker_path")
+    meta = st.run_meta(run)
     lc = meta.get("lora_config") or {}
     return _json(
         {
@@ -610,7 +702,7 @@ async def weights_info(request: Request, st: MockState, ctx: Ctx) -> Response:
 
 
 async def get_session(request: Request, st: MockState, ctx: Ctx) -> Response:
-    s = st.session(request.path_params["session_id"])
+    s = st.session(request.path_params["session_id"], active=False)
     return _json({"training_run_ids": s.training_run_ids, "sampler_ids": s.sampler_ids, "user_metadata": s.user_metadata})
 
 
@@ -643,11 +735,11 @@ async def mock_script(request: Request, st: MockState, ctx: Ctx) -> Response:
     f = Fields(await _json_body(request))
     comps = f.obj.get("completions")
     if not isinstance(comps, list):
-        raise BadRequest("completions: expected a list of strings or token-id lists", "completions")
+        raise MockError("completions", "expected a list of strings or token-id lists")
     for i, c in enumerate(comps):
         ok = isinstance(c, str) or (isinstance(c, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in c))
         if not ok:
-            raise BadRequest(f"completions[{i}]: expected a string or a list of token ids", f"completions[{i}]")
+            raise MockError(f"completions[{i}]", "expected a string or a list of token ids")
         st.scripted.append(c)
     return _json({"queued": len(st.scripted)})
 
@@ -682,8 +774,8 @@ def _wrap(name: str, handler: Handler) -> Callable[[Request], Awaitable[Response
         else:
             try:
                 resp = await handler(request, st, ctx)
-            except BadRequest as exc:
-                resp = _json(exc.body(), exc.status)
+            except MockError as exc:
+                resp = error_response(exc)
             except CookbookError as exc:
                 resp = _json({"detail": str(exc)}, 400)
             except Exception as exc:  # a bug: answer, log, keep serving
@@ -714,10 +806,11 @@ def _wrap(name: str, handler: Handler) -> Callable[[Request], Awaitable[Response
     return endpoint
 
 
-async def not_found(request: Request, st: MockState, ctx: Ctx) -> Response:
-    raise BadRequest(f"{request.method} {request.url.path}: no such endpoint on the mock Tinker server", "path", 404)
+async def no_such_endpoint(request: Request, st: MockState, ctx: Ctx) -> Response:
+    raise MockError("path", f"{request.method} {request.url.path}: no such endpoint on the mock Tinker server", Kind.NOT_FOUND)
 
 
+CKPT = "/api/v1/training_runs/{run_id}/checkpoints/{kind}/{name}"
 ROUTES: list[tuple[str, str, str, Handler]] = [
     ("POST", "/api/v1/client/config", "client/config", client_config),
     ("POST", "/api/v1/client/dynamic_config", "client/dynamic_config", dynamic_config),
@@ -734,8 +827,19 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("POST", "/api/v1/save_weights", "save_weights", save_weights),
     ("POST", "/api/v1/save_weights_for_sampler", "save_weights_for_sampler", save_weights_for_sampler),
     ("POST", "/api/v1/load_weights", "load_weights", load_weights),
-    ("POST", "/api/v1/save_weights_external", "save_weights_external", unsupported),
-    ("POST", "/api/v1/create_custom_loss", "create_custom_loss", unsupported),
+    ("POST", "/api/v1/save_weights_external", "save_weights_external", save_weights_external),
+    ("POST", "/api/v1/cancel_future", "cancel_future", cancel_future),
+    ("POST", "/api/v1/create_custom_loss", "create_custom_loss", not_supported),
+    ("POST", "/api/v1/copy_weights", "copy_weights", not_supported),
+    ("POST", "/api/v1/join_sampling_session", "join_sampling_session", not_supported),
+    ("POST", "/api/v1/retrieve_futures", "retrieve_futures", not_supported),
+    ("POST", "/api/v1/auth/token", "auth/token", not_supported),
+    ("GET", "/api/v1/audit", "audit", not_supported),
+    ("GET", "/api/v1/billing/usage/events", "billing/usage/events", not_supported),
+    ("GET", "/api/v1/billing/usage/checkpoints/current", "billing/usage/checkpoints/current", not_supported),
+    ("POST", "/api/v1/sessions/search", "sessions/search", not_supported),
+    ("PUT", "/api/v1/sessions/{session_id}/project", "sessions/project", not_supported),
+    ("GET", "/api/v1/sessions/{session_id}/trace_export", "sessions/trace_export", not_supported),
     ("POST", "/api/v1/create_sampling_session", "create_sampling_session", create_sampling_session),
     ("GET", "/api/v1/samplers/{sampler_id}", "samplers", get_sampler),
     ("POST", "/api/v1/asample", "asample", asample),
@@ -743,6 +847,10 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("GET", "/api/v1/training_runs", "training_runs", list_runs),
     ("GET", "/api/v1/training_runs/{run_id}", "training_run", get_run),
     ("GET", "/api/v1/training_runs/{run_id}/checkpoints", "checkpoints", list_run_checkpoints),
+    ("POST", CKPT + "/publish", "publish_checkpoint", publish_checkpoint),
+    ("DELETE", CKPT + "/publish", "unpublish_checkpoint", publish_checkpoint),
+    ("PUT", CKPT + "/ttl", "set_checkpoint_ttl", set_checkpoint_ttl),
+    ("GET", CKPT + "/external_weights_urls", "external_weights_urls", not_supported),
     ("DELETE", "/api/v1/training_runs/{run_id}/checkpoints/{checkpoint_id:path}", "delete_checkpoint", delete_checkpoint),
     ("GET", "/api/v1/checkpoints", "user_checkpoints", list_user_checkpoints),
     ("POST", "/api/v1/weights_info", "weights_info", weights_info),
@@ -763,17 +871,19 @@ def create_app(
 ) -> Starlette:
     """The ASGI app over ``state`` (which must be used from this app's event loop only)."""
     routes = [Route(path, _wrap(name, h), methods=[method]) for method, path, name, h in ROUTES]
-    catch_all = _wrap("unknown", not_found)
+    catch_all = _wrap("unknown", no_such_endpoint)
     routes.append(Route("/{rest:path}", catch_all, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for cb in on_startup:
             await cb()
+        housekeeping = asyncio.get_running_loop().create_task(state.housekeeping())
         try:
             yield
         finally:
             state.closing.set()
+            housekeeping.cancel()
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.mock = state

@@ -37,7 +37,7 @@ from cookbook.errors import ConfigurationError
 from cookbook.mock.faults import FaultInjector, Faults
 from cookbook.mock.models import ModelRegistry
 from cookbook.mock.protocol import DEFAULT_MAX_BODY, ServerConfig, create_app
-from cookbook.mock.state import MockState, RequestLogEntry
+from cookbook.mock.state import DEFAULT_MAX_RESIDENT, DEFAULT_SESSION_IDLE_S, MockState, RequestLogEntry
 
 T = TypeVar("T")
 
@@ -124,6 +124,9 @@ class MockTinker:
             (restored on exit).
         long_poll_s: how long ``retrieve_future`` holds a request before answering ``try_again``.
         compress_fwdbwd: ask the SDK to zstd-compress ``forward_backward`` bodies.
+        session_idle_s: a session without a heartbeat or request for this long ends (its models leave memory).
+        max_resident: at most this many trainers and samplers keep their arrays in memory; the least recently
+            used others are spilled to ``<state_dir>/spill`` and reloaded transparently.
     """
 
     def __init__(
@@ -139,6 +142,8 @@ class MockTinker:
         max_body_bytes: int = DEFAULT_MAX_BODY,
         workers: int = 4,
         hf_cache: bool = True,
+        session_idle_s: float = DEFAULT_SESSION_IDLE_S,
+        max_resident: int = DEFAULT_MAX_RESIDENT,
     ) -> None:
         self._own_dir = state_dir is None
         self.state_dir = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="tinker-mock-"))
@@ -149,7 +154,13 @@ class MockTinker:
         self.registry = ModelRegistry()
         self._injector = FaultInjector(_as_faults(faults))
         self.state = MockState(
-            self.state_dir, self.registry, faults=self._injector, long_poll_s=long_poll_s, workers=workers
+            self.state_dir,
+            self.registry,
+            faults=self._injector,
+            long_poll_s=long_poll_s,
+            workers=workers,
+            session_idle_s=session_idle_s,
+            max_resident=max_resident,
         )
         self.config = ServerConfig(max_body_bytes=max_body_bytes, compress_fwdbwd=compress_fwdbwd)
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -1,6 +1,7 @@
 """Wire encoding: the SDK's own protobuf module (``tinker.proto.tinker_public_pb2``) and JSON field checks.
 
-Every decoding error is a :class:`BadRequest` carrying the HTTP status and the offending field.
+Every decoding error is a :class:`~cookbook.mock.errors.MockError` (a kind and the offending field);
+:mod:`cookbook.mock.protocol` maps kinds to HTTP statuses.
 """
 
 from __future__ import annotations
@@ -16,25 +17,9 @@ from google.protobuf.message import DecodeError
 from tinker.proto import tinker_public_pb2 as pb
 
 from cookbook.mock.engine import DatumArrays, ForwardResult, SampleResult
+from cookbook.mock.errors import MockError
 
 MAX_TENSOR_ELEMENTS = 50_000_000
-
-
-class BadRequest(Exception):
-    """A request the server refuses: ``status`` (4xx), a message naming ``field``."""
-
-    def __init__(self, message: str, field: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
-        self.status = status
-
-    def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"detail": self.message}
-        if self.field:
-            out["field"] = self.field
-        return out
-
 
 # ---------------------------------------------------------------------------------------------- JSON
 
@@ -43,15 +28,15 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
-        raise BadRequest(f"body: not UTF-8 ({exc.reason} at byte {exc.start})", "body") from exc
+        raise MockError("body", f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
-        raise BadRequest(f"body: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", "body") from exc
+        raise MockError("body", f"malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
     except RecursionError as exc:
-        raise BadRequest("body: JSON nested too deeply", "body") from exc
+        raise MockError("body", "JSON nested too deeply") from exc
     except ValueError as exc:
-        raise BadRequest(f"body: {exc}", "body") from exc
+        raise MockError("body", f"{exc}") from exc
     if not isinstance(obj, dict):
-        raise BadRequest(f"body: expected a JSON object, got {type(obj).__name__}", "body")
+        raise MockError("body", f"expected a JSON object, got {type(obj).__name__}")
     return obj
 
 
@@ -76,12 +61,12 @@ class Fields:
         v = self.obj.get(key)
         if v is None:
             if required:
-                raise BadRequest(f"{self.name(key)}: required string is missing", self.name(key))
+                raise MockError(self.name(key), "required string is missing")
             return None
         if not isinstance(v, str):
-            raise BadRequest(f"{self.name(key)}: expected a string, got {type(v).__name__}", self.name(key))
+            raise MockError(self.name(key), f"expected a string, got {type(v).__name__}")
         if len(v) > max_len:
-            raise BadRequest(f"{self.name(key)}: longer than {max_len} characters", self.name(key))
+            raise MockError(self.name(key), f"longer than {max_len} characters")
         return v
 
     def req_str(self, key: str, max_len: int = 4096) -> str:
@@ -96,14 +81,14 @@ class Fields:
         if v is None:
             return default
         if isinstance(v, bool) or not isinstance(v, int):
-            raise BadRequest(f"{self.name(key)}: expected an integer, got {type(v).__name__}", self.name(key))
+            raise MockError(self.name(key), f"expected an integer, got {type(v).__name__}")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise BadRequest(f"{self.name(key)}: {v} is outside [{lo}, {hi}]", self.name(key))
+            raise MockError(self.name(key), f"{v} is outside [{lo}, {hi}]")
         return v
 
     def req_int(self, key: str, lo: int | None = None, hi: int | None = None) -> int:
         if self.obj.get(key) is None:
-            raise BadRequest(f"{self.name(key)}: required integer is missing", self.name(key))
+            raise MockError(self.name(key), "required integer is missing")
         v = self.int_(key, None, lo, hi)
         assert v is not None
         return v
@@ -113,12 +98,12 @@ class Fields:
         if v is None:
             return default
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise BadRequest(f"{self.name(key)}: expected a number, got {type(v).__name__}", self.name(key))
+            raise MockError(self.name(key), f"expected a number, got {type(v).__name__}")
         f = float(v)
         if not math.isfinite(f):
-            raise BadRequest(f"{self.name(key)}: must be finite", self.name(key))
+            raise MockError(self.name(key), "must be finite")
         if (lo is not None and f < lo) or (hi is not None and f > hi):
-            raise BadRequest(f"{self.name(key)}: {f} is outside [{lo}, {hi}]", self.name(key))
+            raise MockError(self.name(key), f"{f} is outside [{lo}, {hi}]")
         return f
 
     def bool_(self, key: str, default: bool) -> bool:
@@ -126,17 +111,17 @@ class Fields:
         if v is None:
             return default
         if not isinstance(v, bool):
-            raise BadRequest(f"{self.name(key)}: expected true/false, got {type(v).__name__}", self.name(key))
+            raise MockError(self.name(key), f"expected true/false, got {type(v).__name__}")
         return v
 
     def obj_(self, key: str, required: bool = False) -> Fields | None:
         v = self.obj.get(key)
         if v is None:
             if required:
-                raise BadRequest(f"{self.name(key)}: required object is missing", self.name(key))
+                raise MockError(self.name(key), "required object is missing")
             return None
         if not isinstance(v, dict):
-            raise BadRequest(f"{self.name(key)}: expected an object, got {type(v).__name__}", self.name(key))
+            raise MockError(self.name(key), f"expected an object, got {type(v).__name__}")
         return Fields(v, f"{self.name(key)}.")
 
     def str_map(self, key: str) -> dict[str, str] | None:
@@ -144,21 +129,18 @@ class Fields:
         if v is None:
             return None
         if not isinstance(v, dict) or len(v) > 256:
-            raise BadRequest(f"{self.name(key)}: expected an object of at most 256 strings", self.name(key))
+            raise MockError(self.name(key), "expected an object of at most 256 strings")
         out: dict[str, str] = {}
         for k, val in v.items():
             if not isinstance(val, (str, int, float, bool)) or len(str(val)) > 4096:
-                raise BadRequest(f"{self.name(key)}.{k}: expected a short string", self.name(key))
+                raise MockError(f"{self.name(key)}.{k}", "expected a short string")
             out[str(k)] = str(val)
         return out
 
     def only(self, allowed: Sequence[str]) -> None:
         unknown = sorted(set(self.obj) - set(allowed))
         if unknown:
-            raise BadRequest(
-                f"{self.prefix.rstrip('.') or 'body'}: unknown keys {unknown} (allowed: {sorted(allowed)})",
-                self.name(unknown[0]),
-            )
+            raise MockError(self.name(unknown[0]), f"unknown keys {unknown} (allowed: {sorted(allowed)})")
 
 
 def model_input_tokens(f: Fields, key: str = "prompt", max_tokens: int = 1_000_000) -> np.ndarray:
@@ -167,25 +149,25 @@ def model_input_tokens(f: Fields, key: str = "prompt", max_tokens: int = 1_000_0
     assert mi is not None
     chunks = mi.obj.get("chunks")
     if not isinstance(chunks, list):
-        raise BadRequest(f"{mi.name('chunks')}: expected a list of chunks", mi.name("chunks"))
+        raise MockError(mi.name("chunks"), "expected a list of chunks")
     toks: list[int] = []
     for j, ch in enumerate(chunks):
         where = f"{mi.name('chunks')}[{j}]"
         if not isinstance(ch, dict):
-            raise BadRequest(f"{where}: expected an object", where)
+            raise MockError(where, "expected an object")
         ctype = ch.get("type", "encoded_text")
         if ctype != "encoded_text":
-            raise BadRequest(f"{where}.type: {ctype!r} chunks are not supported by the text-only mock model", where)
+            raise MockError(f"{where}.type", f"{ctype!r} chunks are not supported by the text-only mock model")
         t = ch.get("tokens")
         if not isinstance(t, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in t):
-            raise BadRequest(f"{where}.tokens: expected a list of integers", f"{where}.tokens")
+            raise MockError(f"{where}.tokens", "expected a list of integers")
         toks.extend(t)
         if len(toks) > max_tokens:
-            raise BadRequest(f"{mi.name('chunks')}: more than {max_tokens} tokens", mi.name("chunks"))
+            raise MockError(mi.name("chunks"), f"more than {max_tokens} tokens")
     try:
         return np.asarray(toks, dtype=np.int64)
     except OverflowError as exc:
-        raise BadRequest(f"{mi.name('chunks')}: token id does not fit in int64", mi.name("chunks")) from exc
+        raise MockError(mi.name("chunks"), "token id does not fit in int64") from exc
 
 
 # ---------------------------------------------------------------------------------------------- protobuf
@@ -204,26 +186,30 @@ class FwdBwdRequest:
 _NP: dict[int, np.dtype[Any]] = {pb.DTYPE_FLOAT32: np.dtype("<f4"), pb.DTYPE_INT64: np.dtype("<i8")}
 
 
-def decode_forward_backward(body: bytes) -> tuple[FwdBwdRequest, bytes]:
-    """Parse and check a ``ForwardBackwardRequest``; returns it and a canonical fingerprint."""
+def parse_forward_backward(body: bytes) -> tuple[pb.ForwardBackwardRequest, bytes]:
+    """Parse the ``ForwardBackwardRequest`` envelope (enough to know ``model_id`` and ``seq_id``); returns the
+    message and a canonical fingerprint. The data is checked by :func:`forward_backward_request`."""
     msg = pb.ForwardBackwardRequest()
     try:
         msg.ParseFromString(body)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        raise BadRequest(
-            f"body: not a valid tinker_public.ForwardBackwardRequest protobuf ({exc})", "body"
-        ) from exc
+        raise MockError("body", f"not a valid tinker_public.ForwardBackwardRequest protobuf ({exc})") from exc
     if not msg.model_id:
-        raise BadRequest("model_id: required", "model_id")
+        raise MockError("model_id", "required")
+    return msg, msg.SerializeToString(deterministic=True)
+
+
+def forward_backward_request(msg: pb.ForwardBackwardRequest) -> FwdBwdRequest:
+    """Check and convert a parsed ``ForwardBackwardRequest`` (tokens, tensors, config)."""
     if not msg.loss_fn:
-        raise BadRequest("loss_fn: required", "loss_fn")
+        raise MockError("loss_fn", "required")
     config: dict[str, float] = {}
     for k, v in msg.loss_fn_config.items():
         config[k] = float(v)
     for k, cv in msg.loss_fn_config_v2.items():
         which = cv.WhichOneof("value") if cv.DESCRIPTOR.oneofs else None
         if which == "text" or (which is None and cv.text):
-            raise BadRequest(f"loss_fn_config.{k}: text values are not supported by built-in losses", f"loss_fn_config.{k}")
+            raise MockError(f"loss_fn_config.{k}", "text values are not supported by built-in losses")
         config[k] = float(cv.number)
     data: list[DatumArrays] = []
     total = 0
@@ -233,43 +219,42 @@ def decode_forward_backward(body: bytes) -> tuple[FwdBwdRequest, bytes]:
             kind = ch.WhichOneof("chunk") if ch.DESCRIPTOR.oneofs else None
             where = f"data[{i}].model_input[{j}]"
             if kind != "encoded_text":
-                raise BadRequest(f"{where}: {kind or 'empty'} chunks are not supported (text tokens only)", where)
+                raise MockError(where, f"{kind or 'empty'} chunks are not supported (text tokens only)")
             raw = ch.encoded_text.tokens
             if len(raw) % 4:
-                raise BadRequest(f"{where}.tokens: byte length {len(raw)} is not a multiple of 4 (int32)", where)
+                raise MockError(f"{where}.tokens", f"byte length {len(raw)} is not a multiple of 4 (int32)")
             toks.append(np.frombuffer(raw, dtype="<i4").astype(np.int64))
         tokens = np.concatenate(toks) if toks else np.zeros(0, dtype=np.int64)
         total += tokens.size
         if total > MAX_TENSOR_ELEMENTS:
-            raise BadRequest("data: too many tokens in one request", "data")
+            raise MockError("data", "too many tokens in one request")
         inputs: dict[str, np.ndarray] = {}
         for key, t in d.loss_fn_inputs.items():
             inputs[key] = _tensor(t, f"data[{i}].loss_fn_inputs.{key}")
         data.append(DatumArrays(tokens, inputs))
-    req = FwdBwdRequest(msg.model_id, int(msg.seq_id), msg.loss_fn, bool(msg.forward_only), config, data)
-    return req, msg.SerializeToString(deterministic=True)
+    return FwdBwdRequest(msg.model_id, int(msg.seq_id), msg.loss_fn, bool(msg.forward_only), config, data)
 
 
 def _tensor(t: pb.Tensor, where: str) -> np.ndarray:
     dt = _NP.get(t.dtype)
     if dt is None:
-        raise BadRequest(f"{where}.dtype: {pb.DType.Name(t.dtype) if t.dtype in pb.DType.values() else t.dtype} "
-                         "is not allowed (float32 or int64)", where)
+        name = pb.DType.Name(t.dtype) if t.dtype in pb.DType.values() else t.dtype
+        raise MockError(f"{where}.dtype", f"{name} is not allowed (float32 or int64)")
     shape = [int(s) for s in t.shape]
     if any(s < 0 for s in shape) or len(shape) > 4:
-        raise BadRequest(f"{where}.shape: invalid shape {shape}", where)
+        raise MockError(f"{where}.shape", f"invalid shape {shape}")
     n = 1
     for s in shape:
         n *= s
         if n > MAX_TENSOR_ELEMENTS:
-            raise BadRequest(f"{where}.shape: {shape} has too many elements", where)
+            raise MockError(f"{where}.shape", f"{shape} has too many elements")
     enc = t.WhichOneof("encoding")
     if enc == "sparse_csr":
         if len(shape) != 2:
-            raise BadRequest(f"{where}: sparse CSR tensors must be 2-D, got shape {shape}", where)
+            raise MockError(where, f"sparse CSR tensors must be 2-D, got shape {shape}")
         csr = t.sparse_csr
         if len(csr.values) % dt.itemsize or len(csr.crow_indices) % 8 or len(csr.col_indices) % 8:
-            raise BadRequest(f"{where}.sparse_csr: byte lengths do not match the dtypes", where)
+            raise MockError(f"{where}.sparse_csr", "byte lengths do not match the dtypes")
         vals = np.frombuffer(csr.values, dtype=dt)
         crow = np.frombuffer(csr.crow_indices, dtype="<i8")
         col = np.frombuffer(csr.col_indices, dtype="<i8")
@@ -281,7 +266,7 @@ def _tensor(t: pb.Tensor, where: str) -> np.ndarray:
             or np.any(np.diff(crow) < 0)
             or (col.size and (col.min() < 0 or col.max() >= cols))
         ):
-            raise BadRequest(f"{where}.sparse_csr: inconsistent crow/col indices for shape {shape}", where)
+            raise MockError(f"{where}.sparse_csr", f"inconsistent crow/col indices for shape {shape}")
         dense = np.zeros((rows, cols), dtype=dt)
         row_of = np.repeat(np.arange(rows), np.diff(crow))
         dense[row_of, col] = vals
@@ -289,9 +274,8 @@ def _tensor(t: pb.Tensor, where: str) -> np.ndarray:
     else:
         raw = t.dense
         if len(raw) != n * dt.itemsize:
-            raise BadRequest(
-                f"{where}: {len(raw)} bytes of {dt.name} do not match shape {shape} ({n * dt.itemsize} bytes expected)",
-                where,
+            raise MockError(
+                where, f"{len(raw)} bytes of {dt.name} do not match shape {shape} ({n * dt.itemsize} bytes expected)"
             )
         arr = np.frombuffer(raw, dtype=dt).reshape(shape)
     if dt.kind == "f":

@@ -55,4 +55,5 @@ def adapter_of(mock: object, model_id: str) -> tuple[np.ndarray, np.ndarray]:
     """Copy of a live model's LoRA weights (reads server state, test-only)."""
     st = mock.state  # type: ignore[attr-defined]
     tr = st.models[model_id].trainer
+    assert tr is not None, "the model is spilled to disk (more live models than max_resident)"
     return tr.adapter.A.copy(), tr.adapter.B.copy()

@@ -1,5 +1,6 @@
-"""Fuzz: >= 1,000 malformed requests straight over HTTP; zero 5xx, every refusal a 4xx naming the problem,
-and the server still serves the real SDK afterwards."""
+"""Fuzz: >= 1,000 malformed requests straight over HTTP; zero 5xx, every refusal a 4xx naming the problem (or,
+for a training request that holds its seq_id, an accepted request whose future fails as a user error), after
+every refusal the next call on the same client completes, and the server still serves the real SDK afterwards."""
 
 from __future__ import annotations
 
@@ -170,6 +171,83 @@ def _bad_json_bodies(session_id: str, model_id: str, sampler_id: str, rng: rando
         yield "random-json", ep, json.dumps(_random_json(rng)).encode()
 
 
+TRAINING = {"optim_step", "save_weights", "save_weights_for_sampler", "load_weights"}
+POLLS = 20  # retrieve_future long-polls 0.5 s here: ~10 s without an answer means the client is wedged
+
+
+def _answer(http: httpx.Client, request_id: str) -> dict[str, object] | bytes:
+    """The future's final answer (JSON dict or protobuf bytes); fails if it never comes (hang detection)."""
+    for _ in range(POLLS):
+        r = http.post("/api/v1/retrieve_future", json={"request_id": request_id})
+        assert r.status_code == 200, r.text[:200]
+        if "protobuf" in r.headers.get("content-type", ""):
+            return r.content
+        body = r.json()
+        if body.get("type") != "try_again":
+            return body
+    raise AssertionError(f"request {request_id} never completed: the client is wedged")
+
+
+def _retarget(body: bytes, model_id: str, seq: int, proto: bool) -> bytes:
+    """Point a fuzzed request at the fuzz model's next free seq_id (if it names that model)."""
+    if proto:
+        msg = pb.ForwardBackwardRequest()
+        try:
+            msg.ParseFromString(body)
+        except Exception:
+            return body
+        if msg.model_id != model_id:
+            return body
+        msg.seq_id = seq
+        return msg.SerializeToString()
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return body
+    if not isinstance(obj, dict) or obj.get("model_id") != model_id:
+        return body
+    obj["seq_id"] = seq
+    return json.dumps(obj).encode()
+
+
+class FollowUp:
+    """After every refusal, the next call on the same client (the fuzz model / the fuzz sampler) completes."""
+
+    def __init__(self, http: httpx.Client, model_id: str, sampler_id: str) -> None:
+        self.http, self.model_id, self.sampler_id = http, model_id, sampler_id
+        self.seq = 1  # the fuzz model's next free seq_id (the SDK client made no training call)
+        self.calls = 0
+
+    def accepted_refusal(self, r: httpx.Response, what: str) -> str | None:
+        """A slot-holding training request was accepted: its future must fail (category user)."""
+        self.seq += 1
+        ans = _answer(self.http, r.json()["request_id"])
+        if not (isinstance(ans, dict) and ans.get("error") and ans.get("category") == "user"):
+            return f"{what}: accepted and did not fail as a user error: {str(ans)[:200]}"
+        return None
+
+    def training(self) -> None:
+        body = _fb(self.model_id, self.seq, [1, 2, 3, 4], _good_inputs(4))
+        msg = pb.ForwardBackwardRequest()
+        msg.ParseFromString(body)
+        msg.forward_only = True
+        r = self.http.post("/api/v1/forward_backward", content=msg.SerializeToString(),
+                           headers={"content-type": "application/x-protobuf"})
+        assert r.status_code == 200, r.text[:200]
+        self.seq += 1
+        assert isinstance(_answer(self.http, r.json()["request_id"]), bytes)
+        self.calls += 1
+
+    def sampling(self) -> None:
+        r = self.http.post("/api/v1/asample", json={
+            "sampling_session_id": self.sampler_id, "num_samples": 1,
+            "prompt": {"chunks": [{"type": "encoded_text", "tokens": [1, 2]}]},
+            "sampling_params": {"max_tokens": 2, "seed": 1}})
+        assert r.status_code == 200, r.text[:200]
+        assert isinstance(_answer(self.http, r.json()["request_id"]), bytes)
+        self.calls += 1
+
+
 def test_fuzz_no_5xx(server: MockTinker):
     service = server.service_client()
     tc = train_client(service, seed=31)
@@ -182,20 +260,34 @@ def test_fuzz_no_5xx(server: MockTinker):
     failures: list[str] = []
     count = 0
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        follow = FollowUp(http, model_id, sampler_id)
         for kind, body, headers in _bad_fb_bodies(model_id, rng):
+            body = _retarget(body, model_id, follow.seq, proto=True)
             r = http.post("/api/v1/forward_backward", content=body, headers=headers)
             count += 1
             statuses[r.status_code] += 1
-            if not (400 <= r.status_code < 500) or "detail" not in r.json():
+            if r.status_code == 200:  # held its slot: the refusal is in the future
+                if (err := follow.accepted_refusal(r, f"forward_backward {kind}")) is not None:
+                    failures.append(err)
+            elif not (400 <= r.status_code < 500) or "detail" not in r.json():
                 failures.append(f"forward_backward {kind}: {r.status_code} {r.text[:200]}")
+            follow.training()
         for kind, ep, body in _bad_json_bodies(session_id, model_id, sampler_id, rng):
+            body = _retarget(body, model_id, follow.seq, proto=False)
             r = http.post(f"/api/v1/{ep}", content=body, headers={"content-type": "application/json"})
             count += 1
             statuses[r.status_code] += 1
             if r.status_code >= 500:
                 failures.append(f"{ep} {kind}: {r.status_code} {r.text[:200]} <- {body[:120]!r}")
+            elif ep in TRAINING and r.status_code == 200 and _names(body, model_id):
+                if (err := follow.accepted_refusal(r, f"{ep} {kind}")) is not None:
+                    failures.append(err)
             elif kind != "random-json" and r.status_code < 400:
                 failures.append(f"{ep} {kind}: accepted {r.status_code} {r.text[:200]} <- {body[:120]!r}")
+            if r.status_code >= 400 or ep in TRAINING:
+                follow.training()
+                if ep in ("asample", "create_sampling_session", "retrieve_future"):
+                    follow.sampling()
         for path in ("/api/v1/training_runs/..%2F..%2Fetc", "/api/v1/training_runs/nope/checkpoints",
                      "/api/v1/samplers/nope", "/api/v1/nowhere", "/api/v1/training_runs?limit=-1"):
             r = http.get(path)
@@ -203,12 +295,22 @@ def test_fuzz_no_5xx(server: MockTinker):
             statuses[r.status_code] += 1
             if not (400 <= r.status_code < 500):
                 failures.append(f"GET {path}: {r.status_code}")
+            follow.training()
     assert count >= 1000
+    assert follow.calls >= 1000  # a follow-up after every refusal
     assert not failures, "\n".join(failures[:20])
     assert not any(s >= 500 for s in statuses), statuses
-    # still serving the real SDK, and the fuzzed client was not wedged by the refused seq_ids
+    # still serving the real SDK
     fresh = train_client(service, seed=32)
     out = fresh.forward_backward([ce_datum([1, 2, 3, 4])], "cross_entropy").result()
     fresh.optim_step(AdamParams(learning_rate=1e-3)).result()
     assert out.metrics["loss:sum"] > 0
     assert not any(r.status >= 500 for r in server.requests)
+
+
+def _names(body: bytes, model_id: str) -> bool:
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and obj.get("model_id") == model_id
