@@ -157,15 +157,23 @@ def _turn_html(turn: dict[str, Any], ti: int) -> str:
     for bad in msg.get("unparsed_tool_calls") or []:
         extras.append(f'<details class="tool bad"><summary>unparsed tool call: {_esc(bad.get("error"))}</summary>'
                       f'<pre>{_esc(bad.get("raw_text"))}</pre></details>')
-    meta = [f"turn {ti}", f"stop: {_esc(turn.get('stop_reason'))}"]
-    if msg.get("termination"):
-        meta.append(_esc(msg["termination"]).lower())
+    meta = [f"turn {ti}", _esc(msg.get("termination") or turn.get("stop_reason")).lower()]
     if turn.get("reward"):
         meta.append(f"step reward {_signed(turn['reward'])}")
     for k, v in sorted((turn.get("metrics") or {}).items()):
         meta.append(f"{_esc(k)}={v:.3g}")
     out.append(f'<div class="meta">{" · ".join(meta)}</div>{"".join(extras)}')
     return f'<div class="turn">{"".join(out)}</div>'
+
+
+def _prompt_html(segments: Sequence[Sequence[Any]]) -> str:
+    """The shared prompt, collapsed, its last line (usually the question) in the summary."""
+    text = "".join(str(t) for t, _ in segments)
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    tail = next((ln for ln in reversed(lines) if not ln.strip().startswith("<|")), lines[-1] if lines else "")
+    tail = tail if len(tail) <= 120 else "…" + tail[-119:]
+    return (f'<details class="prompt"><summary><span class="lab">prompt</span> {len(text)} chars · '
+            f"<code>{_esc(tail)}</code></summary>{_pre(segments, 'obs')}</details>")
 
 
 def _rl_group_html(row: dict[str, Any]) -> str:
@@ -177,7 +185,7 @@ def _rl_group_html(row: dict[str, Any]) -> str:
             + f" · {len(rollouts)} responses · mean reward {mean:.3g}")
     parts = [f'<div class="group"><div class="gh">{head}</div>']
     if row.get("prompt"):
-        parts.append(f'<div class="prompt"><span class="lab">prompt</span>{_pre(row["prompt"], "obs")}</div>')
+        parts.append(_prompt_html(row["prompt"]))
     for ri, r in enumerate(rollouts):
         turns = r.get("turns") or []
         badge = (f'<span class="badge {_reward_class(r["reward"])}">reward {r["reward"]:.3g}</span>'
@@ -201,6 +209,8 @@ def _dpo_html(row: dict[str, Any]) -> str:
 
 
 RENDER = {"sft": _sft_html, "dpo": _dpo_html, "rl_group": _rl_group_html}
+KIND_NAMES = {"sft": ("SFT datum", "SFT datums"), "dpo": ("DPO pair", "DPO pairs"),
+              "rl_group": ("RL group", "RL groups")}
 
 
 def choose_steps(available: Iterable[int], count: int = DEFAULT_STEPS) -> list[int]:
@@ -221,11 +231,11 @@ def _samples_section(samples: list[dict[str, Any]], steps: Sequence[int] | None)
     blocks = []
     for s in chosen:
         rows = [r for r in known if int(r["step"]) == s]
-        kinds = sorted({r["kind"] for r in rows})
+        counts = {k: sum(1 for r in rows if r["kind"] == k) for k in KIND_NAMES}
+        what = ", ".join(f"{n} {KIND_NAMES[k][n != 1]}" for k, n in counts.items() if n)
         body = "".join(RENDER[r["kind"]](r) for r in rows)
         is_open = " open" if s in (chosen[0], chosen[-1]) else ""
-        blocks.append(f'<details class="step"{is_open}><summary>step {s} · {len(rows)} '
-                      f'{"/".join(kinds)} sample{"s" if len(rows) != 1 else ""}</summary>{body}</details>')
+        blocks.append(f'<details class="step"{is_open}><summary>step {s} · {what}</summary>{body}</details>')
     note = (f"<p class='muted'>steps shown: {', '.join(map(str, chosen))} of {len(available)} recorded "
             f"({', '.join(map(str, available))}); pick others with <code>cookbook report LOG --steps ...</code>. "
             "<span class='tr'>Highlighted</span> tokens are trained.</p>")
@@ -268,7 +278,8 @@ details.step>summary{cursor:pointer;font-weight:600;padding:7px 0}
 details.think,details.tool{margin:3px 0;font-size:12.5px}details.think>summary,details.tool>summary{cursor:pointer;color:#6639ba}
 details.tool>summary{color:#0550ae}details.tool.bad>summary{color:#cf222e}
 details.think pre,details.tool pre{background:#fbf8ff;border:1px solid #e5dcf7;border-radius:5px;padding:6px 8px;margin-top:3px}
-.pair .side{margin:4px 0}
+.pair .side{margin:4px 0}details.prompt{margin:2px 0 6px}details.prompt>summary{cursor:pointer;font-size:12.5px}
+details.prompt>summary code{color:var(--fg)}details.prompt pre{margin-top:4px}
 """
 
 JS = """
