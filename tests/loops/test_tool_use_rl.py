@@ -40,7 +40,7 @@ def test_calculator_refuses_without_raising(expr: str) -> None:
 
 
 def _call(name: str, args: dict[str, Any]) -> str:
-    return '<tool_call>\n{"name": "%s", "arguments": %s}\n</tool_call>' % (name, json.dumps(args))
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}) + "\n</tool_call>"
 
 
 def _episode(renderer: Any, responses: list[str], x: int = 6, op: str = "*", y: int = 7,
