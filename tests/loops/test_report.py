@@ -226,3 +226,14 @@ def test_report_cli(tmp_path: Path, llama: Any, qwen_tools: Any) -> None:
     assert "pair 0" in page and "group 0" not in page
     meta = json.loads((Path(__file__).parents[2] / "cookbook/_vendor/uplot/VENDOR.json").read_text())
     assert f"uPlot {meta['version']}" in page
+
+
+def test_report_cli_bad_input_is_a_clear_error(tmp_path: Path, llama: Any, qwen_tools: Any,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from cookbook.cli import main
+
+    assert main(["report", str(tmp_path / "missing")]) != 0
+    assert "metrics.jsonl" in capsys.readouterr().err
+    _make_run(tmp_path, llama, qwen_tools)
+    assert main(["report", str(tmp_path), "--steps", "1,x"]) != 0
+    assert "--steps" in capsys.readouterr().err
