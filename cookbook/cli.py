@@ -23,6 +23,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("parity",), "cookbook.conformance.parity_cli", "renderer parity suite over every built-in renderer"),
     (("golden",), "cookbook.conformance.golden_cli", "regenerate golden fixtures from the oracles"),
     (("mock", "serve"), "cookbook.mock.cli", "run the mock Tinker server"),
+    (("report",), "cookbook.report", "write a run's HTML report (plots and samples, viewable offline)"),
     (("run",), "cookbook.recipes.cli", "run a recipe (offline on the embedded mock unless TINKER_API_KEY is set)"),
 ]
 

@@ -6,6 +6,8 @@
   append, so readers never see half a record.
 * ``metrics.jsonl`` rows start with ``step``. On resume from step ``N`` every row with ``step >= N`` is
   removed (those steps run again), as tinker-cookbook does.
+* Metric sinks (:func:`add_metric_sink`, e.g. W&B in :mod:`cookbook.wandb_log`) receive every row that
+  ``log_metrics`` writes for their run directory, after it is on disk.
 * ``checkpoints.jsonl`` rows follow tinker-cookbook's ``CheckpointRecord`` key order: ``name``, ``batch``,
   ``epoch``, ``final``, ``state_path``, ``sampler_path``, then loop-specific keys; ``None`` values are left out.
 """
@@ -16,13 +18,31 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from cookbook.errors import DataError
 
 CHECKPOINT_KEY_ORDER = ("name", "batch", "epoch", "final", "state_path", "sampler_path")
+
+MetricSink = Callable[[int, Mapping[str, Any]], None]
+_SINKS: dict[Path, list[MetricSink]] = {}
+
+
+def add_metric_sink(log_dir: str | os.PathLike[str], sink: MetricSink) -> Callable[[], None]:
+    """Send every metrics row of the run in ``log_dir`` to ``sink(step, metrics)`` too; returns the remover."""
+    key = Path(log_dir).expanduser().resolve()
+    _SINKS.setdefault(key, []).append(sink)
+
+    def remove() -> None:
+        sinks = _SINKS.get(key, [])
+        if sink in sinks:
+            sinks.remove(sink)
+        if not sinks:
+            _SINKS.pop(key, None)
+
+    return remove
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -121,6 +141,8 @@ class RunLog:
         row = {"step": int(step)}
         row.update({k: v for k, v in metrics.items() if k != "step"})
         append_jsonl(self.metrics_path, row)
+        for sink in list(_SINKS.get(self.dir.resolve(), ())):
+            sink(int(step), row)
 
     def metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics_path)

@@ -23,8 +23,11 @@ from typing import Any
 
 from cookbook.errors import ConfigurationError, CookbookError
 from cookbook.mock.engine import BaseModelSpec
-from cookbook.mock.tiny_chat import TINY_CHAT, tiny_chat_dir
+from cookbook.mock.tiny_chat import TINY_CHAT, TINY_CHAT_TOOLS, TOOLS_VOCAB_SIZE, tiny_chat_dir
 from cookbook.mock.tiny_chat import VOCAB_SIZE as TINY_CHAT_VOCAB
+
+# toy chat models served from tokenizers built locally: name -> (vocabulary size, end-of-turn token)
+TOY_CHATS = {TINY_CHAT: (TINY_CHAT_VOCAB, "<|eot_id|>"), TINY_CHAT_TOOLS: (TOOLS_VOCAB_SIZE, "<|im_end|>")}
 
 TINY_VOCAB = 512
 TINY_EOS = TINY_VOCAB - 1
@@ -112,12 +115,13 @@ class ModelRegistry:
 
     def resolve(self, name: str) -> BaseModelSpec:
         """The spec for ``name``; :class:`ConfigurationError` naming the model if unknown."""
-        if name == TINY_CHAT:
+        if name in TOY_CHATS:
             with self._lock:
                 known = name in self._extra
             if not known:
-                folder = tiny_chat_dir()
-                return self.register(name, TINY_CHAT_VOCAB, folder, eos_token_id=_hf_tokenizer(str(folder)).token_to_id("<|eot_id|>"))
+                vocab, eot = TOY_CHATS[name]
+                folder = tiny_chat_dir(model=name)
+                return self.register(name, vocab, folder, eos_token_id=_hf_tokenizer(str(folder)).token_to_id(eot))
         with self._lock:
             if name in self._extra:
                 return self._extra[name]

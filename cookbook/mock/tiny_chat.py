@@ -6,6 +6,14 @@ renderers work unchanged and a turn ends with the single token ``<|eot_id|>``. T
 267-token vocabulary, so sampling and training are ~500x cheaper than at a real 128k vocabulary, and a
 randomly initialised policy finds the stop token often enough for RL to get a signal. It is a test vehicle,
 not a model of any real tokenizer: recipes use it only when they run on the embedded mock.
+
+``cookbook/tiny-chat-tools`` is its sibling for tool use: the same 256 byte tokens plus Qwen3's ChatML
+control tokens (``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>``) and its ordinary added tokens
+(``<think>``, ``</think>``, ``<tool_call>``, ``</tool_call>``, ``<tool_response>``, ``</tool_response>``),
+plus a few multi-byte tokens a real BPE vocabulary has as merges (the role names and the JSON scaffolding of
+a ``calculator`` call: ``{"name": "``, ``calculator``, ``", "arguments": {"``, ``expression``, ``": "``, ``"}}``), so the
+toy model, which sees only a few tokens of context, can learn the tool-call format. 274 ids in all; the
+``qwen3`` renderers (and their tool-call format) work unchanged; a turn ends with ``<|im_end|>``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,18 @@ SPECIALS = (
 )
 VOCAB_SIZE = 256 + len(SPECIALS)
 _VERSION = 1
+
+TINY_CHAT_TOOLS = "cookbook/tiny-chat-tools"
+TOOLS_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+TOOLS_ADDED = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+# multi-byte "merges" a real BPE vocabulary has: role names and the tool-call JSON scaffolding
+TOOLS_MERGES = ("system", "user", "assistant", '{"name": "', '", "arguments": {"', "calculator", "expression", '": "', '"}}')
+TOOLS_VOCAB_SIZE = 256 + len(TOOLS_SPECIALS) + len(TOOLS_ADDED) + len(TOOLS_MERGES)
+_TOOLS_VERSION = 1
+_TOOLS_TEMPLATE = (
+    "{%- for m in messages %}{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
 _TEMPLATE = (
     "{{- bos_token }}{%- for m in messages %}{{- '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' "
     "+ m['content'] + '<|eot_id|>' }}{%- endfor %}{%- if add_generation_prompt %}"
@@ -50,41 +70,56 @@ def _byte_symbols() -> list[str]:
     return [table[b] for b in range(256)]
 
 
-def build_tokenizer_json() -> str:
+def build_tokenizer_json(specials: tuple[str, ...] = SPECIALS, added: tuple[str, ...] = ()) -> str:
+    """Byte tokens 0-255, then ``specials`` (special added tokens), then ``added`` (ordinary added tokens)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     vocab = {sym: i for i, sym in enumerate(_byte_symbols())}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    if added:
+        tok.add_tokens([AddedToken(s, special=False, normalized=False) for s in added])
     return str(tok.to_str())
 
 
-def tiny_chat_dir(root: str | Path | None = None) -> Path:
-    """The tokenizer folder (built once, atomically) under ``root`` or the cookbook cache."""
+def tiny_chat_dir(root: str | Path | None = None, model: str = TINY_CHAT) -> Path:
+    """The tokenizer folder of ``model`` (``cookbook/tiny-chat`` or ``cookbook/tiny-chat-tools``), built once,
+    atomically, under ``root`` or the cookbook cache."""
     if root is None:
         from cookbook.tokenizers import cache_root
 
         root = cache_root() / "tokenizers"
-    folder = Path(root) / f"tiny_chat_v{_VERSION}"
+    if model == TINY_CHAT_TOOLS:
+        folder = Path(root) / f"tiny_chat_tools_v{_TOOLS_VERSION}"
+        tokenizer_json = lambda: build_tokenizer_json(TOOLS_SPECIALS, TOOLS_ADDED + TOOLS_MERGES)  # noqa: E731
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
+                  "pad_token": "<|endoftext|>", "clean_up_tokenization_spaces": False, "model_max_length": 8192,
+                  "chat_template": _TOOLS_TEMPLATE}
+    elif model == TINY_CHAT:
+        folder = Path(root) / f"tiny_chat_v{_VERSION}"
+        tokenizer_json = build_tokenizer_json
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": "<|begin_of_text|>",
+            "eos_token": "<|eot_id|>",
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": 8192,
+            "chat_template": _TEMPLATE,
+        }
+    else:
+        raise ValueError(f"no toy tokenizer named {model!r}; expected {TINY_CHAT} or {TINY_CHAT_TOOLS}")
     if (folder / "tokenizer_config.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tiny_chat-"))
-    (tmp / "tokenizer.json").write_text(build_tokenizer_json(), encoding="utf-8")
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": "<|begin_of_text|>",
-        "eos_token": "<|eot_id|>",
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": 8192,
-        "chat_template": _TEMPLATE,
-    }
+    (tmp / "tokenizer.json").write_text(tokenizer_json(), encoding="utf-8")
     (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
     (tmp / "PROVENANCE.json").write_text(
         json.dumps({"family": "tiny_chat", "description": __doc__.split("\n\n")[0] if __doc__ else "",
-                    "generated_by": "cookbook.mock.tiny_chat", "version": _VERSION}, indent=1),
+                    "generated_by": "cookbook.mock.tiny_chat", "model": model,
+                    "version": _TOOLS_VERSION if model == TINY_CHAT_TOOLS else _VERSION}, indent=1),
         encoding="utf-8",
     )
     try:

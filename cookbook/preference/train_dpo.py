@@ -50,6 +50,7 @@ from cookbook.losses import dpo_loss
 from cookbook.renderers.base import Message, RendererProtocol, TrainOnWhat
 from cookbook.rl.data import reference_logprobs
 from cookbook.runlog import RunLog
+from cookbook.samples import log_dpo_samples, sample_steps
 from cookbook.schedules import compute_schedule_lr_multiplier
 from cookbook.supervised.data import conversation_to_datum, message_from_json
 
@@ -310,6 +311,8 @@ def train_dpo(
             metrics["train/surrogate_loss:sum"] = float(surrogate)
         metrics.update({f"optim/{k}": v for k, v in (getattr(optim_result, "metrics", None) or {}).items()})
         log.log_metrics(step, metrics)
+        if step in sample_steps(total):
+            log_dpo_samples(log.dir, step, renderer, data)
         if progress is not None:
             progress(step, total, metrics)
     save(total, "final", final=True)

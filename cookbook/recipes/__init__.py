@@ -8,4 +8,5 @@ RECIPES = {
     "math_rl": "cookbook.recipes.math_rl",
     "dpo": "cookbook.recipes.dpo",
     "distillation": "cookbook.recipes.distillation",
+    "tool_use_rl": "cookbook.recipes.tool_use_rl",
 }

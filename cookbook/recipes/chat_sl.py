@@ -23,6 +23,7 @@ import chz
 
 from cookbook.errors import ConfigurationError
 from cookbook.recipes.common import Progress, bundled, parse_config, print_summary, tinker_service
+from cookbook.wandb_log import from_config as wandb_from_config
 
 
 @chz.chz
@@ -46,6 +47,8 @@ class Config:
     max_steps: int | None = None
     seed: int = 0
     base_url: str | None = None
+    wandb_project: str | None = None  # set: mirror metrics to W&B (the 'wandb' extra)
+    wandb_name: str | None = None
 
 
 KEYS = ("train_mean_nll", "test/nll", "learning_rate")
@@ -68,7 +71,7 @@ def main(cfg: Config) -> dict[str, object]:
     if cfg.test_size < 0 or cfg.test_size >= len(conversations):
         raise ConfigurationError(f"test_size={cfg.test_size} must be in [0, {len(conversations)}) for this dataset")
     test, train_convs = conversations[: cfg.test_size], conversations[cfg.test_size :]
-    with tinker_service(cfg.log_path, cfg.base_url) as service:
+    with tinker_service(cfg.log_path, cfg.base_url) as service, wandb_from_config(cfg):
         model_name, renderer_name, renderer = resolve_model(cfg.model_name, cfg.renderer_name, service, ONLINE_MODEL)
         lr = cfg.learning_rate if cfg.learning_rate is not None else (MOCK_LR if service.kind == "mock" else ONLINE_LR)
         test_data = [conversation_to_datum(c, renderer, cfg.max_length, train_on_what) for c in test]

@@ -63,7 +63,14 @@ def tinker_service(log_path: str | Path, base_url: str | None = None) -> Iterato
 
 
 class Progress:
-    """A one-line progress display on stderr with a few key metrics (plain lines when not a TTY)."""
+    """A progress display on stderr: ``[####....] step/total metrics | ETA, tokens/s``.
+
+    On a TTY it is one line rewritten in place (``\\r`` + clear-to-end-of-line, so a shorter line leaves no
+    debris) and cleared at the end, leaving a one-line summary; otherwise plain lines every ``every`` steps.
+    ETA = mean seconds per step so far × steps left. tokens/s counts the tokens the step processed:
+    ``num_tokens`` (SFT, DPO), else ``env/all/total_ac_tokens`` + ``env/all/total_ob_tokens`` or, failing
+    those, ``env/all/ac_tokens_per_turn`` × ``env/all/total_episodes`` × ``env/all/turns_per_episode`` (RL).
+    """
 
     def __init__(self, keys: Sequence[str], stream: Any = None, every: int = 1):
         self.keys = list(keys)
@@ -71,19 +78,63 @@ class Progress:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every = max(1, every)
         self.t0 = time.perf_counter()
+        self.first_step: int | None = None
+        self.tokens = 0.0
+
+    @staticmethod
+    def step_tokens(metrics: Mapping[str, Any]) -> float:
+        def num(k: str) -> float | None:
+            v = metrics.get(k)
+            return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+        if num("num_tokens") is not None:
+            return num("num_tokens") or 0.0
+        ac, ob = num("env/all/total_ac_tokens"), num("env/all/total_ob_tokens")
+        if ac is not None:
+            return ac + (ob or 0.0)
+        per_turn, episodes = num("env/all/ac_tokens_per_turn"), num("env/all/total_episodes")
+        if per_turn is not None and episodes is not None:
+            return per_turn * episodes * (num("env/all/turns_per_episode") or 1.0)
+        return 0.0
 
     def __call__(self, step: int, total: int, metrics: Mapping[str, Any]) -> None:
-        if not self.tty and step % self.every and step + 1 != total:
+        if self.first_step is None:
+            self.first_step = step
+        self.tokens += self.step_tokens(metrics)
+        elapsed = time.perf_counter() - self.t0
+        done_here = step + 1 - self.first_step
+        last = step + 1 == total
+        if not self.tty and step % self.every and not last:
             return
         shown = " ".join(f"{k}={_fmt(metrics[k])}" for k in self.keys if k in metrics)
         width = 24
         done = int(width * (step + 1) / max(total, 1))
-        line = f"[{'#' * done}{'.' * (width - done)}] {step + 1}/{total} {shown} ({time.perf_counter() - self.t0:.0f}s)"
+        eta = elapsed / max(done_here, 1) * (total - step - 1)
+        rate = f" {_si(self.tokens / elapsed)} tok/s" if self.tokens and elapsed > 0 else ""
+        line = (f"[{'#' * done}{'.' * (width - done)}] {step + 1}/{total} {shown} | "
+                f"{_duration(elapsed)} elapsed, ETA {_duration(eta)}{rate}")
         if self.tty:
-            self.stream.write("\r" + line + ("\n" if step + 1 == total else ""))
+            self.stream.write("\r\x1b[2K" + line)
+            if last:
+                self.stream.write("\r\x1b[2K" + f"{total} steps in {_duration(elapsed)}{rate} · {shown}\n")
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m"
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
 
 
 def _fmt(v: Any) -> str:
@@ -112,18 +163,23 @@ def print_summary(name: str, log_path: str | Path, service: Service, keys: Seque
     return summary
 
 
-def resolve_model(model_name: str | None, renderer_name: str | None, service: Service, online_default: str) -> tuple[str, str, Any]:
-    """(model name, renderer name, renderer). On the embedded mock the default model is the toy
-    ``cookbook/tiny-chat`` (fast, and a random policy can find its single-token stop); on a real service it
-    is ``online_default``."""
-    from cookbook.mock.tiny_chat import TINY_CHAT, tiny_chat_dir
+def resolve_model(
+    model_name: str | None, renderer_name: str | None, service: Service, online_default: str,
+    mock_default: str | None = None,
+) -> tuple[str, str, Any]:
+    """(model name, renderer name, renderer). On the embedded mock the default model is ``mock_default``
+    (default: the toy ``cookbook/tiny-chat``: fast, and a random policy can find its single-token stop); on a
+    real service it is ``online_default``. The toy models use the renderer whose tokens they carry
+    (``llama3``; ``qwen3_instruct`` for ``cookbook/tiny-chat-tools``)."""
+    from cookbook.mock.tiny_chat import TINY_CHAT, TINY_CHAT_TOOLS, tiny_chat_dir
     from cookbook.renderers import get_renderer
     from cookbook.tokenizers import model_entry
 
-    name = model_name or (TINY_CHAT if service.kind == "mock" else online_default)
-    if name == TINY_CHAT:
-        rname = renderer_name or "llama3"
-        return name, rname, get_renderer(rname, str(tiny_chat_dir()))
+    name = model_name or ((mock_default or TINY_CHAT) if service.kind == "mock" else online_default)
+    toy_renderers = {TINY_CHAT: "llama3", TINY_CHAT_TOOLS: "qwen3_instruct"}
+    if name in toy_renderers:
+        rname = renderer_name or toy_renderers[name]
+        return name, rname, get_renderer(rname, str(tiny_chat_dir(model=name)))
     rname = renderer_name or model_entry(name).default_renderer
     return name, rname, get_renderer(rname, name)
 

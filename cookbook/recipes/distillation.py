@@ -33,6 +33,7 @@ import chz
 
 from cookbook.errors import TrainingError
 from cookbook.recipes.common import Progress, bundled, parse_config, print_summary, tinker_service
+from cookbook.wandb_log import from_config as wandb_from_config
 
 
 @chz.chz
@@ -59,6 +60,8 @@ class Config:
     save_every: int = 5
     seed: int = 0
     base_url: str | None = None
+    wandb_project: str | None = None  # set: mirror metrics to W&B (the 'wandb' extra)
+    wandb_name: str | None = None
 
 
 ONLINE_MODEL = "Qwen/Qwen3-8B-Base"
@@ -116,7 +119,7 @@ def main(cfg: Config) -> dict[str, object]:
 
     conversations = load_conversations(cfg.prompts or bundled("conversations.jsonl"))
     prompts = prompts_from_conversations(conversations)
-    with tinker_service(cfg.log_path, cfg.base_url) as service:
+    with tinker_service(cfg.log_path, cfg.base_url) as service, wandb_from_config(cfg):
         mock = service.kind == "mock"
         defaults = MOCK if mock else ONLINE
         renderer_req = cfg.renderer_name or (None if mock or cfg.model_name else ONLINE_RENDERER)

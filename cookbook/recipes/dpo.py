@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import chz
 
 from cookbook.recipes.common import Progress, bundled, parse_config, print_summary, tinker_service
+from cookbook.wandb_log import from_config as wandb_from_config
 
 
 @chz.chz
@@ -42,6 +43,8 @@ class Config:
     max_steps: int | None = None
     seed: int = 0
     base_url: str | None = None
+    wandb_project: str | None = None  # set: mirror metrics to W&B (the 'wandb' extra)
+    wandb_name: str | None = None
 
 
 KEYS = ("dpo_loss", "accuracy", "margin", "chosen_reward", "rejected_reward")
@@ -54,7 +57,7 @@ def main(cfg: Config) -> dict[str, object]:
     from cookbook.recipes.common import resolve_model
 
     comparisons = load_comparisons(cfg.dataset or bundled("comparisons.jsonl"))
-    with tinker_service(cfg.log_path, cfg.base_url) as service:
+    with tinker_service(cfg.log_path, cfg.base_url) as service, wandb_from_config(cfg):
         model_name, renderer_name, renderer = resolve_model(cfg.model_name, cfg.renderer_name, service, ONLINE_MODEL)
         lr = cfg.learning_rate if cfg.learning_rate is not None else (MOCK_LR if service.kind == "mock" else ONLINE_LR)
         dpo_cfg = DPOConfig(

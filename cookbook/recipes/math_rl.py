@@ -43,6 +43,7 @@ from cookbook.recipes.common import Progress, bundled, parse_config, print_summa
 from cookbook.renderers.base import Message, RendererProtocol
 from cookbook.rl.envs import ProblemGroupBuilder, math_env
 from cookbook.rl.types import EnvGroupBuilder
+from cookbook.wandb_log import from_config as wandb_from_config
 
 
 @chz.chz
@@ -67,6 +68,8 @@ class Config:
     grader_timeout: float = 1.0
     seed: int = 0
     base_url: str | None = None
+    wandb_project: str | None = None  # set: mirror metrics to W&B (the 'wandb' extra)
+    wandb_name: str | None = None
 
 
 ONLINE_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -163,7 +166,7 @@ def main(cfg: Config) -> dict[str, object]:
     from cookbook.rl.train import RLConfig, train_rl
 
     problems = load_problems(cfg.problems or bundled("math_problems.jsonl"))
-    with tinker_service(cfg.log_path, cfg.base_url) as service:
+    with tinker_service(cfg.log_path, cfg.base_url) as service, wandb_from_config(cfg):
         model_name, renderer_name, renderer = resolve_model(cfg.model_name, cfg.renderer_name, service, ONLINE_MODEL)
         defaults = MOCK if service.kind == "mock" else ONLINE
         steps = int(cfg.warmup_sft_steps if cfg.warmup_sft_steps is not None else defaults["warmup_sft_steps"])

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import chz
 
 from cookbook.recipes.common import Progress, parse_config, print_summary, tinker_service
+from cookbook.wandb_log import from_config as wandb_from_config
 
 
 @chz.chz
@@ -35,6 +36,8 @@ class Config:
     kl_penalty_coef: float = 0.0  # > 0: KL penalty against the base model (centred on the batch mean)
     seed: int = 0
     base_url: str | None = None
+    wandb_project: str | None = None  # set: mirror metrics to W&B (the 'wandb' extra)
+    wandb_name: str | None = None
 
 
 ONLINE_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -46,7 +49,7 @@ def main(cfg: Config) -> dict[str, object]:
     from cookbook.rl.envs import ArithmeticDataset
     from cookbook.rl.train import RLConfig, train_rl
 
-    with tinker_service(cfg.log_path, cfg.base_url) as service:
+    with tinker_service(cfg.log_path, cfg.base_url) as service, wandb_from_config(cfg):
         model_name, renderer_name, renderer = resolve_model(cfg.model_name, cfg.renderer_name, service, ONLINE_MODEL)
         dataset = ArithmeticDataset(renderer, cfg.batch_size, cfg.group_size, cfg.n_batches, cfg.max_operand, cfg.seed)
         rl_cfg = RLConfig(

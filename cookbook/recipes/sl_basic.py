@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import chz
 
 from cookbook.recipes.common import Progress, bundled, parse_config, print_summary, tinker_service
+from cookbook.wandb_log import from_config as wandb_from_config
 
 
 @chz.chz
@@ -31,6 +32,8 @@ class Config:
     max_steps: int | None = None
     seed: int = 0
     base_url: str | None = None
+    wandb_project: str | None = None  # set: mirror metrics to W&B (the 'wandb' extra)
+    wandb_name: str | None = None
 
 
 KEYS = ("train_mean_nll", "test/nll", "learning_rate")
@@ -44,7 +47,7 @@ def main(cfg: Config) -> dict[str, object]:
 
     conversations = load_conversations(cfg.dataset or bundled("conversations.jsonl"))
     test, train_convs = conversations[: cfg.test_size], conversations[cfg.test_size :]
-    with tinker_service(cfg.log_path, cfg.base_url) as service:
+    with tinker_service(cfg.log_path, cfg.base_url) as service, wandb_from_config(cfg):
         model_name, renderer_name, renderer = resolve_model(cfg.model_name, cfg.renderer_name, service, ONLINE_MODEL)
         test_data = [conversation_to_datum(c, renderer, cfg.max_length) for c in test]
         sl_cfg = SupervisedConfig(

@@ -286,19 +286,13 @@ class RLTrainer:
             self.progress(step, self.end, metrics)
 
     def _log_samples(self, step: int, groups: Sequence[TrajectoryGroup]) -> None:
-        from cookbook.runlog import append_jsonl
+        from cookbook.samples import log_rl_groups, sample_steps
 
-        n = self.cfg.samples_to_log
-        for g in list(groups)[:n]:
-            traj = g.trajectories[0]
-            tr = traj.transitions[0]
-            ob = tr.ob.to_ints() if hasattr(tr.ob, "to_ints") else list(tr.ob)
-            dec = self.renderer.enc.decode if hasattr(self.renderer, "enc") else str
-            append_jsonl(
-                self.log.dir / "samples.jsonl",
-                {"step": step, "tokens": [dec([t]) for t in ob + tr.ac.tokens],
-                 "weights": [0.0] * len(ob) + [1.0] * len(tr.ac.tokens), "reward": g.total_rewards()[0]},
-            )
+        if self.cfg.samples_to_log <= 0 or step not in sample_steps(self.end):
+            return
+        shown = list(groups)[: self.cfg.samples_to_log]
+        advs = compute_advantages([g.total_rewards() for g in shown], method=self.cfg.advantage_method)  # type: ignore[arg-type]
+        log_rl_groups(self.log.dir, step, self.renderer, shown, [list(a) for a in advs])
 
     def finish(self) -> None:
         self._save("final", self.end, final=True)

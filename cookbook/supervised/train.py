@@ -31,6 +31,7 @@ import numpy as np
 
 from cookbook.errors import ConfigurationError
 from cookbook.runlog import RunLog
+from cookbook.samples import log_sft_samples, sample_steps
 from cookbook.schedules import compute_schedule_lr_multiplier
 from cookbook.supervised.data import ConversationDataset, conversation_to_datum
 from cookbook.supervised.nll import weighted_mean_nll
@@ -146,6 +147,8 @@ def train(
         metrics.update({f"optim/{k}": v for k, v in (getattr(optim, "metrics", None) or {}).items()})
         metrics.update({f"train/{k}": v for k, v in fb.metrics.items()})
         log.log_metrics(job.step, metrics)
+        if job.step in sample_steps(total):
+            log_sft_samples(log.dir, job.step, renderer, job.data)
         if progress is not None:
             progress(job.step, total, metrics)
 
