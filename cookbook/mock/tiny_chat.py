@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -50,30 +51,51 @@ def _byte_symbols() -> list[str]:
     return [table[b] for b in range(256)]
 
 
-def build_tokenizer_json() -> str:
+#: ``cookbook/tiny-test``'s byte-level detokenizer as a tokenizer: ids 256-510 print as ``<|tNNN|>``, 511 is EOS
+TINY_TEST_SPECIALS = (*(f"<|t{i}|>" for i in range(256, 511)), "<|eos|>")
+
+
+def build_tokenizer_json(specials: tuple[str, ...] = SPECIALS) -> str:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     vocab = {sym: i for i, sym in enumerate(_byte_symbols())}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
     return str(tok.to_str())
+
+
+def _write_folder(folder: Path, tokenizer_json: str, config: dict[str, object], description: str) -> Path:
+    if (folder / "tokenizer_config.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
+    (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+    (tmp / "PROVENANCE.json").write_text(
+        json.dumps({"family": folder.name, "description": description, "generated_by": "cookbook.mock.tiny_chat",
+                    "version": _VERSION}, indent=1),
+        encoding="utf-8",
+    )
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _root(root: str | Path | None) -> Path:
+    if root is None:
+        from cookbook.tokenizers import cache_root
+
+        return cache_root() / "tokenizers"
+    return Path(root)
 
 
 def tiny_chat_dir(root: str | Path | None = None) -> Path:
     """The tokenizer folder (built once, atomically) under ``root`` or the cookbook cache."""
-    if root is None:
-        from cookbook.tokenizers import cache_root
-
-        root = cache_root() / "tokenizers"
-    folder = Path(root) / f"tiny_chat_v{_VERSION}"
-    if (folder / "tokenizer_config.json").exists():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tiny_chat-"))
-    (tmp / "tokenizer.json").write_text(build_tokenizer_json(), encoding="utf-8")
-    config = {
+    config: dict[str, object] = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": "<|begin_of_text|>",
         "eos_token": "<|eot_id|>",
@@ -81,14 +103,20 @@ def tiny_chat_dir(root: str | Path | None = None) -> Path:
         "model_max_length": 8192,
         "chat_template": _TEMPLATE,
     }
-    (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
-    (tmp / "PROVENANCE.json").write_text(
-        json.dumps({"family": "tiny_chat", "description": __doc__.split("\n\n")[0] if __doc__ else "",
-                    "generated_by": "cookbook.mock.tiny_chat", "version": _VERSION}, indent=1),
-        encoding="utf-8",
-    )
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process won the race
-        pass
-    return folder
+    return _write_folder(_root(root) / f"tiny_chat_v{_VERSION}", build_tokenizer_json(), config,
+                         __doc__.split("\n\n")[0] if __doc__ else "")
+
+
+def tiny_test_dir(root: str | Path | None = None) -> Path:
+    """A Hugging Face tokenizer folder equal to ``cookbook/tiny-test``'s byte-level detokenizer (vocabulary 512).
+
+    Lets code that loads a tokenizer by model name (tinker-cookbook's ``get_tokenizer``) use the tiny test models.
+    """
+    config: dict[str, object] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": "<|eos|>",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 8192,
+    }
+    return _write_folder(_root(root) / f"tiny_test_v{_VERSION}", build_tokenizer_json(TINY_TEST_SPECIALS), config,
+                         "cookbook/tiny-test's byte-level tokenizer: bytes 0-255, <|tNNN|> for 256-510, <|eos|> = 511")
