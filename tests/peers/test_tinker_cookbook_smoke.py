@@ -30,7 +30,7 @@ import pytest
 pytest.importorskip("tinker_cookbook", reason="tinker-cookbook 0.6.1 (test-time peer) is not installed")
 
 SMOKE_ENV = "COOKBOOK_PEER_SMOKE"
-pytestmark = [
+_SLOW = [
     pytest.mark.peer_smoke,
     pytest.mark.skipif(
         os.environ.get(SMOKE_ENV) != "1",
@@ -110,7 +110,7 @@ def test_every_smoke_test_is_classified(peer_tests: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "test_id", [pytest.param(k, marks=[m] if m else [], id=k.split("::")[1]) for k, m in OFFLINE.items()]
+    "test_id", [pytest.param(k, marks=[*_SLOW, *([m] if m else [])], id=k.split("::")[1]) for k, m in OFFLINE.items()]
 )
 def test_smoke_test_passes_on_the_mock(
     tinker_mock: object, peer_tests: Path, uv_shim: Path, tmp_path: Path, test_id: str
