@@ -123,13 +123,15 @@ def test_smoke_test_passes_on_the_mock(
 ) -> None:
     env = dict(os.environ)
     env["PATH"] = f"{uv_shim}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("SMOKE_TEST_TIMEOUT", "1500")
+    env.setdefault("SMOKE_TEST_TIMEOUT", "3600")  # tinker-cookbook's own per-recipe timeout (its default is 1800)
     env["TINKER_COOKBOOK_RUNS_DIR"] = str(tmp_path / "runs")  # the recipes' default log paths
     env.pop("CI", None)
     file, name = test_id.split("::")
     cmd = [sys.executable, "-m", "pytest", f"tests/recipes/{file}::{name}", "-x", "-q", "-s", "-p", "no:cacheprovider",
            "-p", "no:cookbook_mock", "-o", "addopts=", "-c", os.devnull, "--rootdir", str(peer_tests)]
-    proc = subprocess.run(cmd, cwd=peer_tests, env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        cmd, cwd=peer_tests, env=env, capture_output=True, text=True, timeout=int(env["SMOKE_TEST_TIMEOUT"]) + 300
+    )
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
     assert proc.returncode == 0, f"{test_id} failed on the mock:\n{tail}"
     assert " passed" in proc.stdout and " skipped" not in proc.stdout, tail
