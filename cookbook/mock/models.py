@@ -142,9 +142,15 @@ class ModelRegistry:
         try:
             entry = model_entry(name)
         except CookbookError as exc:
+            from cookbook.tokenizers.catalogue import USER_CATALOGUE_ENV, suggest_models
+
+            close = suggest_models(name)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigurationError(
-                f"base_model: unknown model {name!r}; known: {', '.join(self.names()[:12])} ... "
-                "(register more with MockTinker.register_base_model)"
+                f"base_model: unknown model {name!r}.{hint} get_server_capabilities lists the served models. "
+                f"Serve another one with MockTinker.register_base_model(...), or point ${USER_CATALOGUE_ENV} "
+                "at a model catalogue file (see cookbook.tokenizers.catalogue.load_user_catalogue) before starting "
+                "the server"
             ) from exc
         try:
             folder: Path | None = tokenizer_dir(name, fetch=False)
@@ -191,3 +197,53 @@ def encoder_for(spec: BaseModelSpec) -> Callable[[str], list[int]]:
         tok = _hf_tokenizer(str(spec.tokenizer_dir))
         return lambda text: list(tok.encode(text, add_special_tokens=False).ids)
     return tiny_encode
+
+
+# ------------------------------------------------------------------------------------- Hugging Face hub cache
+#: the tokenizer repo the tinker SDK and tinker-cookbook load for every meta-llama/Llama-3* model (no gating)
+LLAMA3_TOKENIZER_REPO = "thinkingmachineslabinc/meta-llama-3-instruct-tokenizer"
+_MODEL_TYPE = {
+    "qwen3": "qwen3",
+    "llama3": "llama",
+    "llama3_1": "llama",
+    "llama3_1_base": "llama",
+    "deepseek_v3": "deepseek_v3",
+    "deepseek_v3_1": "deepseek_v3",
+    "gpt_oss": "gpt_oss",
+    "gemma3": "gemma3_text",
+}
+
+
+def hf_repo_folders(registry: ModelRegistry | None = None) -> dict[str, tuple[Path, str]]:
+    """repo id -> (tokenizer folder, model_type) for every served model that has a tokenizer.
+
+    Covers the toy models (``cookbook/tiny-test``, ``cookbook/tiny-test-b``, ``cookbook/tiny-chat``,
+    ``cookbook/tiny-chat-tools``), every
+    catalogue model whose tokenizer is provisioned (user catalogue entries included), the Llama 3 tokenizer repo
+    the SDK substitutes for ``meta-llama/Llama-3*``, and the registrations of ``registry``. A catalogue model whose
+    tokenizer is not provisioned (or exists in no registry) is left out: loading it by name then fails offline.
+    """
+    from cookbook.mock.tiny_chat import tiny_test_dir
+    from cookbook.tokenizers import MODELS, known_model_names, tokenizer_dir
+
+    out: dict[str, tuple[Path, str]] = {}
+    test_folder = tiny_test_dir()
+    for name in BUILTIN:
+        out[name] = (test_folder, "llama")
+    out[TINY_CHAT] = (tiny_chat_dir(), "llama")
+    out[TINY_CHAT_TOOLS] = (tiny_chat_dir(model=TINY_CHAT_TOOLS), "qwen3")
+    for name in known_model_names():
+        entry = MODELS[name]
+        try:
+            folder = tokenizer_dir(name, fetch=False)
+        except CookbookError:
+            continue
+        out[name] = (folder, _MODEL_TYPE.get(entry.family or "", "llama"))
+    llama3 = [n for n in sorted(out) if n.startswith("meta-llama/Llama-3")]
+    instruct = [n for n in llama3 if MODELS[n].family in ("llama3", "llama3_1") and not MODELS[n].is_base]
+    if instruct or llama3:
+        out.setdefault(LLAMA3_TOKENIZER_REPO, out[(instruct or llama3)[0]])
+    for spec in registry.registered() if registry else []:
+        if spec.tokenizer_dir is not None and spec.name.count("/") == 1:
+            out[spec.name] = (spec.tokenizer_dir, "llama")
+    return out

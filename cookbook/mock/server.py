@@ -35,49 +35,13 @@ from typing import Any, TypeVar
 
 from cookbook.errors import ConfigurationError
 from cookbook.mock.faults import FaultInjector, Faults
-from cookbook.mock.models import ModelRegistry
+from cookbook.mock.models import ModelRegistry, hf_repo_folders
 from cookbook.mock.protocol import DEFAULT_MAX_BODY, ServerConfig, create_app
 from cookbook.mock.state import DEFAULT_MAX_RESIDENT, DEFAULT_SESSION_IDLE_S, MockState, RequestLogEntry
 
 T = TypeVar("T")
 
 API_KEY = "tml-mock"
-LLAMA3_TOKENIZER_REPO = "thinkingmachineslabinc/meta-llama-3-instruct-tokenizer"
-_MODEL_TYPE = {
-    "qwen3": "qwen3",
-    "llama3": "llama",
-    "llama3_1": "llama",
-    "deepseek_v3": "deepseek_v3",
-    "deepseek_v3_1": "deepseek_v3",
-    "gpt_oss": "gpt_oss",
-    "gemma3": "gemma3_text",
-}
-
-
-def hf_repo_folders(registry: ModelRegistry | None = None) -> dict[str, tuple[Path, str]]:
-    """repo id -> (tokenizer folder, model_type) for every provisioned catalogue model and registration."""
-    out: dict[str, tuple[Path, str]] = {}
-    try:
-        from cookbook.errors import CookbookError
-        from cookbook.tokenizers import MODELS, tokenizer_dir
-    except ImportError:  # pragma: no cover
-        MODELS = {}
-    for name, entry in MODELS.items():
-        try:
-            folder = tokenizer_dir(name, fetch=False)
-        except CookbookError:
-            continue
-        mtype = _MODEL_TYPE.get(entry.family, "llama")
-        out[name] = (folder, mtype)
-        if name.startswith("meta-llama/Llama-3") and entry.family == "llama3":
-            out.setdefault(LLAMA3_TOKENIZER_REPO, (folder, mtype))
-    for name in MODELS:  # the SDK maps every meta-llama/Llama-3* to one tokenizer repo
-        if name.startswith("meta-llama/Llama-3") and name in out:
-            out.setdefault(LLAMA3_TOKENIZER_REPO, out[name])
-    for spec in (registry.registered() if registry else []):
-        if spec.tokenizer_dir is not None and spec.name.count("/") == 1:
-            out[spec.name] = (spec.tokenizer_dir, "llama")
-    return out
 
 
 def build_hf_cache(hub: Path, repos: Mapping[str, tuple[Path, str]]) -> Path:

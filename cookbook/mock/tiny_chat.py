@@ -13,13 +13,13 @@ control tokens (``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>``) and its ord
 plus a few multi-byte tokens a real BPE vocabulary has as merges (the role names and the JSON scaffolding of
 a ``calculator`` call: ``{"name": "``, ``calculator``, ``", "arguments": {"``, ``expression``, ``": "``, ``"}}``), so the
 toy model, which sees only a few tokens of context, can learn the tool-call format. 274 ids in all; the
-``qwen3`` renderers (and their tool-call format) work unchanged; a turn ends with ``<|im_end|>``.
-"""
+``qwen3`` renderers (and their tool-call format) work unchanged; a turn ends with ``<|im_end|>``."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -70,6 +70,10 @@ def _byte_symbols() -> list[str]:
     return [table[b] for b in range(256)]
 
 
+#: ``cookbook/tiny-test``'s byte-level detokenizer as a tokenizer: ids 256-510 print as ``<|tNNN|>``, 511 is EOS
+TINY_TEST_SPECIALS = (*(f"<|t{i}|>" for i in range(256, 511)), "<|eos|>")
+
+
 def build_tokenizer_json(specials: tuple[str, ...] = SPECIALS, added: tuple[str, ...] = ()) -> str:
     """Byte tokens 0-255, then ``specials`` (special added tokens), then ``added`` (ordinary added tokens)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
@@ -84,46 +88,71 @@ def build_tokenizer_json(specials: tuple[str, ...] = SPECIALS, added: tuple[str,
     return str(tok.to_str())
 
 
-def tiny_chat_dir(root: str | Path | None = None, model: str = TINY_CHAT) -> Path:
-    """The tokenizer folder of ``model`` (``cookbook/tiny-chat`` or ``cookbook/tiny-chat-tools``), built once,
-    atomically, under ``root`` or the cookbook cache."""
-    if root is None:
-        from cookbook.tokenizers import cache_root
-
-        root = cache_root() / "tokenizers"
-    if model == TINY_CHAT_TOOLS:
-        folder = Path(root) / f"tiny_chat_tools_v{_TOOLS_VERSION}"
-        tokenizer_json = lambda: build_tokenizer_json(TOOLS_SPECIALS, TOOLS_ADDED + TOOLS_MERGES)  # noqa: E731
-        config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
-                  "pad_token": "<|endoftext|>", "clean_up_tokenization_spaces": False, "model_max_length": 8192,
-                  "chat_template": _TOOLS_TEMPLATE}
-    elif model == TINY_CHAT:
-        folder = Path(root) / f"tiny_chat_v{_VERSION}"
-        tokenizer_json = build_tokenizer_json
-        config = {
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": "<|begin_of_text|>",
-            "eos_token": "<|eot_id|>",
-            "clean_up_tokenization_spaces": False,
-            "model_max_length": 8192,
-            "chat_template": _TEMPLATE,
-        }
-    else:
-        raise ValueError(f"no toy tokenizer named {model!r}; expected {TINY_CHAT} or {TINY_CHAT_TOOLS}")
+def _write_folder(folder: Path, tokenizer_json: str, config: dict[str, object], description: str,
+                  version: int = _VERSION) -> Path:
     if (folder / "tokenizer_config.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tiny_chat-"))
-    (tmp / "tokenizer.json").write_text(tokenizer_json(), encoding="utf-8")
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    (tmp / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
     (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
     (tmp / "PROVENANCE.json").write_text(
-        json.dumps({"family": "tiny_chat", "description": __doc__.split("\n\n")[0] if __doc__ else "",
-                    "generated_by": "cookbook.mock.tiny_chat", "model": model,
-                    "version": _TOOLS_VERSION if model == TINY_CHAT_TOOLS else _VERSION}, indent=1),
+        json.dumps({"family": folder.name, "description": description, "generated_by": "cookbook.mock.tiny_chat",
+                    "version": version}, indent=1),
         encoding="utf-8",
     )
     try:
         os.replace(tmp, folder)
     except OSError:  # another process won the race
-        pass
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _root(root: str | Path | None) -> Path:
+    if root is None:
+        from cookbook.tokenizers import cache_root
+
+        return cache_root() / "tokenizers"
+    return Path(root)
+
+
+def tiny_chat_dir(root: str | Path | None = None, model: str = TINY_CHAT) -> Path:
+    """The tokenizer folder of ``model`` (``cookbook/tiny-chat`` or ``cookbook/tiny-chat-tools``), built once,
+    atomically, under ``root`` or the cookbook cache."""
+    if model == TINY_CHAT_TOOLS:
+        tools_config: dict[str, object] = {
+            "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
+            "pad_token": "<|endoftext|>", "clean_up_tokenization_spaces": False, "model_max_length": 8192,
+            "chat_template": _TOOLS_TEMPLATE,
+        }
+        return _write_folder(_root(root) / f"tiny_chat_tools_v{_TOOLS_VERSION}",
+                             build_tokenizer_json(TOOLS_SPECIALS, TOOLS_ADDED + TOOLS_MERGES), tools_config,
+                             "cookbook/tiny-chat-tools: byte tokens plus Qwen3's control and tool tokens",
+                             _TOOLS_VERSION)
+    if model != TINY_CHAT:
+        raise ValueError(f"no toy tokenizer named {model!r}; expected {TINY_CHAT} or {TINY_CHAT_TOOLS}")
+    config: dict[str, object] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|eot_id|>",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 8192,
+        "chat_template": _TEMPLATE,
+    }
+    return _write_folder(_root(root) / f"tiny_chat_v{_VERSION}", build_tokenizer_json(), config,
+                         __doc__.split("\n\n")[0] if __doc__ else "")
+
+
+def tiny_test_dir(root: str | Path | None = None) -> Path:
+    """A Hugging Face tokenizer folder equal to ``cookbook/tiny-test``'s byte-level detokenizer (vocabulary 512).
+
+    Lets code that loads a tokenizer by model name (tinker-cookbook's ``get_tokenizer``) use the tiny test models.
+    """
+    config: dict[str, object] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": "<|eos|>",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 8192,
+    }
+    return _write_folder(_root(root) / f"tiny_test_v{_VERSION}", build_tokenizer_json(TINY_TEST_SPECIALS), config,
+                         "cookbook/tiny-test's byte-level tokenizer: bytes 0-255, <|tNNN|> for 256-510, <|eos|> = 511")

@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cookbook.errors import ConfigurationError, TokenizerNotAvailable
-from cookbook.tokenizers.catalogue import FAMILIES, MODELS, Family, ModelEntry, known_model_names, model_entry
+from cookbook.tokenizers.catalogue import (
+    FAMILIES,
+    MODELS,
+    Family,
+    ModelEntry,
+    known_model_names,
+    lineup,
+    load_user_catalogue,
+    model_entry,
+    register_model,
+)
 from cookbook.tokenizers.provision import (
     build_family,
     cache_root,
@@ -42,7 +52,15 @@ def tokenizer_dir(model_name: str, fetch: bool = True) -> Path:
     if model_name in FAMILIES:
         fam = model_name
     else:
-        fam = model_entry(model_name).family
+        entry = model_entry(model_name)
+        if entry.tokenizer_path is not None:
+            folder = Path(entry.tokenizer_path).expanduser()
+            if not (folder / "tokenizer.json").exists():
+                raise ConfigurationError(f"the tokenizer folder {folder} of {entry.name!r} has no tokenizer.json")
+            return folder.resolve()
+        if entry.family is None:
+            raise TokenizerNotAvailable(f"no tokenizer for {entry.name!r} is available offline: {entry.note}")
+        fam = entry.family
     if is_built(fam):
         return family_dir(fam)
     if not fetch:
@@ -89,7 +107,10 @@ def provenance(model_name: str) -> dict[str, Any]:
 def family_of(model_name: str) -> Family:
     if model_name in FAMILIES:
         return FAMILIES[model_name]
-    return FAMILIES[model_entry(model_name).family]
+    entry = model_entry(model_name)
+    if entry.family is None:
+        raise TokenizerNotAvailable(f"{entry.name!r} has no tokenizer family of the catalogue ({entry.note or entry.tokenizer_path})")
+    return FAMILIES[entry.family]
 
 
 __all__ = [
@@ -101,7 +122,10 @@ __all__ = [
     "fetch",
     "get_tokenizer",
     "known_model_names",
+    "lineup",
+    "load_user_catalogue",
     "model_entry",
     "provenance",
+    "register_model",
     "tokenizer_dir",
 ]

@@ -83,7 +83,7 @@ BUILDERS: dict[str, Callable[[bytes], tuple[bytes, str]]] = {"qwen3_5": qwen3_5}
 # ----------------------------------------------------------------------------------------------- tml exports
 #: pre-tokenizer regexes of the tml-only tokenizers (read from the tml-renderers extension by the research,
 #: shared/research/offline_tokenizers.md; the exports reproduce tml's encode_ordinary with them)
-PRE_TOKENIZER_PATTERNS: dict[str, str] = {
+PRE_TOKENIZER_PATTERNS: dict[str, str | tuple[str, ...]] = {
     # Llama 3 style (GLM): 1-3 digit groups, case-insensitive English contractions
     "llama3": (
         r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"""
@@ -101,6 +101,20 @@ PRE_TOKENIZER_PATTERNS: dict[str, str] = {
         r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"""
         r"""|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}"""
         r"""| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    ),
+    # DeepSeek V3 / V4 (the three isolated splits of DeepSeek's tokenizer.json, applied in turn): 1-3 digit
+    # groups, runs of CJK characters, then punctuation-led words
+    "deepseek": (
+        r"""\p{N}{1,3}""",
+        "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+        r"""[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+"""
+        r"""| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
+    ),
+    # tiktoken o200k_base (Inkling's chat tokenizer): cased-word pieces with contractions, 1-3 digit groups
+    "o200k": (
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"""
+        r"""|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"""
+        r"""|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
     ),
 }
 
@@ -135,7 +149,7 @@ def bpe_merges_from_ranks(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
     return [(m[3], m[4]) for m in merges]
 
 
-def tml_tokenizer_json(export: dict[str, Any], pattern: str, nfc: bool = False) -> bytes:
+def tml_tokenizer_json(export: dict[str, Any], pattern: str | tuple[str, ...], nfc: bool = False) -> bytes:
     """A byte-level BPE ``tokenizer.json`` from a tml-renderers export (see ``cookbook.tokenizers.tml_export``).
 
     * model: BPE with ``ignore_merges`` (a pre-token that is a whole vocabulary entry maps to it directly, as
@@ -143,7 +157,8 @@ def tml_tokenizer_json(export: dict[str, Any], pattern: str, nfc: bool = False) 
       :func:`bpe_merges_from_ranks`;
     * specials keep their real ids: each is an ``added_tokens`` entry with its id; a special whose id lies
       *inside* the regular range (Nemotron's 0..999) is also put in the BPE vocabulary so the id is not a hole;
-    * pre-tokenizer: the family's regex (``Split``, isolated), then byte-level without its own regex;
+    * pre-tokenizer: the family's regex (``Split``, isolated; a tuple of regexes is applied in turn), then
+      byte-level without its own regex;
       decoder and post-processor: byte-level.
 
     Every special id is checked after building; a mismatch raises :class:`ProvisioningError`.
@@ -191,7 +206,10 @@ def tml_tokenizer_json(export: dict[str, Any], pattern: str, nfc: bool = False) 
         "pre_tokenizer": {
             "type": "Sequence",
             "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
+                *[
+                    {"type": "Split", "pattern": {"Regex": p}, "behavior": "Isolated", "invert": False}
+                    for p in ((pattern,) if isinstance(pattern, str) else pattern)
+                ],
                 {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
             ],
         },

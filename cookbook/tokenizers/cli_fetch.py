@@ -22,12 +22,16 @@ CORE = ["qwen3", "llama3", "llama3_1", "llama3_1_base", "deepseek_v3_1", "gpt_os
 
 
 def run(args: argparse.Namespace) -> int:
+    from cookbook.errors import ConfigurationError
     from cookbook.tokenizers.catalogue import FAMILIES, model_entry
     from cookbook.tokenizers.provision import cache_root, fetch
 
     names: list[str] = []
     for n in args.names:
-        names.append(n if n in FAMILIES else model_entry(n).family)
+        fam = n if n in FAMILIES else model_entry(n).family
+        if fam is None:
+            raise ConfigurationError(f"{n!r} has no tokenizer family to fetch: {model_entry(n).note}")
+        names.append(fam)
     if args.all:
         names = sorted(FAMILIES)
     elif not names:

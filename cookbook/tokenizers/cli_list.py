@@ -1,4 +1,4 @@
-"""``cookbook tokenizers list``: the model catalogue and what is cached."""
+"""``cookbook tokenizers list``: the model catalogue (Tinker's lineup first) and what is cached."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cookbook.tokenizers.catalogue import FAMILIES, MODELS
+    from cookbook.hyperparams import lr_recommendation
+    from cookbook.tokenizers.catalogue import FAMILIES, MODELS, known_model_names
     from cookbook.tokenizers.provision import cache_root, is_built
 
     print(f"cache: {cache_root()}")
@@ -19,8 +20,19 @@ def run(args: argparse.Namespace) -> int:
             mark = "cached" if is_built(name) else "-"
             print(f"{name:<16} {mark:<7} {fam.description}")
         return 0
-    print(f"{'model':<42} {'family':<14} {'cached':<7} renderers")
-    for name, m in sorted(MODELS.items()):
-        mark = "yes" if is_built(m.family) else "no"
-        print(f"{name:<42} {m.family:<14} {mark:<7} {', '.join(m.renderers)}")
+    names = known_model_names()
+    print("lineup = in Tinker's lineup (tinker-cookbook 0.6.1); lr = recommended LoRA learning rate "
+          "(* = uncalibrated base rate); cached: '-' = no tokenizer available offline")
+    print(f"{'model':<52} {'lineup':<6} {'family':<16} {'cached':<6} {'lr':<9} renderers")
+    for name in sorted(names, key=lambda n: (not MODELS[n].in_lineup, n)):
+        m = MODELS[name]
+        if m.family is not None:
+            fam_name, mark = m.family, "yes" if is_built(m.family) else "no"
+        elif m.tokenizer_path is not None:
+            fam_name, mark = "(folder)", "yes"
+        else:
+            fam_name, mark = "-", "-"
+        rec = lr_recommendation(name)
+        lr = f"{rec.value:.2e}" + ("" if rec.calibrated else "*")
+        print(f"{name:<52} {'yes' if m.in_lineup else '':<6} {fam_name:<16} {mark:<6} {lr:<9} {', '.join(m.renderers)}")
     return 0

@@ -68,6 +68,16 @@ ARTIFACTS: dict[str, Artifact] = {
             licence="Apache-2.0 (Qwen tokenizers)",
         ),
         Artifact(
+            "tinker-cookbook-sdist",
+            "pypi",
+            "tinker-cookbook==0.6.1",
+            "tinker_cookbook-0.6.1.tar.gz",
+            "edf66f0a4b2c3b375b9328a4d748a3dae104170bb2bcde0d156f0b22de7a1aa3",
+            5_118_275,
+            sdist=True,
+            licence="Apache-2.0; test-time only: its tests/recipes smoke tests run against the mock (tests/peers)",
+        ),
+        Artifact(
             "llama-cpp-python",
             "pypi",
             "llama-cpp-python==0.3.36",

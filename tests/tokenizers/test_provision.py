@@ -31,20 +31,19 @@ def test_catalogue_maps_tinker_names() -> None:
     # a Tinker suffix is ignored
     assert model_entry("Qwen/Qwen3-8B:peft:131072").name == "Qwen/Qwen3-8B"
     for m in MODELS.values():
-        assert m.family in FAMILIES
+        assert m.family is None or m.family in FAMILIES
         assert m.vocab_size > 0 and m.renderers
 
 
-def test_unknown_model_lists_known_ones() -> None:
+def test_unknown_model_is_named() -> None:
     with pytest.raises(ConfigurationError) as exc:
         model_entry("acme/NotAModel-7B")
-    msg = str(exc.value)
-    assert "acme/NotAModel-7B" in msg and "Qwen/Qwen3-8B" in msg and "meta-llama/Llama-3.1-8B-Instruct" in msg
+    assert "acme/NotAModel-7B" in str(exc.value)
 
 
 def test_unknown_model_offline_does_not_touch_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ConfigurationError, match="Known models"):
+    with pytest.raises(ConfigurationError, match="acme/NotAModel-7B"):
         get_tokenizer("acme/NotAModel-7B")
 
 

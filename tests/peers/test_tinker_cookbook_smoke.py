@@ -1,0 +1,146 @@
+"""tinker-cookbook 0.6.1's own recipe smoke tests (``tests/recipes/test_recipe_*.py`` of its PyPI sdist), unmodified,
+run against the mock Tinker server.
+
+The sdist is a pinned, sha256-verified artifact of the tokenizer provisioning (``tinker-cookbook-sdist`` in
+``cookbook/tokenizers/sources.py``); its ``tests/`` folder is extracted at test time into a temporary directory
+(nothing of tinker-cookbook is committed here). The smoke tests are pointed at the mock by the environment only:
+
+* ``TINKER_BASE_URL`` / ``TINKER_API_KEY``: the session's mock server (the tinker SDK reads them);
+* ``HF_HUB_CACHE`` + ``HF_HUB_OFFLINE=1``: the mock's offline hub cache of provisioned tokenizers, so
+  tinker-cookbook's ``get_tokenizer`` (``AutoTokenizer.from_pretrained("Qwen/Qwen3.5-4B")``) works offline;
+* ``PATH``: the smoke tests start recipes with ``uv run python -m ...``; a two-line ``uv`` on ``PATH`` runs
+  ``python -m ...`` with this interpreter instead (no uv project or network needed).
+
+They use the real model names of the recipes (Qwen/Qwen3.5-4B, vocabulary 248,320), so on the numpy mock each takes
+minutes: they run only with ``COOKBOOK_PEER_SMOKE=1`` (``nox -s peer_smoke``) and carry the ``peer_smoke`` marker.
+
+Which run offline (see ``OFFLINE`` and ``NEEDS_NETWORK`` below for the reasons of the others).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tinker_cookbook", reason="tinker-cookbook 0.6.1 (test-time peer) is not installed")
+
+SMOKE_ENV = "COOKBOOK_PEER_SMOKE"
+_SLOW = [
+    pytest.mark.peer_smoke,
+    pytest.mark.skipif(
+        os.environ.get(SMOKE_ENV) != "1",
+        reason=f"tinker-cookbook's smoke tests use real vocabularies (minutes each on the mock): set {SMOKE_ENV}=1 "
+        "or run `nox -s peer_smoke`",
+    ),
+]
+
+#: why math_rl's three smoke tests cannot pass yet, and how their failure is recognised in the recipe's output
+STABLE_REINFORCE = (
+    "math_rl's CLI trains with loss_fn='stable_reinforce' (tinker 0.38's provenance-span loss), which the mock does "
+    "not implement yet: its forward_backward answers 400 for that loss",
+    ("stable_reinforce", "400"),
+)
+#: test ids (file::test) whose data and environment need no network -> None, or (reason, signature) of the
+#: known mock gap that still fails them (an expected failure; a pass then fails the test: remove the entry)
+OFFLINE: dict[str, tuple[str, tuple[str, ...]] | None] = {
+    "test_recipe_math_rl.py::test_math_rl_sync": STABLE_REINFORCE,
+    "test_recipe_math_rl.py::test_math_rl_async": STABLE_REINFORCE,
+    "test_recipe_math_rl.py::test_math_rl_stream_minibatch": STABLE_REINFORCE,
+    "test_recipe_guess_number.py::test_guess_number": None,
+    "test_recipe_twenty_questions.py::test_twenty_questions": None,
+    "test_recipe_shorter.py::test_shorter": None,
+}
+#: the others, and why they cannot run offline
+NEEDS_NETWORK = {
+    "test_recipe_chat_sl.py": "datasets.load_dataset('HuggingFaceH4/no_robots') (Hugging Face hub)",
+    "test_recipe_rolling_checkpoints.py": "chat_sl on no_robots (Hugging Face hub)",
+    "test_recipe_dpo.py": "the HHH comparisons from the Hugging Face hub (Anthropic/hh-rlhf)",
+    "test_recipe_rlhf_pipeline.py": "preference datasets from the Hugging Face hub",
+    "test_recipe_off_policy_reasoning.py": "a reasoning-trace dataset from the Hugging Face hub",
+    "test_recipe_on_policy_distillation.py": "DeepMath prompts from the Hugging Face hub",
+    "test_recipe_on_policy_multi_teacher.py": "DeepMath and Tulu 3 prompts from the Hugging Face hub",
+    "test_recipe_forecasting.py": "a CSV downloaded from huggingface.co/datasets",
+    "test_recipe_text_arena.py": "the textarena package (not in tinker-cookbook's dependencies; a git install)",
+    "test_recipe_vlm_classifier.py": "an image dataset from the Hugging Face hub, and image chunks in the mock",
+}
+
+
+def _sdist() -> Path:
+    from cookbook.errors import ProvisioningError
+    from cookbook.tokenizers.provision import artifact_path, ensure_artifact
+    from cookbook.tokenizers.sources import ARTIFACTS
+
+    art = ARTIFACTS["tinker-cookbook-sdist"]
+    if not artifact_path(art).exists() and os.environ.get(SMOKE_ENV) != "1":  # only the smoke session downloads
+        pytest.skip(
+            f"the tinker-cookbook 0.6.1 sdist is not provisioned at {artifact_path(art)}: run with {SMOKE_ENV}=1 "
+            f"once (online), or `pip download --no-binary :all: --no-deps tinker-cookbook==0.6.1 -d "
+            f"{artifact_path(art).parent}`"
+        )
+    try:
+        return ensure_artifact(art, quiet=True)  # sha256-verified
+    except ProvisioningError as exc:
+        pytest.skip(f"the tinker-cookbook 0.6.1 sdist is not available at {artifact_path(art)} ({exc})")
+
+
+@pytest.fixture(scope="module")
+def peer_tests(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tinker-cookbook's tests/ folder, extracted from the verified sdist; returns the extraction root."""
+    root = tmp_path_factory.mktemp("tinker-cookbook-tests")
+    prefix = "tinker_cookbook-0.6.1/"
+    with tarfile.open(_sdist(), "r:gz") as tf:
+        members = [m for m in tf.getmembers() if m.name.startswith(prefix + "tests/") and m.isfile()]
+        for m in members:
+            m.name = m.name[len(prefix):]
+        tf.extractall(root, members=members, filter="data")
+    return root
+
+
+@pytest.fixture(scope="module")
+def uv_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``uv`` whose ``uv run CMD...`` is ``CMD...``, with this interpreter as ``python``."""
+    bindir = tmp_path_factory.mktemp("uv-shim")
+    (bindir / "uv").write_text('#!/bin/sh\n[ "$1" = run ] && shift\nexec "$@"\n')
+    (bindir / "uv").chmod(0o755)
+    (bindir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a symlink would lose the venv
+    (bindir / "python").chmod(0o755)
+    return bindir
+
+
+def test_every_smoke_test_is_classified(peer_tests: Path) -> None:
+    files = {p.name for p in (peer_tests / "tests" / "recipes").glob("test_recipe_*.py")}
+    assert files == {k.split("::")[0] for k in OFFLINE} | set(NEEDS_NETWORK)
+
+
+@pytest.mark.parametrize(
+    "test_id", [pytest.param(k, marks=_SLOW, id=k.split("::")[1]) for k in OFFLINE]
+)
+def test_smoke_test_passes_on_the_mock(
+    tinker_mock: object, peer_tests: Path, uv_shim: Path, tmp_path: Path, test_id: str
+) -> None:
+    env = dict(os.environ)
+    env["PATH"] = f"{uv_shim}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("SMOKE_TEST_TIMEOUT", "3600")  # tinker-cookbook's own per-recipe timeout (its default is 1800)
+    env["TINKER_COOKBOOK_RUNS_DIR"] = str(tmp_path / "runs")  # the recipes' default log paths
+    env.pop("CI", None)
+    file, name = test_id.split("::")
+    cmd = [sys.executable, "-m", "pytest", f"tests/recipes/{file}::{name}", "-x", "-q", "-s", "-p", "no:cacheprovider",
+           "-p", "no:cookbook_mock", "-o", "addopts=", "-c", os.devnull, "--rootdir", str(peer_tests)]
+    proc = subprocess.run(
+        cmd, cwd=peer_tests, env=env, capture_output=True, text=True, timeout=int(env["SMOKE_TEST_TIMEOUT"]) + 300
+    )
+    output = proc.stdout + proc.stderr
+    tail = "\n".join(output.splitlines()[-40:])
+    known_gap = OFFLINE[test_id]
+    if known_gap is not None:
+        reason, signature = known_gap
+        assert proc.returncode != 0, f"{test_id} passes now: remove its known gap from OFFLINE ({reason})"
+        assert all(s in output for s in signature), f"{test_id} failed for another reason than the known gap:\n{tail}"
+        pytest.xfail(reason)
+    assert proc.returncode == 0, f"{test_id} failed on the mock:\n{tail}"
+    assert " passed" in proc.stdout and " skipped" not in proc.stdout, tail
