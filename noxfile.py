@@ -125,3 +125,14 @@ def bench(session: nox.Session) -> None:
     for script in sorted(glob.glob("benchmarks/bench_*.py")):
         session.log(f"== {script}")
         session.run("python", script, *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session
+def peer_smoke(session: nox.Session) -> None:
+    """tinker-cookbook 0.6.1's own recipe smoke tests (from its pinned sdist) against the mock. They use real
+    vocabularies on the numpy mock, so each takes minutes: not part of `nox -s tests`."""
+    _install(session)
+    _provision(session)
+    env = {**OFFLINE_ENV, "COOKBOOK_PEER_SMOKE": "1"}
+    session.run("pytest", "-n", "0", "-rxX", "-m", "peer_smoke", "tests/peers/test_tinker_cookbook_smoke.py",
+                *session.posargs, env=env)
