@@ -138,7 +138,7 @@ def classify_difference(expected: Sequence[int], i: int, actual: Sequence[int], 
 
     def same(a: Sequence[int], b: Sequence[int]) -> bool:
         n = min(look, len(a), len(b))
-        return n > 0 and list(a[:n]) == list(b[:n]) or (len(a) == 0 and len(b) == 0)
+        return (n > 0 and list(a[:n]) == list(b[:n])) or (len(a) == 0 and len(b) == 0)
 
     prev = f" after {_tok(expected, i - 1, codec)}" if i > 0 else " at the start"
     if i < len(expected) and same(expected[i + 1 :], actual[j:]):

@@ -6,7 +6,7 @@
 
 ``--conform-renderer`` is a ``module:factory`` (imported from the current folder) or a spec renderer name with
 ``--conform-impl`` (``cookbook``, ``tinker-cookbook``, ``tml-renderers``, ``pi-renderers``, ``hf-template``).
-One item per spec case (``conform[<renderer>]::<case>``) and one per spec-level check (``stop_sequences``,
+One item per spec case (``conform_<renderer>::<case>``) and one per spec-level check (``stop_sequences``,
 ``claims``, ``golden.fresh``, ``property.*``); a failing item shows its checks with the first differing token;
 an item whose checks were all skipped is skipped with the reason; an adapter error is an error of the item. JUnit
 comes from pytest's own ``--junitxml``.
@@ -97,7 +97,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not config.getoption("conform_renderer"):
         return
     renderer, results = _run(config)
-    parent = ConformCollector.from_parent(session, name=f"conform[{renderer}]")
+    parent = ConformCollector.from_parent(session, name=f"conform_{renderer}")
     groups: dict[str, list[Any]] = {}
     for r in results:
         groups.setdefault(r.check if r.case == "*" else r.case, []).append(r)
