@@ -399,9 +399,8 @@ def _tml_tokens(spans: Sequence[Any]) -> list[int]:
 
 
 class TmlRenderer:
-    """A tml-renderers renderer behind cookbook's protocol (OpenAI-format dicts in, native messages out)."""
-
-    has_extension_property = False
+    """A tml-renderers renderer behind cookbook's protocol (OpenAI-format dicts in, native messages out). It makes
+    no extension-property claim; a tool declaration its format has no place for is not offered (SKIP)."""
 
     def __init__(self, inner: Any, name: str):
         self.inner = inner
@@ -432,15 +431,24 @@ class TmlRenderer:
             raise Unsupported("tml-renderers renders generation prompts for the assistant only")
         if prefill:
             raise Unsupported("tml-renderers' render_for_completion takes no prefill")
-        spans, _parser = self.inner.render_for_completion(self._message_list(messages))
+        spans, _parser = self._unsupported_content(lambda: self.inner.render_for_completion(self._message_list(messages)))
         return _tml_tokens(spans)
+
+    @staticmethod
+    def _unsupported_content(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except ValueError as exc:  # the renderer's own "this format has no such content" (e.g. tool declarations)
+            if str(exc).startswith("Unsupported content type"):
+                raise Unsupported(f"tml-renderers: {exc}") from exc
+            raise
 
     def build_supervised_example(self, messages: Sequence[Message], train_on_what: Any = TrainOnWhat.LAST_ASSISTANT_MESSAGE) -> tuple[list[int], list[float]]:
         _tools, rest = split_tools(messages)
         mask = trained_messages(rest, train_on_what)
         if any(m and r["role"] != "assistant" for m, r in zip(mask, rest)):
             raise Unsupported("tml-renderers trains model messages only (no weights on user/system/tool messages)")
-        examples = self.inner.render_for_sft(self._message_list(messages, mask))
+        examples = self._unsupported_content(lambda: self.inner.render_for_sft(self._message_list(messages, mask)))
         if len(examples) != 1:
             raise Unsupported(f"render_for_sft returned {len(examples)} training examples for one conversation")
         ex = examples[0]
@@ -557,9 +565,21 @@ class PiRenderer:
         return tools_prefix(tools, system_prompt)
 
 
+def _harmony_vocab_offline(tokenizer: Any) -> None:
+    """openai-harmony downloads its o200k vocabulary unless ``TIKTOKEN_ENCODINGS_BASE`` names a folder holding it;
+    the provisioned gpt-oss tokenizer folder ships one (``harmony_vocab/``)."""
+    import os
+
+    folder = Path(str(getattr(tokenizer, "name_or_path", ""))) / "harmony_vocab"
+    if "TIKTOKEN_ENCODINGS_BASE" not in os.environ and (folder / "o200k_base.tiktoken").exists():
+        os.environ["TIKTOKEN_ENCODINGS_BASE"] = str(folder)
+
+
 class _Pi(Implementation):
     def make(self, spec_name: str, tokenizer: Any, spec: Any = None) -> Any:
         base = _import("renderers", "renderers==0.1.12")
+        if spec_name.startswith("gpt_oss"):
+            _harmony_vocab_offline(tokenizer)
         self.native_name(spec_name)
         cfg_name, kwargs = PI_NAMES[spec_name]
         cfg = getattr(base, cfg_name)(**kwargs)
@@ -576,9 +596,7 @@ class TemplateRenderer:
     where it has them; otherwise each selected message's span is what rendering ``messages[:i+1]`` adds after the
     generation prompt of ``messages[:i]``, less trailing whitespace-only tokens (the separator after the turn), which
     needs those renders to be prefixes of the full render. Parsing and stop
-    sequences are not part of a chat template (SKIP)."""
-
-    has_extension_property = False
+    sequences are not part of a chat template (SKIP). A template makes no extension-property claim."""
 
     def __init__(self, tokenizer: Any, spec: Any):
         from cookbook.conformance.oracle import TemplateOracle
