@@ -232,7 +232,12 @@ class Implementation:
         if spec_name not in self.names:
             raise Unsupported(f"{self.key} has no renderer for {spec_name!r} (it offers {', '.join(self.names)})")
         n = self.names[spec_name]
-        return n if isinstance(n, str) else repr(n)
+        if isinstance(n, str):
+            return n
+        head, arg = n
+        if isinstance(arg, Mapping):
+            return f"{head}({', '.join(f'{k}={v!r}' for k, v in arg.items())})"
+        return f"{head}.{arg}()" if arg else f"{head}()"
 
     def make(self, spec_name: str, tokenizer: Any, spec: Any = None) -> Any:
         raise NotImplementedError
