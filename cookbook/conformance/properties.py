@@ -147,7 +147,41 @@ def classify_difference(expected: Sequence[int], i: int, actual: Sequence[int], 
         return f"extra token {_tok(actual, j, codec)}{prev}"
     if i < len(expected) and j < len(actual) and same(expected[i + 1 :], actual[j + 1 :]):
         return f"token {_tok(expected, i, codec)} replaced by {_tok(actual, j, codec)}{prev}"
+
+    def realigns(a: Sequence[int], b: Sequence[int]) -> bool:  # a longer run: ask for a longer agreement
+        n = min(look + 2, len(a), len(b))
+        return (n > 0 and list(a[:n]) == list(b[:n])) or (len(a) == 0 and len(b) == 0)
+
+    for k in range(2, 65):  # several tokens missing or extra: the content varies by case, the place does not
+        if i + k <= len(expected) and realigns(expected[i + k :], actual[j:]):
+            return f"missing tokens{prev}, before {_tok(actual, j, codec)}"
+        if j + k <= len(actual) and realigns(expected[i:], actual[j + k :]):
+            return f"extra tokens{prev}, before {_tok(expected, i, codec)}"
+    text_cause = _text_region_cause(expected, actual, codec)
+    if text_cause:
+        return text_cause
     return f"first differing token{prev}: expected {_tok(expected, i, codec)}, got {_tok(actual, j, codec)}"
+
+
+def _text_region_cause(expected: Sequence[int], actual: Sequence[int], codec: Codec) -> str | None:
+    """When token runs do not re-align (BPE merges differ around the change), name the first differing text
+    region by the renderer's tokens around it: ``missing text`` / ``extra text`` / ``other text`` after the last
+    token before the region and before the first token after it."""
+    import difflib
+
+    a, b = codec.decode(expected), codec.decode(actual)
+    ops = [op for op in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes() if op[0] != "equal"]
+    if not ops:
+        return None
+    tag, _i1, _i2, j1, j2 = ops[0]
+    _, spans = token_char_spans(actual, codec)
+    before = max((k for k, (_s, e) in enumerate(spans) if e <= j1 and e > _s), default=None)
+    after = min((k for k, (st, _e) in enumerate(spans) if st >= j2 and _e > st), default=None)
+    where = (f" after {_tok(actual, before, codec)}" if before is not None else " at the start") + (
+        f", before {_tok(actual, after, codec)}" if after is not None else ", at the end"
+    )
+    what = {"delete": "missing text", "insert": "extra text", "replace": "other text"}[tag]
+    return f"{what}{where}"
 
 
 def diff_cause(expected: Sequence[int], actual: Sequence[int], codec: Codec) -> str:
