@@ -154,9 +154,9 @@ def classify_difference(expected: Sequence[int], i: int, actual: Sequence[int], 
 
     for k in range(2, 65):  # several tokens missing or extra: the content varies by case, the place does not
         if i + k <= len(expected) and realigns(expected[i + k :], actual[j:]):
-            return f"missing tokens{prev}, before {_tok(actual, j, codec)}"
+            return f"missing tokens from {_tok(expected, i, codec)}{prev}, before {_tok(actual, j, codec)}"
         if j + k <= len(actual) and realigns(expected[i:], actual[j + k :]):
-            return f"extra tokens{prev}, before {_tok(expected, i, codec)}"
+            return f"extra tokens from {_tok(actual, j, codec)}{prev}, before {_tok(expected, i, codec)}"
     text_cause = _text_region_cause(expected, actual, codec)
     if text_cause:
         return text_cause
