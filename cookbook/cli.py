@@ -20,6 +20,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("tokenizers", "list"), "cookbook.tokenizers.cli_list", "list known models, families and cache status"),
     (("conform", "renderer"), "cookbook.conformance.renderer_cli", "run renderer specs/goldens/properties"),
     (("conform", "math"), "cookbook.conformance.math_cli", "run math specs against an implementation"),
+    (("conform", "matrix"), "cookbook.conformance.matrix", "every implementation x renderer pair: matrix.json + matrix.html"),
     (("parity",), "cookbook.conformance.parity_cli", "renderer parity suite over every built-in renderer"),
     (("golden",), "cookbook.conformance.golden_cli", "regenerate golden fixtures from the oracles"),
     (("mock", "serve"), "cookbook.mock.cli", "run the mock Tinker server"),

@@ -50,23 +50,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON report instead of the table")
     parser.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report to FILE")
     parser.add_argument("--skip-error-cases", action="store_true",
-                        help="report input-validation cases (NaN, bad shapes, bad config) as SKIP")
+                        help="report input-validation cases (NaN, bad shapes, bad config) as SKIP, for an implementation "
+                        "that deliberately validates nothing (any exception, or a non-finite result, meets them)")
     parser.add_argument("--only-failures", action="store_true", help="list only failing and skipped checks")
 
 
 def run(args: Any) -> int:
-    import json
     from pathlib import Path
 
-    from cookbook.conformance.junit import write_junit
-    from cookbook.conformance.math_runner import (
-        QUANTITIES,
-        format_table,
-        load_callable,
-        load_cases,
-        run_quantity,
-        summary_line,
-    )
+    from cookbook.conformance.math_runner import QUANTITIES, load_callable, load_cases, run_quantity
+    from cookbook.conformance.report import emit
     from cookbook.errors import ConfigurationError
 
     spec_dir = Path(args.specs) if args.specs else None
@@ -83,24 +76,9 @@ def run(args: Any) -> int:
     for name in quantities:
         results.extend(run_quantity(name, fn, signature=args.signature, spec_dir=spec_dir, case_filter=args.case,
                                     skip_error_cases=args.skip_error_cases, cases=cases))
-
-    failed = any(r.status == "FAIL" for r in results)
-    if args.json:
-        print(json.dumps({
-            "impl": args.impl or "reference",
-            "quantities": quantities,
-            "ok": not failed,
-            "summary": summary_line(results),
-            "results": [r.__dict__ for r in results],
-        }, indent=2))
-    else:
-        header = f"cookbook conform math: {args.impl or 'reference implementation'}"
-        shown = [r for r in results if r.status != "PASS"] if args.only_failures else results
-        print(header)
-        if shown:
-            print(format_table(shown, with_summary=False))
-        print(summary_line(results))
-    if args.junit:
-        write_junit(args.junit, "conform-math",
-                    [(f"{r.quantity}.{r.case}", r.check, r.status != "FAIL", r.message) for r in results])
-    return 1 if failed else 0
+    impl = args.impl or "reference"
+    for r in results:
+        r.implementation = impl
+    meta = {"command": "conform math", "impl": impl, "quantities": quantities}
+    return emit(results, suite="conform-math", meta=meta, json_to="-" if args.json else None, junit_to=args.junit,
+                verbose=not args.only_failures, header=f"cookbook conform math: {args.impl or 'reference implementation'}")

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cookbook.conformance.renderer_cli import emit, run_targets
+    from cookbook.conformance.renderer_cli import run_targets
+    from cookbook.conformance.report import emit
     from cookbook.conformance.spec import load_spec, spec_path_for
     from cookbook.errors import ConfigurationError
     from cookbook.renderers.registry import builtin_renderer_names
@@ -53,11 +54,10 @@ def run(args: argparse.Namespace) -> int:
     if without:
         print(f"note: built-in renderers without a spec (not checked): {', '.join(without)}", file=sys.stderr)
     results = run_targets(targets, None, not args.no_properties, args.examples, args.seed)
-    ns = argparse.Namespace(quiet=True, all=True, color=args.color, json=str(args.report), junit=args.junit)
     meta = {
         "command": "parity",
         "renderers": [t[0] for t in targets],
         "renderers_without_spec": without,
         "examples": args.examples,
     }
-    return emit(results, ns, "parity", meta)
+    return emit(results, suite="parity", meta=meta, json_to=str(args.report), junit_to=args.junit, colour=args.color)

@@ -3,51 +3,59 @@
 Examples::
 
     cookbook conform renderer llama3
+    cookbook conform renderer qwen3 --impl tinker-cookbook --tokenizer Qwen/Qwen3-8B
+    cookbook conform renderer llama3 --impl mypkg.render:MyLlama      # a factory in the current folder
     cookbook conform renderer mypkg.render:MyLlama --spec specs/renderers/llama3.yaml
     cookbook conform renderer --all --json report.json --junit report.xml
 
-Exit codes: 0 every check passed (or skipped), 1 a check failed, 2 a usage or configuration error.
+The report groups failures by cause (one line per distinct first differing token or trained-span difference,
+with the cases it explains); ``--verbose`` lists every check.
+
+Exit codes: 0 every check passed (or skipped), 1 a check failed or an adapter errored, 2 a usage or configuration
+error.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
+IMPL_HELP = (
+    "implementation to check: cookbook (default), tinker-cookbook, tml-renderers, pi-renderers, hf-template, "
+    "or module:factory (factory(tokenizer) -> renderer, imported from the current folder)"
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("renderer", nargs="?", help="registered renderer name or module:factory (factory(tokenizer) -> renderer)")
+    parser.add_argument("renderer", nargs="?", help="spec renderer name (or module:factory, with --spec)")
+    parser.add_argument("--impl", default="cookbook", metavar="IMPL", help=IMPL_HELP)
     parser.add_argument("--tokenizer", help="tokenizer folder or catalogue model (default: the spec's tokenizer)")
     parser.add_argument("--spec", type=Path, help="spec file (default: specs/renderers/<renderer>.yaml)")
-    parser.add_argument("--all", action="store_true", help="every registered renderer that has a spec; one summary table")
+    parser.add_argument("--all", action="store_true", help="every renderer name the implementation offers that has a spec")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE", help="machine-readable report (to FILE, or stdout)")
     parser.add_argument("--junit", metavar="FILE", help="JUnit XML report")
     parser.add_argument("--no-properties", action="store_true", help="skip the random-conversation property checks")
     parser.add_argument("--examples", type=int, default=25, help="random conversations per property (default 25)")
     parser.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: derandomised)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list every check, not only the grouped causes")
     parser.add_argument("--color", action="store_true", default=None, help="force colour")
     parser.add_argument("--no-color", dest="color", action="store_false", help="no colour")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only failures and the summary")
+    parser.add_argument("-q", "--quiet", action="store_true", help="(kept for compatibility: the default is terse)")
 
 
 def resolve_targets(args: argparse.Namespace) -> list[tuple[str, str, Path]]:
     """``(label, renderer ref, spec path)`` for each renderer to run."""
-    from cookbook.conformance.spec import spec_path_for
+    from cookbook.conformance.impls import get_implementation
+    from cookbook.conformance.spec import all_spec_paths, spec_path_for
     from cookbook.errors import ConfigurationError
-    from cookbook.renderers.registry import registered_renderer_names
 
+    impl = get_implementation(getattr(args, "impl", "cookbook"))
     if args.all:
         if args.renderer:
             raise ConfigurationError("give a renderer name or --all, not both")
-        out = []
-        for name in registered_renderer_names():
-            p = spec_path_for(name)
-            if p.exists():
-                out.append((name, name, p))
-        return out
+        names = [p.stem for p in all_spec_paths()]
+        return [(n, n, spec_path_for(n)) for n in impl.offers(names)]
     if not args.renderer:
         raise ConfigurationError("give a renderer name (or module:factory), or --all")
     ref = args.renderer
@@ -59,7 +67,51 @@ def resolve_targets(args: argparse.Namespace) -> list[tuple[str, str, Path]]:
             raise ConfigurationError(
                 f"no spec for {ref!r} at {spec}; pass --spec FILE (e.g. the spec of the family your renderer imitates)"
             )
+    if not Path(spec).exists():
+        raise ConfigurationError(f"--spec: {spec} does not exist")
     return [(ref, ref, Path(spec))]
+
+
+def make_renderer(impl_key: str, ref: str, tokenizer: Any, spec: Any) -> Any:
+    """The renderer object for ``ref`` under ``impl_key`` (a ``module:factory`` ref is a user's factory, checked
+    against the spec given)."""
+    from cookbook.conformance.impls import get_implementation
+
+    if ":" in ref:
+        return get_implementation(ref).make(spec.renderer, tokenizer, spec)
+    return get_implementation(impl_key).make(ref, tokenizer, spec)
+
+
+def run_one(
+    impl_key: str,
+    label: str,
+    ref: str,
+    spec: Any,
+    tokenizer_name: str | None = None,
+    properties: bool = True,
+    examples: int = 25,
+    seed: int | None = None,
+) -> list[Any]:
+    """Every check of ``spec`` on ``ref`` under ``impl_key``. A renderer that cannot be built is one result:
+    SKIP (the implementation does not offer it), ERROR (its adapter broke) or FAIL (its constructor raised)."""
+    from cookbook.conformance.renderer_runner import RunOptions, outcome_of, run_spec
+    from cookbook.conformance.report import CheckResult
+    from cookbook.tokenizers import get_tokenizer
+
+    tok_name = tokenizer_name or spec.tokenizer
+    tok = get_tokenizer(tok_name)
+    impl_label = ref if (impl_key == "cookbook" and ":" in ref) else impl_key
+    try:
+        renderer = make_renderer(impl_key, ref, tok, spec)
+    except Exception as exc:
+        from cookbook.errors import ConfigurationError
+
+        if isinstance(exc, ConfigurationError):
+            raise
+        status, msg = outcome_of(exc)
+        return [CheckResult(label, "*", "construct", status, msg, cause=msg if status == "FAIL" else "", implementation=impl_label)]
+    opts = RunOptions(properties=properties, examples=examples, seed=seed)
+    return run_spec(renderer, spec, tok, tok_name, opts, label=label, implementation=impl_label)
 
 
 def run_targets(
@@ -68,65 +120,25 @@ def run_targets(
     properties: bool = True,
     examples: int = 25,
     seed: int | None = None,
+    impl: str = "cookbook",
 ) -> list[Any]:
-    from cookbook.conformance.renderer_runner import RunOptions, run_spec
     from cookbook.conformance.spec import load_spec
-    from cookbook.renderers.registry import get_renderer
-    from cookbook.tokenizers import get_tokenizer
 
     results: list[Any] = []
     for label, ref, path in targets:
-        spec = load_spec(path)
-        tok_name = tokenizer or spec.tokenizer
-        tok = get_tokenizer(tok_name)
-        renderer = get_renderer(ref, tok)
-        results += run_spec(renderer, spec, tok, tok_name, RunOptions(properties=properties, examples=examples, seed=seed), label=label)
+        results += run_one(impl, label, ref, load_spec(path), tokenizer, properties, examples, seed)
     return results
 
 
-def emit(results: list[Any], args: argparse.Namespace, suite: str, meta: dict[str, Any]) -> int:
-    from cookbook.conformance.report import (
-        format_summary,
-        format_table,
-        to_json,
-        use_colour,
-        write_json,
-        write_junit_report,
-    )
-
-    colour = use_colour(sys.stdout, args.color)
-    json_to_stdout = getattr(args, "json", None) == "-"
-    out = sys.stderr if json_to_stdout else sys.stdout
-    shown = [r for r in results if r.status == "FAIL"] if args.quiet else results
-    renderers = list(dict.fromkeys(r.renderer for r in results))
-    if not getattr(args, "all", False) and len(renderers) == 1:
-        print(format_table(shown, colour), file=out)
-    else:
-        for rn in renderers:
-            part = [r for r in shown if r.renderer == rn]
-            if part:
-                print(f"== {rn}", file=out)
-                print(format_table(part, colour), file=out)
-                print(file=out)
-    print(file=out)
-    print(format_summary(results, colour), file=out)
-    if getattr(args, "json", None):
-        if json_to_stdout:
-            print(json.dumps(to_json(results, meta), indent=2, ensure_ascii=False))
-        else:
-            p = write_json(args.json, results, meta)
-            print(f"JSON report: {p}", file=out)
-    if getattr(args, "junit", None):
-        p = write_junit_report(args.junit, suite, results)
-        print(f"JUnit report: {p}", file=out)
-    return 0 if all(r.ok for r in results) else 1
-
-
 def run(args: argparse.Namespace) -> int:
+    from cookbook.conformance.report import emit
+
     targets = resolve_targets(args)
     if not targets:
-        print("no registered renderer has a spec", file=sys.stderr)
+        print(f"{args.impl} offers no renderer that has a spec")
         return 1
-    results = run_targets(targets, args.tokenizer, not args.no_properties, args.examples, args.seed)
-    meta = {"command": "conform renderer", "renderers": [t[0] for t in targets], "examples": args.examples}
-    return emit(results, args, "renderer-conformance", meta)
+    results = run_targets(targets, args.tokenizer, not args.no_properties, args.examples, args.seed, args.impl)
+    meta = {"command": "conform renderer", "implementation": args.impl, "renderers": [t[0] for t in targets],
+            "examples": args.examples}
+    return emit(results, suite="renderer-conformance", meta=meta, json_to=args.json, junit_to=args.junit,
+                verbose=args.verbose, colour=args.color)

@@ -78,3 +78,21 @@ def grpo_no_bessel(rewards, epsilon=1e-6, bessel=True, singleton="zero"):
     centred = r - r.mean()
     std = r.std()
     return np.zeros_like(r) if std + epsilon == 0 else centred / (std + epsilon)
+
+
+def ppo_own_errors(target_logprobs, sampling_logprobs, advantages, clip_low_threshold=0.8, clip_high_threshold=1.2):
+    """A correct PPO that validates its inputs with its own exception type and wording (not ours)."""
+    lp, q, a = (np.asarray(x, float) for x in (target_logprobs, sampling_logprobs, advantages))
+    if np.any(np.asarray(clip_low_threshold) > np.asarray(clip_high_threshold)):
+        raise RuntimeError("bad clip interval")
+    if not (np.all(np.isfinite(lp)) and np.all(np.isfinite(q)) and np.all(np.isfinite(a))):
+        raise AssertionError("non-finite input")
+    if not (lp.shape == q.shape == a.shape):
+        raise IndexError("shapes")
+    r = np.exp(lp - q)
+    with np.errstate(invalid="ignore"):
+        obj = np.where(a == 0, 0.0, np.minimum(r * a, np.clip(r, clip_low_threshold, clip_high_threshold) * a))
+        grad = np.where(a == 0, 0.0, -r * a)
+    active = ((a > 0) & (r > clip_high_threshold)) | ((a < 0) & (r < clip_low_threshold))
+    loss = float(-obj.sum())
+    return {"loss": loss, "grad": np.where(active, 0.0, grad), "metrics": {"loss:sum": loss}}

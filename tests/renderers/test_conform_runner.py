@@ -12,7 +12,7 @@ import pytest
 
 from cookbook.cli import main
 from cookbook.conformance.renderer_runner import RunOptions, run_spec
-from cookbook.conformance.report import CheckResult, format_summary, format_table
+from cookbook.conformance.report import CheckResult, format_causes, format_summary, format_table
 from cookbook.conformance.spec import load_spec, spec_path_for
 from cookbook.renderers import builtin_renderer_names, get_renderer, register_renderer, unregister_renderer
 from cookbook.renderers.base import Message, RenderContext, RenderedMessage
@@ -35,7 +35,7 @@ def llama_spec() -> Any:
 
 
 def _failures(results: Sequence[CheckResult]) -> str:
-    return format_table([r for r in results if r.status == "FAIL"])
+    return format_table([r for r in results if r.status in ("FAIL", "ERROR")])
 
 
 @pytest.mark.parametrize("name", WITH_SPEC)
@@ -77,7 +77,7 @@ def test_broken_renderer_through_the_cli(capsys: pytest.CaptureFixture[str], tmp
     register_renderer("broken_llama3", NoBlankLineLlama)
     try:
         rc = main(["conform", "renderer", "broken_llama3", "--spec", str(spec_path_for("llama3")), "--no-properties",
-                   "--no-color", "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml")])
+                   "--no-color", "--verbose", "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml")])
     finally:
         unregister_renderer("broken_llama3")
     out = capsys.readouterr().out
@@ -87,7 +87,8 @@ def test_broken_renderer_through_the_cli(capsys: pytest.CaptureFixture[str], tmp
     assert "\x1b[" not in out, "no colour unless on a TTY or --color"
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["ok"] is False and report["summary"]["FAIL"] > 0
-    assert {"renderer", "case", "check", "status", "message", "detail"} <= set(report["results"][0])
+    assert {"subject", "case", "check", "status", "message", "detail", "cause"} <= set(report["results"][0])
+    assert [c["key"] for c in report["causes"]] == ["missing token 271 '\\n\\n' after 128007 '<|end_header_id|>'"]
     suite = ET.parse(tmp_path / "r.xml").getroot()
     assert int(suite.get("failures", "0")) == report["summary"]["FAIL"]
 
@@ -155,7 +156,7 @@ def test_qwen3_keeping_thinking_in_history_fails() -> None:
 def test_all_prints_one_summary(capsys: pytest.CaptureFixture[str]) -> None:
     main(["conform", "renderer", "--all", "--no-properties", "--no-color", "-q"])
     out = capsys.readouterr().out
-    lines = [ln for ln in out.splitlines() if ln.startswith("renderer ")]
+    lines = [ln for ln in out.splitlines() if ln.startswith("subject ")]
     assert len(lines) == 1, out
     for name in WITH_SPEC:
         assert any(ln.startswith(name + " ") for ln in out.splitlines())
@@ -164,12 +165,52 @@ def test_all_prints_one_summary(capsys: pytest.CaptureFixture[str]) -> None:
 def test_report_formatting() -> None:
     rs = [
         CheckResult("r", "c1", "prompt.tokens", "PASS", "ok"),
-        CheckResult("r", "c2", "prompt.tokens", "FAIL", "bad", "--- a\n+++ b\n-x\n+y"),
+        CheckResult("r", "c2", "prompt.tokens", "FAIL", "bad", "--- a\n+++ b\n-x\n+y", cause="missing token 1"),
+        CheckResult("r", "c3", "prompt.spec", "FAIL", "bad", cause="missing token 1"),
         CheckResult("r", "*", "property.weights", "SKIP", "why"),
+        CheckResult("r", "*", "property.roundtrip", "ERROR", "adapter error: boom"),
     ]
     table = format_table(rs)
-    assert "c2    prompt.tokens     FAIL    bad" in table and "    -x" in table
+    assert "c2    prompt.tokens       FAIL    bad" in table and "    -x" in table
     coloured = format_table(rs, colour=True)
     assert "\x1b[31m-x" in coloured and "\x1b[32m+y" in coloured
     summary = format_summary(rs)
-    assert "1/2 1F" in summary and "0/1 1S" in summary and "FAIL" in summary
+    assert "1/3 2F" in summary and "0/2 1E 1S" in summary and "ERROR" in summary
+    assert summary.splitlines()[-1] == "1 passed, 2 failed, 1 skipped, 1 errors"
+    causes = format_causes(rs)
+    assert causes.count("missing token 1") == 1 and "cases:  c2, c3" in causes and "ERROR" in causes
+
+
+PLANTED = """
+from cookbook.renderers.base import RenderedMessage
+from cookbook.renderers.llama3 import Llama3Renderer
+
+
+class NoBlankLine(Llama3Renderer):
+    def render_message(self, msg, ctx):
+        r = super().render_message(msg, ctx)
+        return RenderedMessage(header=[r.header[0][:-1]], output=r.output, stop_overlap=r.stop_overlap)
+
+
+def factory(tokenizer):
+    return NoBlankLine(tokenizer)
+"""
+
+
+def test_a_users_renderer_in_the_current_folder_with_one_planted_bug_gives_one_cause(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--impl module:factory`` imports from the current folder (no PYTHONPATH); 48 failing checks in 16 cases
+    are one grouped cause line that names the first differing token with its id and decoding."""
+    import sys
+
+    (tmp_path / "planted_llama.py").write_text(PLANTED)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".")])
+    rc = main(["conform", "renderer", "llama3", "--impl", "planted_llama:factory", "--no-properties", "--no-color"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    cause_lines = [ln for ln in out.splitlines() if ln.lstrip()[:3] in ("1. ", "2. ")]
+    assert cause_lines == ["  1. FAIL missing token 271 '\\n\\n' after 128007 '<|end_header_id|>'"], out
+    assert "1 distinct cause(s) explain" in out and "user_only" in out
+    assert "0 errors" in out
