@@ -107,6 +107,7 @@ def _error_regions(func: ast.FunctionDef, error_params: dict[str, set[int | str]
     * every ``raise`` statement;
     * an argument of a call to a module function at a parameter that is itself error text
       (``_array(x, "x")``: ``_array`` uses its ``name`` only to word its errors);
+    * the value assigned to a local variable that is only used in those regions;
     * the elements of a literal tuple looped over whose loop variable is only used in those regions
       (``for name, arr in zip(("a", "b"), arrays)`` with ``name`` only in ``raise``).
     """
@@ -120,6 +121,12 @@ def _error_regions(func: ast.FunctionDef, error_params: dict[str, set[int | str]
     while changed:
         changed = False
         for node in ast.walk(func):
+            # a local variable that only words errors: ``where = f"group {i}" if ... else "rewards"``
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                loads = _loads(func, node.targets[0].id)
+                if loads and not _inside(node.value, regions) and all(_inside(x, regions) for x in loads):
+                    regions.append(node.value)
+                    changed = True
             if not (isinstance(node, ast.For) and isinstance(node.target, ast.Tuple)):
                 continue
             names = [t.id if isinstance(t, ast.Name) else None for t in node.target.elts]

@@ -734,8 +734,10 @@ def _spread(inputs: Inputs, config: Inputs) -> bool:
 
 
 def _inexact_equal(inputs: Inputs, config: Inputs) -> bool:
+    """All-equal rewards whose floating-point mean (or leave-one-out mean) is not the reward."""
     r = _arr(inputs["rewards"])
-    return r.size > 1 and bool(np.all(r == r[0])) and bool(np.any(r - r.mean() != 0))
+    loo = r - (r.sum() - r) / max(r.size - 1, 1)
+    return r.size > 1 and bool(np.all(r == r[0])) and bool(np.any(r - r.mean() != 0) or np.any(loo != 0))
 
 
 def _grpo_spread(*, need_eps: bool = False, default_eps: bool = False, std_not_one: bool = False) -> Callable[[Inputs, Inputs], bool]:
@@ -761,10 +763,6 @@ def _singleton_case(inputs: Inputs, config: Inputs) -> bool:
     return r.size == 1 and r[0] != 0
 
 
-def _more_than_two(inputs: Inputs, config: Inputs) -> bool:
-    return _spread(inputs, config)
-
-
 CENTRED_VARIANTS = (
     Variant("as_grpo", _grpo_spread(std_not_one=True), "divided by the std (GRPO)"),
     Variant("as_rloo", _spread, "leave-one-out baseline (RLOO)"),
@@ -784,6 +782,7 @@ RLOO_VARIANTS = (
     Variant("as_centred", _spread, "the baseline includes the trajectory itself"),
     Variant("rloo_divide_by_g", _spread, "leave-one-out sum divided by G instead of G - 1"),
     Variant("as_grpo", _grpo_spread(std_not_one=True), "GRPO's std normalisation"),
+    Variant("naive_equal_check", _inexact_equal, "all-equal rewards not detected before the baseline"),
 )
 
 
