@@ -47,6 +47,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/math/test_losses_spec.py",
         "tests/math/test_losses_props.py",
         "tests/math/test_dpo.py",
+        "tests/math/test_losses_edges.py",
     ],
     "cookbook/rl/advantages.py": [
         "tests/math/test_advantages.py",
@@ -111,7 +112,7 @@ def _error_regions(func: ast.FunctionDef, error_params: dict[str, set[int | str]
     * the elements of a literal tuple looped over whose loop variable is only used in those regions
       (``for name, arr in zip(("a", "b"), arrays)`` with ``name`` only in ``raise``).
     """
-    regions: list[ast.AST] = [n for n in ast.walk(func) if isinstance(n, ast.Raise)]
+    regions: list[ast.AST] = _Regions([n for n in ast.walk(func) if isinstance(n, ast.Raise)])
     for node in ast.walk(func):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in error_params:
             params = error_params[node.func.id]
@@ -150,7 +151,28 @@ def _error_regions(func: ast.FunctionDef, error_params: dict[str, set[int | str]
     return regions
 
 
+class _Regions(list):  # type: ignore[type-arg]
+    """A list of sub-trees with a fast membership test for "this node lies inside one of them"."""
+
+    def __init__(self, items: list[ast.AST] | None = None) -> None:
+        super().__init__()
+        self.ids: set[int] = set()
+        for item in items or []:
+            self.append(item)
+
+    def append(self, item: ast.AST) -> None:  # type: ignore[override]
+        super().append(item)
+        self.ids.update(id(sub) for sub in ast.walk(item))
+
+    def __iadd__(self, items):  # type: ignore[no-untyped-def, override]
+        for item in items:
+            self.append(item)
+        return self
+
+
 def _inside(node: ast.AST, regions: list[ast.AST]) -> bool:
+    if isinstance(regions, _Regions):
+        return id(node) in regions.ids
     return any(node is sub for region in regions for sub in ast.walk(region))
 
 
@@ -213,8 +235,13 @@ def _differs_only_in_error_text(original: ast.AST, mutant: ast.AST, regions: lis
     return walk(original, mutant) and seen_difference
 
 
+_SOURCES: dict[Path, dict[str, ast.FunctionDef]] = {}
+
+
 def _function_sources(mutated_file: Path) -> dict[str, ast.FunctionDef]:
-    """Every top-level function and method of mutmut's generated file, by name."""
+    """Every top-level function and method of mutmut's generated file, by name (parsed once)."""
+    if mutated_file in _SOURCES:
+        return _SOURCES[mutated_file]
     tree = ast.parse(mutated_file.read_text(encoding="utf-8"))
     out: dict[str, ast.FunctionDef] = {}
     for node in tree.body:
@@ -224,6 +251,7 @@ def _function_sources(mutated_file: Path) -> dict[str, ast.FunctionDef]:
             for sub in node.body:
                 if isinstance(sub, ast.FunctionDef):
                     out[f"{node.name}.{sub.name}"] = sub
+    _SOURCES[mutated_file] = out
     return out
 
 
@@ -250,6 +278,7 @@ def classify_error_text(original_file: Path, mutated_file: Path, names: list[str
             originals.update({f"{node.name}.{m.name}": m for m in node.body if isinstance(m, ast.FunctionDef)})
     functions = _function_sources(mutated_file)
     out = set()
+    region_cache: dict[str, list[ast.AST]] = {}
     for name in names:
         orig_key, mut_key = _generated_names(name)
         mut = functions.get(mut_key)
@@ -258,7 +287,9 @@ def classify_error_text(original_file: Path, mutated_file: Path, names: list[str
         orig = originals.get(plain)
         if orig is None or mut is None:
             continue
-        regions = _error_regions(orig, params)
+        if plain not in region_cache:
+            region_cache[plain] = _error_regions(orig, params)
+        regions = region_cache[plain]
         o = ast.Module(body=list(orig.body), type_ignores=[])
         m = ast.Module(body=list(mut.body), type_ignores=[])
         if _differs_only_in_error_text(o, m, regions):
