@@ -3,18 +3,26 @@
     python tools/mutation.py                        # every target, with its default tests
     python tools/mutation.py cookbook/rl/kl.py      # one target
     python tools/mutation.py --max-children 1 --show-survivors --json reports/mutation.json
+    python tools/mutation.py cookbook/losses.py --keep /tmp/mut --rerun-open   # after adding tests
 
 For each target file the script copies the project (``cookbook/``, ``tests/``, ``specs/``, ``golden/``,
 ``pyproject.toml``) into a scratch folder, writes a ``setup.cfg`` ``[mutmut]`` section that mutates only
 that file and runs only the tests that cover it, runs ``mutmut run`` there, and then classifies every
 mutant itself from the mutant's source:
 
-* **error-text mutants do not count.** A mutant whose only change is inside a string literal (or an
-  f-string's literal text) that belongs to a ``raise`` statement is an *error-text* mutant: it changes
-  what an error says, not what the code does. The project's rule is that checks test behaviour, never our
-  wording, so no test should kill it; these are reported apart and left out of the score.
-  (The decision is made on the syntax tree of the mutated function versus the original, not on the
-  line, so multi-line messages are recognised.)
+* **error-text mutants do not count.** A mutant whose every change lies in code that only words an
+  error message is an *error-text* mutant: it changes what an error says, not what the code does. The
+  project's rule is that checks test behaviour, never our wording, so no test should kill it; these are
+  reported apart and left out of the score. "Only words an error" is decided on the syntax tree of the
+  original function (not on lines, so multi-line messages are recognised):
+    - a ``raise`` statement (its message, f-string parts, formatting calls);
+    - an argument passed to a module function's parameter that is itself only used to word errors
+      (``_array(x, "x")`` where ``_array`` uses ``name`` only in its ``raise``) — found by a fixpoint
+      over the module, so helpers that forward a name to other helpers count too;
+    - the value of a local variable only used in those places (``where = f"group {i}" ...``);
+    - the elements of a literal tuple iterated over when the loop variable is only used there.
+  Everything else counts, including strings that steer behaviour (``loss_type == "ipo"``, metric
+  names, dictionary keys).
 * the score is ``killed / (killed + survived + timeout + suspicious + no tests)``; ``timeout`` counts as
   killed (the mutant made the tests hang, which they detect).
 
@@ -312,6 +320,10 @@ def _diff(mutated_file: Path, name: str) -> str:
 # ------------------------------------------------------------------------------------------------ run
 
 
+# the pytest plugin entry point would import the unmutated package before mutmut's copy of it
+PYTEST_ARGS = ["-p", "no:cookbook_mock", "-p", "no:randomly", "-q"]
+
+
 def _prepare(scratch: Path, target: str, tests: list[str], pytest_args: list[str]) -> None:
     for name in COPY:
         src = ROOT / name
@@ -319,6 +331,10 @@ def _prepare(scratch: Path, target: str, tests: list[str], pytest_args: list[str
             shutil.copytree(src, scratch / name, ignore=IGNORE)
         elif src.exists():
             shutil.copy2(src, scratch / name)
+    _prepare_cfg(scratch, target, tests, pytest_args)
+
+
+def _prepare_cfg(scratch: Path, target: str, tests: list[str], pytest_args: list[str]) -> None:
     (scratch / "setup.cfg").write_text(
         textwrap.dedent(
             """\
@@ -374,29 +390,56 @@ def _score(scratch: Path, target: str, tests: list[str]) -> FileScore:
     return score
 
 
+def _mutmut(scratch: Path, max_children: int, quiet: bool, names: list[str] | None = None) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TINKER_TELEMETRY": "0",
+           "TOKENIZERS_PARALLELISM": "false", "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci"),
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *(names or [])]
+    proc = subprocess.run(cmd, cwd=scratch, env=env, text=True,
+                          stdout=subprocess.PIPE if quiet else None, stderr=subprocess.STDOUT if quiet else None)
+    if proc.returncode != 0:
+        if quiet and proc.stdout:
+            print(proc.stdout[-4000:], file=sys.stderr)
+        raise SystemExit(f"mutmut run failed in {scratch} (exit {proc.returncode})")
+
+
+def rerun_open(scratch: Path, target: str, tests: list[str], *, max_children: int, quiet: bool) -> FileScore:
+    """Re-run an earlier run's surviving and unchecked mutants against the current tests and specs.
+
+    The mutants of the source are those of the earlier run (the source file must not have changed);
+    a mutant killed then stays killed (tests were only added).
+    """
+    for name in ("tests", "specs", "golden"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, scratch / name, ignore=IGNORE, dirs_exist_ok=True)
+    _prepare_cfg(scratch, target, tests, PYTEST_ARGS)
+    earlier = _score(scratch, target, tests)
+    codes = _read_results(scratch, target)
+    error_text = classify_error_text(scratch / target, scratch / "mutants" / target, list(codes))
+    open_names = [n for n, c in codes.items() if n not in error_text and _status(c) not in KILLED]
+    if open_names:
+        print(f"  re-running {len(open_names)} open mutants of {earlier.counted + earlier.statuses.get('not checked', 0)}",
+              flush=True)
+        _mutmut(scratch, max_children, quiet, open_names)
+    return _score(scratch, target, tests)
+
+
 def run_target(
-    target: str, tests: list[str], *, max_children: int, keep: Path | None, quiet: bool, reuse: bool = False
+    target: str, tests: list[str], *, max_children: int, keep: Path | None, quiet: bool, reuse: bool = False,
+    rerun: bool = False,
 ) -> FileScore:
     scratch = Path(tempfile.mkdtemp(prefix="mutation-")) if keep is None else keep / target.replace("/", "_")
-    if reuse and (scratch / "mutants" / (target + ".meta")).exists():
+    if (reuse or rerun) and (scratch / "mutants" / (target + ".meta")).exists():
+        if rerun:
+            return rerun_open(scratch, target, tests, max_children=max_children, quiet=quiet)
         return _score(scratch, target, tests)
     if keep is not None and scratch.exists():
         shutil.rmtree(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        # the pytest plugin entry point would import the unmutated package before mutmut's copy
-        _prepare(scratch, target, tests, ["-p", "no:cookbook_mock", "-p", "no:randomly", "-q"])
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TINKER_TELEMETRY": "0",
-               "TOKENIZERS_PARALLELISM": "false", "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci"),
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        env.pop("PYTHONPATH", None)
-        cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
-        proc = subprocess.run(cmd, cwd=scratch, env=env, text=True,
-                              stdout=subprocess.PIPE if quiet else None, stderr=subprocess.STDOUT if quiet else None)
-        if proc.returncode != 0:
-            if quiet and proc.stdout:
-                print(proc.stdout[-4000:], file=sys.stderr)
-            raise SystemExit(f"mutmut run failed for {target} (exit {proc.returncode})")
+        _prepare(scratch, target, tests, PYTEST_ARGS)
+        _mutmut(scratch, max_children, quiet)
         return _score(scratch, target, tests)
     finally:
         if keep is None:
@@ -414,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="keep the scratch folders under this directory")
     parser.add_argument("--reuse", action="store_true",
                         help="with --keep: score an earlier run's results again instead of running mutmut")
+    parser.add_argument("--rerun-open", action="store_true",
+                        help="with --keep: re-run an earlier run's surviving / unchecked mutants with the current tests")
     parser.add_argument("--verbose", action="store_true", help="show mutmut's own output")
     args = parser.parse_args(argv)
 
@@ -428,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         tests = args.tests or TARGETS[target]
         print(f"mutation: {target} with {' '.join(tests)}", flush=True)
         scores.append(run_target(target, tests, max_children=args.max_children, keep=args.keep, quiet=not args.verbose,
-                                 reuse=args.reuse))
+                                 reuse=args.reuse, rerun=args.rerun_open))
 
     width = max(len(s.target) for s in scores)
     print(f"\n{'file':<{width}}  killed  survived  error-text  score")
