@@ -414,15 +414,25 @@ def rerun_open(scratch: Path, target: str, tests: list[str], *, max_children: in
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, scratch / name, ignore=IGNORE, dirs_exist_ok=True)
     _prepare_cfg(scratch, target, tests, PYTEST_ARGS)
-    earlier = _score(scratch, target, tests)
     codes = _read_results(scratch, target)
     error_text = classify_error_text(scratch / target, scratch / "mutants" / target, list(codes))
     open_names = [n for n, c in codes.items() if n not in error_text and _status(c) not in KILLED]
     if open_names:
-        print(f"  re-running {len(open_names)} open mutants of {earlier.counted + earlier.statuses.get('not checked', 0)}",
-              flush=True)
+        print(f"  re-running {len(open_names)} open mutants of {len(codes)}", flush=True)
         _mutmut(scratch, max_children, quiet, open_names)
+        # mutmut resets every cached verdict when the test selection changes; the mutants that were
+        # killed before stay killed (tests were only added), so their earlier codes are restored
+        merge_meta(scratch, target, {n: c for n, c in codes.items() if n not in set(open_names)})
     return _score(scratch, target, tests)
+
+
+def merge_meta(scratch: Path, target: str, keep_codes: dict[str, int | None]) -> None:
+    meta = scratch / "mutants" / (target + ".meta")
+    data = json.loads(meta.read_text(encoding="utf-8"))
+    data.setdefault("exit_code_by_key", {}).update(keep_codes)
+    tmp = meta.with_suffix(".meta.tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.replace(meta)
 
 
 def run_target(
