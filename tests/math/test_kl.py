@@ -147,7 +147,7 @@ def test_entropy_of_one_action_token() -> None:
         kl.entropy_over_action_tokens([[-0.5]], [[0]])
 
 
-@pytest.mark.parametrize("bad", ["sampling", "base", "mask"])
+@pytest.mark.parametrize("bad", ["adv", "sampling", "base", "mask"])
 def test_kl_penalty_refuses_any_per_datum_shape_mismatch(bad: str) -> None:
     arrays = {"adv": [[0.0, 0.0]], "sampling": [[-1.0, -1.0]], "base": [[-1.0, -1.0]], "mask": [[1.0, 1.0]]}
     arrays[bad] = [[-1.0, -1.0, -1.0]]
@@ -161,3 +161,11 @@ def test_distillation_pools_every_datum_and_one_token_is_enough() -> None:
     assert metrics["teacher_kl"] == pytest.approx((1.0 + 0.5 - 1.0) / 3, rel=1e-12)
     _, one = kl.distillation_reverse_kl_advantages([[0.0]], [[-1.0]], [[-3.0]], [[1.0]])
     assert one["teacher_kl"] == 2.0
+
+
+def test_distillation_default_coefficient_is_one() -> None:
+    args = ([[0.0, 0.0]], [[-1.0, -2.0]], [[-1.5, -1.0]], [[1.0, 1.0]])
+    default, _ = kl.distillation_reverse_kl_advantages(*args)
+    explicit, _ = kl.distillation_reverse_kl_advantages(*args, kl_penalty_coef=1.0)
+    np.testing.assert_array_equal(default[0], explicit[0])
+    np.testing.assert_array_equal(default[0], [-0.5, 1.0])
