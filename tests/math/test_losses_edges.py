@@ -63,3 +63,41 @@ def test_dpo_sequence_logratio_checks_shapes(bad: str) -> None:
     kwargs = {"reference_logprobs": [-1.0, -1.0], "weights": [1.0, 1.0], bad: [-1.0]}
     with pytest.raises(LossInputError):
         losses.dpo_sequence_logratio([-1.0, -2.0], **kwargs)
+
+
+def _pair(**kw):
+    base = {"chosen_logprobs": [[-1.0]], "rejected_logprobs": [[-2.0]], "chosen_ref_logprobs": [[-1.0]],
+            "rejected_ref_logprobs": [[-2.0]]}
+    base.update(kw)
+    return base
+
+
+def test_dpo_is_finite_for_huge_margins_either_way() -> None:
+    for lp_c in (-2000.0, 2000.0):  # beta*h = +-200: exp(-x) would overflow in a naive log-sigmoid
+        out = losses.dpo_loss(**_pair(chosen_logprobs=[[lp_c]]), beta=0.1)
+        assert math.isfinite(out.loss) and np.isfinite(out.chosen_grads[0]).all()
+    assert losses.dpo_loss(**_pair(chosen_logprobs=[[-2000.0]]), beta=1.0).loss == pytest.approx(1999.0, rel=1e-12)
+
+
+def test_dpo_hinge_subgradient_is_zero_at_the_kink() -> None:
+    out = losses.dpo_loss(**_pair(chosen_logprobs=[[0.0]]), beta=1.0, loss_type="hinge")  # z = beta*h = 1
+    assert out.loss == 0.0
+    assert out.chosen_grads[0][0] == 0.0 and out.rejected_grads[0][0] == 0.0
+
+
+@pytest.mark.parametrize("loss_type", ["hinge", "ipo"])
+def test_dpo_label_smoothing_only_for_sigmoid_and_robust(loss_type: str) -> None:
+    with pytest.raises(LossInputError):
+        losses.dpo_loss(**_pair(), loss_type=loss_type, label_smoothing=0.1)
+
+
+def test_dpo_checks_the_rejected_shapes() -> None:
+    with pytest.raises(LossInputError):
+        losses.dpo_loss(**_pair(rejected_ref_logprobs=[[-2.0, -1.0]]))
+
+
+def test_ipo_normalises_the_rejected_completion_by_its_length() -> None:
+    # Dc = 1 (one token), Dr = -1 over two tokens: h' = 1 - (-1)/2 = 3/2 ; gap = 3/2 - 1/(2*0.1) = -7/2
+    out = losses.dpo_loss([[0.0]], [[-1.0, -1.0]], [[-1.0]], [[-0.5, -0.5]], beta=0.1, loss_type="ipo")
+    assert out.loss == pytest.approx(49 / 4, rel=1e-12)
+    np.testing.assert_allclose(out.rejected_grads[0], [7 / 2, 7 / 2], rtol=1e-12)  # -2*gap / n_r
