@@ -28,6 +28,7 @@ from cookbook.renderers.base import ContentPart, Message, ToolCall, ToolSpec
 __all__ = [
     "DEFAULT_FORBID",
     "TOOLS",
+    "WIDE_TOOLS",
     "Conversation",
     "conversations",
     "texts",
@@ -108,6 +109,25 @@ TOOLS: tuple[ToolSpec, ...] = (
         },
     },
 )
+WIDE_TOOLS: tuple[ToolSpec, ...] = (
+    {
+        "name": "book_trip",
+        "description": "Réserver un voyage — 旅行を予約する (non-ASCII description).",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "unit": {"type": "string", "enum": ["metric", "imperial"], "default": "metric"},
+                "stops": {"type": "array", "items": {"type": "string"}},
+                "traveller": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+                    "required": ["name"],
+                },
+            },
+            "required": ["stops"],
+        },
+    },
+)
 
 
 @dataclass
@@ -183,6 +203,7 @@ def conversations(
     strip_whitespace: bool = False,
     forbid: Sequence[str] = DEFAULT_FORBID,
     empty_assistant: bool = True,
+    wide: bool = False,
 ) -> Conversation:
     """A random conversation: an optional system message, then ``1..max_turns`` user/assistant exchanges.
 
@@ -190,18 +211,22 @@ def conversations(
     * ``tools``: tools are declared, assistant messages may call them (one or several ToolCalls), each call is
       answered by a tool message and the assistant then replies;
     * ``system``: True (always), False (never) or None (either);
-    * ``end_with``: ``assistant`` (a supervised example), ``user`` (a generation prompt) or ``any``.
+    * ``end_with``: ``assistant`` (a supervised example), ``user`` (a generation prompt) or ``any``;
+    * ``wide``: also empty system content, tool calls without ids (and tool messages without
+      ``tool_call_id``), and a tool declaration with a non-ASCII description and enum / default / array /
+      nested-object parameters (:data:`WIDE_TOOLS`). Off by default: the first run with it found that
+      Llama 3's template drops an empty system message which cookbook's llama3 renderer keeps.
     """
     text = texts(strip_whitespace=strip_whitespace, forbid=forbid)
     thought = texts(min_size=1, strip_whitespace=True, forbid=forbid) if thinking else None
     nonempty = texts(min_size=1, strip_whitespace=strip_whitespace, forbid=forbid)
     declared: list[ToolSpec] = []
     if tools and draw(st.booleans()):
-        declared = list(TOOLS)
+        declared = [*TOOLS, *WIDE_TOOLS] if wide else list(TOOLS)
     msgs: list[Message] = []
     with_system = draw(st.booleans()) if system is None else system
     if with_system:
-        msgs.append({"role": "system", "content": draw(nonempty)})
+        msgs.append({"role": "system", "content": draw(st.one_of(st.just(""), nonempty) if wide else nonempty)})
     n_turns = draw(st.integers(1, max(1, max_turns)))
     call_no = 0
     for turn in range(n_turns):
@@ -218,11 +243,15 @@ def conversations(
                 tool = draw(st.sampled_from(declared))
                 call_no += 1
                 args = draw(tool_arguments(text))
-                calls.append(ToolCall(name=tool["name"], arguments=json.dumps(args, ensure_ascii=False), id=f"call_{call_no}"))
+                call_id = f"call_{call_no}" if not wide or draw(st.booleans()) else None
+                calls.append(ToolCall(name=tool["name"], arguments=json.dumps(args, ensure_ascii=False), id=call_id))
             msgs.append({"role": "assistant", "content": _assistant_content(draw, text, thought), "tool_calls": calls})
             for c in calls:
                 result = json.dumps({"result": draw(text)}, ensure_ascii=False)
-                msgs.append({"role": "tool", "content": result, "tool_call_id": c.id or "", "name": c.name})
+                tool_msg: Message = {"role": "tool", "content": result, "name": c.name}
+                if c.id is not None:
+                    tool_msg["tool_call_id"] = c.id
+                msgs.append(tool_msg)
         msgs.append({"role": "assistant", "content": _assistant_content(draw, text if empty_assistant else nonempty, thought)})
     return Conversation(msgs, declared)
 

@@ -100,3 +100,28 @@ def test_filter_over_the_whole_batch() -> None:
     assert adv.filter_constant_reward_groups([[1, 1], [0, 0]]) == [0]
     assert adv.filter_constant_reward_groups([[1, 1]], keep_one_if_all_constant=False) == []
     assert adv.filter_constant_reward_groups([]) == []
+
+
+# ------------------------------------------------------------------ behaviour the mutation run found untested
+
+
+def test_advantages_are_float64_for_integer_rewards() -> None:
+    for fn in (adv.group_centred_advantages, adv.grpo_advantages, adv.rloo_advantages):
+        assert fn([1, 1]).dtype == np.float64
+        assert fn([0, 2]).dtype == np.float64
+
+
+def test_grpo_divides_by_std_plus_epsilon_even_when_they_sum_to_one() -> None:
+    # population std of [0, 1] is 1/2; with epsilon 1/2 the divisor is exactly 1
+    np.testing.assert_array_equal(adv.grpo_advantages([0, 1], epsilon=0.5, bessel=False), [-0.5, 0.5])
+
+
+def test_compute_advantages_passes_grpo_options_and_defaults() -> None:
+    np.testing.assert_array_equal(adv.compute_advantages([[0, 1]], "grpo")[0], adv.grpo_advantages([0, 1]))
+    np.testing.assert_array_equal(adv.compute_advantages([[3]], "grpo")[0], [0.0])
+    np.testing.assert_array_equal(adv.compute_advantages([[3]], "grpo", singleton="raw")[0], [3.0])
+    np.testing.assert_array_equal(
+        adv.compute_advantages([[0, 1, 5]], "grpo", epsilon=0.0, bessel=False)[0],
+        adv.grpo_advantages([0, 1, 5], epsilon=0.0, bessel=False),
+    )
+    np.testing.assert_array_equal(adv.compute_advantages([[0, 1, 5]])[0], [-2.0, -1.0, 3.0])

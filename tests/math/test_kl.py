@@ -119,3 +119,53 @@ def test_distillation_is_not_centred() -> None:
     assert math.isnan(metrics["teacher_kl"])
     with pytest.raises(DataError, match="teacher_logprobs"):
         kl.distillation_reverse_kl_advantages([np.zeros(1)], [np.zeros(1)], [], [np.zeros(1)])
+
+
+# ------------------------------------------------------------------ behaviour the mutation run found untested
+
+
+def test_estimators_return_float64_for_integer_inputs() -> None:
+    for fn in (kl.k1, kl.k2, kl.k3):
+        assert fn([1, 0], [0, 0]).dtype == np.float64
+
+
+def test_k3_overflow_is_inf_without_a_floating_point_error() -> None:
+    with np.errstate(over="raise"):  # k3 must not depend on the caller's error state
+        assert kl.k3([1000.0], [0.0])[0] == math.inf
+
+
+def test_diagnostics_refuse_an_empty_batch() -> None:
+    with pytest.raises(DataError):
+        kl.kl_sample_train([], [], [])
+    with pytest.raises(DataError):
+        kl.entropy_over_action_tokens([], [])
+
+
+def test_entropy_of_one_action_token() -> None:
+    assert kl.entropy_over_action_tokens([[-0.5, -2.0]], [[0, 1]]) == 2.0
+    with pytest.raises(DataError):
+        kl.entropy_over_action_tokens([[-0.5]], [[0]])
+
+
+@pytest.mark.parametrize("bad", ["adv", "sampling", "base", "mask"])
+def test_kl_penalty_refuses_any_per_datum_shape_mismatch(bad: str) -> None:
+    arrays = {"adv": [[0.0, 0.0]], "sampling": [[-1.0, -1.0]], "base": [[-1.0, -1.0]], "mask": [[1.0, 1.0]]}
+    arrays[bad] = [[-1.0, -1.0, -1.0]]
+    with pytest.raises(DataError):
+        kl.incorporate_kl_penalty(arrays["adv"], arrays["sampling"], arrays["base"], arrays["mask"], 0.1)
+
+
+def test_distillation_pools_every_datum_and_one_token_is_enough() -> None:
+    _, metrics = kl.distillation_reverse_kl_advantages([[0.0], [0.0, 0.0]], [[-1.0], [-1.0, -2.0]],
+                                                       [[-2.0], [-1.5, -1.0]], [[1.0], [1.0, 1.0]])
+    assert metrics["teacher_kl"] == pytest.approx((1.0 + 0.5 - 1.0) / 3, rel=1e-12)
+    _, one = kl.distillation_reverse_kl_advantages([[0.0]], [[-1.0]], [[-3.0]], [[1.0]])
+    assert one["teacher_kl"] == 2.0
+
+
+def test_distillation_default_coefficient_is_one() -> None:
+    args = ([[0.0, 0.0]], [[-1.0, -2.0]], [[-1.5, -1.0]], [[1.0, 1.0]])
+    default, _ = kl.distillation_reverse_kl_advantages(*args)
+    explicit, _ = kl.distillation_reverse_kl_advantages(*args, kl_penalty_coef=1.0)
+    np.testing.assert_array_equal(default[0], explicit[0])
+    np.testing.assert_array_equal(default[0], [-0.5, 1.0])

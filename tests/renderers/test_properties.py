@@ -190,3 +190,21 @@ def test_lossy_parse_is_caught(llama_tok: Any) -> None:
 def test_runner_driver_reports_every_property(llama_tok: Any) -> None:
     names = {o.name for o in run_properties(_ctx(Llama3Renderer(llama_tok), llama_tok), examples=5)}
     assert names == {"generation_parity", "supervised_parity", "roundtrip", "weights", "extension"}
+
+
+@given(conversations(tools=True, system=True, wide=True, max_turns=3))
+def test_wide_conversations_are_well_formed(conv) -> None:
+    """``wide=True`` inputs: tool calls may lack ids, a tool message then has no tool_call_id."""
+    for m in conv.messages:
+        if m["role"] == "tool" and "tool_call_id" in m:
+            assert m["tool_call_id"]
+    assert all(t["name"] for t in conv.tools)
+
+
+def test_wide_conversations_reach_every_feature() -> None:
+    from hypothesis import find
+
+    find(conversations(system=True, wide=True), lambda c: c.messages[0]["content"] == "")
+    find(conversations(tools=True, wide=True),
+         lambda c: any(tc.id is None for m in c.messages for tc in m.get("tool_calls", [])))
+    find(conversations(tools=True, wide=True), lambda c: any(t["name"] == "book_trip" for t in c.tools))
