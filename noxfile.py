@@ -136,3 +136,21 @@ def peer_smoke(session: nox.Session) -> None:
     env = {**OFFLINE_ENV, "COOKBOOK_PEER_SMOKE": "1"}
     session.run("pytest", "-n", "0", "-rxX", "-m", "peer_smoke", "tests/peers/test_tinker_cookbook_smoke.py",
                 *session.posargs, env=env)
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """Every (implementation x renderer) pair: ours, tinker-cookbook, tml-renderers, PI renderers, the HF template
+    -> reports/matrix/matrix.json and matrix.html. The peers come from the lock (extra `peers`)."""
+    _install(session)
+    _provision(session)
+    session.run("cookbook", "conform", "matrix", "--out", "reports/matrix", *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session
+def mutation(session: nox.Session) -> None:
+    """Mutation score (mutmut, from the lock) of losses, advantages, KL and the renderer core; >= 90% per file."""
+    _install(session)
+    _provision(session)
+    workers = os.environ.get("MUTATION_WORKERS", "2")
+    session.run("python", "tools/mutation.py", "--max-children", workers, *session.posargs, env=OFFLINE_ENV)

@@ -151,7 +151,8 @@ def test_pytest_plugin_turns_cases_into_items_with_junit(tmp_path: Path) -> None
     junit = tmp_path / "conform.xml"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)
-    cmd = [sys.executable, "-m", "pytest", "-p", "cookbook.conformance.pytest_plugin", "-p", "no:cacheprovider",
+    # the plugin is registered by the installed package (entry point pytest11: cookbook_conform)
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
            "--conform-renderer", "planted_llama:factory", "--conform-spec", str(spec_path_for("llama3")),
            "--conform-no-properties", f"--junitxml={junit}", "-q", "--rootdir", str(tmp_path)]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
