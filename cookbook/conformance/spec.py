@@ -108,8 +108,31 @@ class MessageOptions:
 
 
 @dataclass(frozen=True)
+class TmlDifference:
+    """A named difference between the renderer and tml-renderers' official renderer (``tml.differences``): a
+    random conversation on which they disagree counts as this difference when it has every feature of ``when``
+    (see :data:`cookbook.conformance.tml.FEATURES`)."""
+
+    id: str
+    description: str
+    reason: str
+    when: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TmlRef:
+    """The official renderer of the family (``tml:``): ``tml_renderers.renderers.<cls>.<constructor>(**kwargs)``."""
+
+    cls: str
+    constructor: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    follows: str = "template"  # where template and tml disagree, which one the renderer follows
+    differences: tuple[TmlDifference, ...] = ()
+
+
+@dataclass(frozen=True)
 class Oracle:
-    kind: Literal["chat_template", "spec"]
+    kind: Literal["chat_template", "spec", "tml_renderers"]
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)
     reason: str = ""
     messages: MessageOptions = field(default_factory=MessageOptions)
@@ -181,6 +204,7 @@ class Spec:
     cases: tuple[Case, ...]
     parse: tuple[ParseCase, ...]
     sha256: str
+    tml: TmlRef | None = None
 
     def case(self, case_id: str) -> Case:
         for c in self.cases:
@@ -320,11 +344,14 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{p}: not valid YAML: {exc}") from exc
     if not isinstance(doc, dict):
         raise SpecError(f"{p}: the top level must be a mapping, got {type(doc).__name__}")
-    _unknown(ctx, doc, ("renderer", "title", "tokenizer", "oracle", "claims", "stop_sequences", "deviations", "cases", "parse"))
+    _unknown(ctx, doc, ("renderer", "title", "tokenizer", "oracle", "claims", "stop_sequences", "deviations", "cases", "parse", "tml"))
     renderer = _req(ctx, doc, "renderer", str)
     title = _opt(ctx, doc, "title", str, renderer)
     tokenizer = _req(ctx, doc, "tokenizer", str)
     oracle = _load_oracle(ctx, _req(ctx, doc, "oracle", dict))
+    tml = _load_tml(ctx, doc["tml"]) if doc.get("tml") is not None else None
+    if oracle.kind == "tml_renderers" and tml is None:
+        raise ctx.err("oracle.kind tml_renderers needs a tml: {class: ..., constructor: ...} section", fld="tml")
     claims_raw = _opt(ctx, doc, "claims", dict, {})
     for k, v in claims_raw.items():
         if k not in ("extension_property", "thinking", "tools"):
@@ -368,14 +395,45 @@ def load_spec(path: str | Path) -> Spec:
         cases=tuple(cases),
         parse=tuple(parse_cases),
         sha256=hashlib.sha256(raw_bytes).hexdigest(),
+        tml=tml,
     )
+
+
+def _load_tml(ctx: _Ctx, d: Any) -> TmlRef:
+    from cookbook.conformance.tml import FEATURES
+
+    if not isinstance(d, dict):
+        raise ctx.err(f"must be a mapping, got {type(d).__name__}", fld="tml")
+    _unknown(ctx, d, ("class", "constructor", "kwargs", "follows", "differences"), prefix="tml.")
+    cls = _req(ctx, d, "class", str, prefix="tml.")
+    ctor = _opt(ctx, d, "constructor", str, "", prefix="tml.") or None
+    kwargs = _opt(ctx, d, "kwargs", dict, {}, prefix="tml.")
+    follows = _opt(ctx, d, "follows", str, "template", prefix="tml.")
+    if follows not in ("template", "tml"):
+        raise ctx.err(f"must be template or tml, got {follows!r}", fld="tml.follows")
+    diffs: list[TmlDifference] = []
+    for i, x in enumerate(_opt(ctx, d, "differences", list, [], prefix="tml.")):
+        fld = f"tml.differences[{i}]"
+        if not isinstance(x, dict):
+            raise ctx.err("must be a mapping with id, description, reason, when", fld=fld)
+        _unknown(ctx, x, ("id", "description", "reason", "when"), prefix=fld + ".")
+        did = _req(ctx, x, "id", str, prefix=fld + ".")
+        if not re.fullmatch(r"[a-z0-9_-]+", did) or any(t.id == did for t in diffs):
+            raise ctx.err(f"id {did!r} must be unique and match [a-z0-9_-]+", fld=fld)
+        reason = _req(ctx, x, "reason", str, prefix=fld + ".")
+        when = _req(ctx, x, "when", list, prefix=fld + ".")
+        bad = [w for w in when if w not in FEATURES]
+        if not when or bad:
+            raise ctx.err(f"when must list conversation features from {sorted(FEATURES)}; unknown: {bad}", fld=fld)
+        diffs.append(TmlDifference(did, _opt(ctx, x, "description", str, "", prefix=fld + "."), reason, tuple(when)))
+    return TmlRef(cls, ctor, dict(kwargs), follows, tuple(diffs))
 
 
 def _load_oracle(ctx: _Ctx, d: Mapping[str, Any]) -> Oracle:
     _unknown(ctx, d, ("kind", "template_kwargs", "reason", "messages"), prefix="oracle.")
     kind = _req(ctx, d, "kind", str, prefix="oracle.")
-    if kind not in ("chat_template", "spec"):
-        raise ctx.err(f"must be chat_template or spec, got {kind!r}", fld="oracle.kind")
+    if kind not in ("chat_template", "spec", "tml_renderers"):
+        raise ctx.err(f"must be chat_template, spec or tml_renderers, got {kind!r}", fld="oracle.kind")
     reason = _opt(ctx, d, "reason", str, "", prefix="oracle.")
     if kind == "spec" and not reason.strip():
         raise ctx.err("required when oracle.kind is spec: say why there is no template", fld="oracle.reason")
