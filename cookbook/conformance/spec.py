@@ -330,10 +330,14 @@ def _unknown(ctx: _Ctx, d: Mapping[str, Any], allowed: Iterable[str], case: str 
         raise ctx.err(f"unknown field(s) {extra}; allowed: {sorted(allowed)}", case, prefix.rstrip(".") or None)
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Load and validate one renderer spec file."""
-    p = Path(path)
-    ctx = _Ctx(p)
+_TOP_KEYS = ("renderer", "title", "tokenizer", "oracle", "claims", "stop_sequences", "deviations", "cases", "parse", "tml")
+#: keys only a spec that ``extends:`` another may use
+_EXTENDS_KEYS = ("extends", "remove_deviations", "remove_cases", "remove_parse")
+#: list fields whose entries are identified by ``id`` (merged by id when a spec extends another)
+_BY_ID = {"deviations": "remove_deviations", "cases": "remove_cases", "parse": "remove_parse"}
+
+
+def _read_doc(p: Path) -> tuple[dict[str, Any], bytes]:
     try:
         raw_bytes = p.read_bytes()
     except OSError as exc:
@@ -344,7 +348,94 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{p}: not valid YAML: {exc}") from exc
     if not isinstance(doc, dict):
         raise SpecError(f"{p}: the top level must be a mapping, got {type(doc).__name__}")
-    _unknown(ctx, doc, ("renderer", "title", "tokenizer", "oracle", "claims", "stop_sequences", "deviations", "cases", "parse", "tml"))
+    return doc, raw_bytes
+
+
+def _merge(parent: Any, child: Any) -> Any:
+    """``child`` over ``parent``: mappings are merged key by key (recursively), a ``null`` in the child removes the
+    key, anything else (strings, lists) replaces the parent's value."""
+    if not isinstance(parent, dict) or not isinstance(child, dict):
+        return child
+    out = dict(parent)
+    for k, v in child.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge(out[k], v) if k in out else v
+    return out
+
+
+def _merge_by_id(ctx: _Ctx, key: str, parent: Any, child: Any, removed: Any) -> list[Any]:
+    """The parent's ``key`` entries with ``removed`` ids dropped, each child entry merged into the parent entry of
+    the same id (see :func:`_merge`) or appended when the id is new."""
+    fld = _BY_ID[key]
+    for what, val in ((key, parent), (key, child), (fld, removed)):
+        if val is not None and not isinstance(val, list):
+            raise ctx.err(f"expected a list, got {type(val).__name__}", fld=what)
+    entries = [dict(e) if isinstance(e, dict) else e for e in parent or []]
+    ids = [e.get("id") if isinstance(e, dict) else None for e in entries]
+    for rid in removed or []:
+        if rid not in ids:
+            raise ctx.err(f"{rid!r} is not an id of the parent's {key}; the parent has {[i for i in ids if i]}", fld=fld)
+        k = ids.index(rid)
+        del entries[k], ids[k]
+    for k, e in enumerate(child or []):
+        if not isinstance(e, dict) or not isinstance(e.get("id"), str):
+            raise ctx.err(f"an entry needs a string id to extend the parent's {key}, got {e!r}", fld=f"{key}[{k}]")
+        if e["id"] in ids:
+            j = ids.index(e["id"])
+            entries[j] = _merge(entries[j], e)
+        else:
+            entries.append(e)
+            ids.append(e["id"])
+    return entries
+
+
+def resolve_spec_doc(path: str | Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], list[bytes]]:
+    """The spec document of ``path`` with its ``extends:`` chain applied, and the raw bytes of every file of the
+    chain (the spec first). See ``specs/renderers/README.md`` "Variants: extends"."""
+    p = Path(path)
+    ctx = _Ctx(p)
+    doc, raw = _read_doc(p)
+    parent_ref = doc.get("extends")
+    if parent_ref is None:
+        extra = sorted(set(doc) & set(_EXTENDS_KEYS))
+        if extra:
+            raise ctx.err(f"{extra} only mean something in a spec that extends another (extends: PARENT.yaml)")
+        return doc, [raw]
+    if not isinstance(parent_ref, str) or not parent_ref.strip():
+        raise ctx.err("must be the file name of the parent spec, e.g. qwen3.yaml", fld="extends")
+    parent_path = (p.parent / parent_ref).resolve()
+    if parent_path in _seen or parent_path == p.resolve():
+        chain = " -> ".join(str(x.name) for x in (*_seen, p.resolve(), parent_path))
+        raise ctx.err(f"extends forms a cycle: {chain}", fld="extends")
+    if not parent_path.exists():
+        raise ctx.err(f"parent spec {parent_ref!r} not found (looked for {parent_path})", fld="extends")
+    _unknown(ctx, doc, (*_TOP_KEYS, *_EXTENDS_KEYS))
+    if "renderer" not in doc:
+        raise ctx.err("missing: a spec that extends another names its own renderer", fld="renderer")
+    parent, raws = resolve_spec_doc(parent_path, (*_seen, p.resolve()))
+    out: dict[str, Any] = {}
+    for key in _TOP_KEYS:
+        if key in _BY_ID:
+            if key in parent or key in doc or _BY_ID[key] in doc:
+                out[key] = _merge_by_id(ctx, key, parent.get(key), doc.get(key), doc.get(_BY_ID[key]))
+        elif key in doc and doc[key] is not None:
+            out[key] = _merge(parent.get(key), doc[key])
+        elif key in parent and key not in doc:
+            out[key] = parent[key]
+    if "title" not in doc:
+        out["title"] = doc["renderer"]  # a parent's title names the parent
+    return out, [raw, *raws]
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load and validate one renderer spec file (with its ``extends:`` chain applied)."""
+    p = Path(path)
+    ctx = _Ctx(p)
+    doc, raws = resolve_spec_doc(p)
+    raw_bytes = raws[0] if len(raws) == 1 else b"".join(hashlib.sha256(r).digest() for r in raws)
+    _unknown(ctx, doc, _TOP_KEYS)
     renderer = _req(ctx, doc, "renderer", str)
     title = _opt(ctx, doc, "title", str, renderer)
     tokenizer = _req(ctx, doc, "tokenizer", str)
