@@ -309,7 +309,7 @@ def differential(spec: Any, examples: int = 200, seed: int = 0, renderer: Any = 
         from cookbook.tokenizers import get_tokenizer
 
         tokenizer = get_tokenizer(spec.tokenizer)
-    ours = renderer if renderer is not None else get_renderer(spec.renderer, tokenizer)
+    ours: Any = renderer if renderer is not None else get_renderer(spec.renderer, tokenizer)
     ctx = PropertyContext.build(ours, spec, tokenizer)
     oracle = TmlOracle(spec.tml.cls, spec.tml.constructor, spec.tml.kwargs)
     out = Differential(spec.renderer, oracle.label)
