@@ -25,9 +25,12 @@ from cookbook.conformance.spec import (
     Case,
     Spec,
     apply_edits,
+    mark,
+    merge_spans,
     to_template_messages,
     to_template_tools,
 )
+from cookbook.conformance.tml import TmlOracle, TmlRendered
 from cookbook.errors import SpecError
 
 SCHEMA = 1
@@ -112,7 +115,12 @@ def _prov(spec: Spec, base: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def golden_for_case(
-    spec: Spec, case: Case, codec: Codec, oracle: TemplateOracle | None, provenance: Mapping[str, Any]
+    spec: Spec,
+    case: Case,
+    codec: Codec,
+    oracle: TemplateOracle | None,
+    provenance: Mapping[str, Any],
+    tml_oracle: TmlOracle | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The golden dict of one case and the list of mismatch reports (empty when the spec agrees)."""
     where = f"{spec.path}: case {case.id!r}: "
@@ -136,6 +144,8 @@ def golden_for_case(
         g["oracle"] = "spec"
         g["oracle_reason"] = "the renderer must refuse this conversation; the template is not consulted"
         return g, []
+    if spec.oracle.kind == "tml_renderers" and case.template_skip is None and tml_oracle is not None:
+        return _golden_from_tml(spec, case, codec, tml_oracle, g)
     use_template = spec.oracle.kind == "chat_template" and case.template_skip is None and oracle is not None
     problems: list[str] = []
     if not use_template:
@@ -216,10 +226,14 @@ def generate_spec(spec: Spec, tokenizer: Any | None = None, root: Path | None = 
         tokenizer = get_tokenizer(spec.tokenizer)
     codec = Codec(tokenizer)
     oracle = TemplateOracle(tokenizer, spec.oracle.template_kwargs) if spec.oracle.kind == "chat_template" else None
+    tml_oracle = None
     prov = tokenizer_provenance(spec.tokenizer, tokenizer)
+    if spec.oracle.kind == "tml_renderers" and spec.tml is not None:
+        tml_oracle = TmlOracle(spec.tml.cls, spec.tml.constructor, spec.tml.kwargs)
+        prov = {**prov, "tml_renderer": tml_oracle.label, "tml_renderers_version": _tml_version()}
     out = GoldenSet(spec, codec=codec)
     for case in spec.cases:
-        g, problems = golden_for_case(spec, case, codec, oracle, prov)
+        g, problems = golden_for_case(spec, case, codec, oracle, prov, tml_oracle)
         out.files[golden_path(spec.renderer, case.id, root)] = dumps(g)
         out.mismatches += problems
     return out
@@ -335,3 +349,87 @@ def _token_difference(label: str, a: list[Any], b: list[Any], codec: Codec | Non
 def _short(x: Any, limit: int = 80) -> str:
     text = json.dumps(x, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ----------------------------------------------------------------------------------------------- tml oracle
+
+
+def _tml_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tml-renderers")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _weighted_spans(oracle: TmlOracle, r: TmlRendered) -> list[tuple[int, int]]:
+    """Character spans of ``r.text`` whose tokens carry weight (the oracle's own SFT weights)."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for i, w in enumerate(r.weights):
+        end = len(oracle.decode(r.tokens[: i + 1]))
+        if w and end > pos:
+            spans.append((pos, end))
+        pos = max(pos, end)
+    return merge_spans(spans)
+
+
+def _golden_from_tml(
+    spec: Spec, case: Case, codec: Codec, oracle: TmlOracle, g: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Golden of a case of an ``oracle.kind: tml_renderers`` spec: token ids, weights and stop values from the
+    official renderer; its decoded text (after the case's ``template_edits``) must equal the spec's text, and
+    the spec's ``⟦ ⟧`` marks must equal the characters the official renderer trains."""
+    where = f"{spec.path}: case {case.id!r}: "
+    exp = case.expect
+    g["oracle"] = "tml_renderers"
+    g["stop"] = oracle.stop()
+    devs = [spec.deviations[d] for d in case.deviations]
+    problems: list[str] = []
+    try:
+        gen = oracle.generation(case.prompt_messages, case.tools) if exp.generation_prompt is not None else None
+        sup = oracle.supervised(case.messages, case.tools, case.train_on_what.value) if exp.supervised is not None else None
+    except SpecError:
+        raise
+    except Exception as exc:
+        raise SpecError(
+            f"{where}{oracle.label} failed: {type(exc).__name__}: {exc}; if it cannot render this case, say so "
+            "with template: {skip: reason}"
+        ) from exc
+    edited = apply_edits([gen.text if gen else "", sup.text if sup else ""], devs, where=where, strict=True)
+    label = f"{oracle.label}{' + edits ' + ', '.join(case.deviations) if case.deviations else ''}"
+    if gen is not None:
+        text = edited[0]
+        tokens = gen.tokens if text == gen.text else codec.encode_special(text)
+        if case.prefill:
+            text += case.prefill
+            tokens = tokens + [int(t) for t in oracle.tokenizer.encode_ordinary(case.prefill)]
+        if text != exp.generation_prompt:
+            problems.append(
+                f"{where}generation_prompt: the spec's text differs from {label}; either the spec is wrong or a "
+                "deviation is undeclared\n" + unified_diff(exp.generation_prompt or "", text, "spec", "oracle")
+            )
+        g["generation_prompt"] = {"text": text, "tokens": tokens}
+    if sup is not None:
+        stext = edited[1]
+        spans = exp.supervised_spans
+        if stext == sup.text:
+            stokens, weights = sup.tokens, sup.weights
+            theirs = _weighted_spans(oracle, sup)
+            if stext == exp.supervised_text and merge_spans(spans) != theirs:
+                problems.append(
+                    f"{where}supervised: the spec's trained spans differ from the weights of {label}\n"
+                    + unified_diff(mark(stext, spans), mark(stext, theirs), "spec", "oracle")
+                )
+        else:
+            stokens, weights = codec.encode_special(stext), []
+        if stext != exp.supervised_text:
+            problems.append(
+                f"{where}supervised: the spec's text differs from {label}; either the spec is wrong or a deviation "
+                "is undeclared\n" + unified_diff(exp.supervised_text or "", stext, "spec", "oracle")
+            )
+        g["supervised"] = {"text": stext, "trained_spans": [list(x) for x in spans], "template_tokens": stokens}
+        if weights:
+            g["supervised"]["weights"] = weights
+    return g, problems

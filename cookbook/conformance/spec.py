@@ -108,8 +108,31 @@ class MessageOptions:
 
 
 @dataclass(frozen=True)
+class TmlDifference:
+    """A named difference between the renderer and tml-renderers' official renderer (``tml.differences``): a
+    random conversation on which they disagree counts as this difference when it has every feature of ``when``
+    (see :data:`cookbook.conformance.tml.FEATURES`)."""
+
+    id: str
+    description: str
+    reason: str
+    when: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TmlRef:
+    """The official renderer of the family (``tml:``): ``tml_renderers.renderers.<cls>.<constructor>(**kwargs)``."""
+
+    cls: str
+    constructor: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    follows: str = "template"  # where template and tml disagree, which one the renderer follows
+    differences: tuple[TmlDifference, ...] = ()
+
+
+@dataclass(frozen=True)
 class Oracle:
-    kind: Literal["chat_template", "spec"]
+    kind: Literal["chat_template", "spec", "tml_renderers"]
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)
     reason: str = ""
     messages: MessageOptions = field(default_factory=MessageOptions)
@@ -181,6 +204,7 @@ class Spec:
     cases: tuple[Case, ...]
     parse: tuple[ParseCase, ...]
     sha256: str
+    tml: TmlRef | None = None
 
     def case(self, case_id: str) -> Case:
         for c in self.cases:
@@ -306,10 +330,14 @@ def _unknown(ctx: _Ctx, d: Mapping[str, Any], allowed: Iterable[str], case: str 
         raise ctx.err(f"unknown field(s) {extra}; allowed: {sorted(allowed)}", case, prefix.rstrip(".") or None)
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Load and validate one renderer spec file."""
-    p = Path(path)
-    ctx = _Ctx(p)
+_TOP_KEYS = ("renderer", "title", "tokenizer", "oracle", "claims", "stop_sequences", "deviations", "cases", "parse", "tml")
+#: keys only a spec that ``extends:`` another may use
+_EXTENDS_KEYS = ("extends", "remove_deviations", "remove_cases", "remove_parse")
+#: list fields whose entries are identified by ``id`` (merged by id when a spec extends another)
+_BY_ID = {"deviations": "remove_deviations", "cases": "remove_cases", "parse": "remove_parse"}
+
+
+def _read_doc(p: Path) -> tuple[dict[str, Any], bytes]:
     try:
         raw_bytes = p.read_bytes()
     except OSError as exc:
@@ -320,11 +348,101 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{p}: not valid YAML: {exc}") from exc
     if not isinstance(doc, dict):
         raise SpecError(f"{p}: the top level must be a mapping, got {type(doc).__name__}")
-    _unknown(ctx, doc, ("renderer", "title", "tokenizer", "oracle", "claims", "stop_sequences", "deviations", "cases", "parse"))
+    return doc, raw_bytes
+
+
+def _merge(parent: Any, child: Any) -> Any:
+    """``child`` over ``parent``: mappings are merged key by key (recursively), a ``null`` in the child removes the
+    key, anything else (strings, lists) replaces the parent's value."""
+    if not isinstance(parent, dict) or not isinstance(child, dict):
+        return child
+    out = dict(parent)
+    for k, v in child.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge(out[k], v) if k in out else v
+    return out
+
+
+def _merge_by_id(ctx: _Ctx, key: str, parent: Any, child: Any, removed: Any) -> list[Any]:
+    """The parent's ``key`` entries with ``removed`` ids dropped, each child entry merged into the parent entry of
+    the same id (see :func:`_merge`) or appended when the id is new."""
+    fld = _BY_ID[key]
+    for what, val in ((key, parent), (key, child), (fld, removed)):
+        if val is not None and not isinstance(val, list):
+            raise ctx.err(f"expected a list, got {type(val).__name__}", fld=what)
+    entries = [dict(e) if isinstance(e, dict) else e for e in parent or []]
+    ids = [e.get("id") if isinstance(e, dict) else None for e in entries]
+    for rid in removed or []:
+        if rid not in ids:
+            raise ctx.err(f"{rid!r} is not an id of the parent's {key}; the parent has {[i for i in ids if i]}", fld=fld)
+        k = ids.index(rid)
+        del entries[k], ids[k]
+    for k, e in enumerate(child or []):
+        if not isinstance(e, dict) or not isinstance(e.get("id"), str):
+            raise ctx.err(f"an entry needs a string id to extend the parent's {key}, got {e!r}", fld=f"{key}[{k}]")
+        if e["id"] in ids:
+            j = ids.index(e["id"])
+            entries[j] = _merge(entries[j], e)
+        else:
+            entries.append(e)
+            ids.append(e["id"])
+    return entries
+
+
+def resolve_spec_doc(path: str | Path, _seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], list[bytes]]:
+    """The spec document of ``path`` with its ``extends:`` chain applied, and the raw bytes of every file of the
+    chain (the spec first). See ``specs/renderers/README.md`` "Variants: extends"."""
+    p = Path(path)
+    ctx = _Ctx(p)
+    doc, raw = _read_doc(p)
+    parent_ref = doc.get("extends")
+    if parent_ref is None:
+        extra = sorted(set(doc) & set(_EXTENDS_KEYS))
+        if extra:
+            raise ctx.err(f"{extra} only mean something in a spec that extends another (extends: PARENT.yaml)")
+        return doc, [raw]
+    if not isinstance(parent_ref, str) or not parent_ref.strip():
+        raise ctx.err("must be the file name of the parent spec, e.g. qwen3.yaml", fld="extends")
+    parent_path = (p.parent / parent_ref).resolve()
+    if parent_path in _seen or parent_path == p.resolve():
+        chain = " -> ".join(str(x.name) for x in (*_seen, p.resolve(), parent_path))
+        raise ctx.err(f"extends forms a cycle: {chain}", fld="extends")
+    if not parent_path.exists():
+        raise ctx.err(f"parent spec {parent_ref!r} not found (looked for {parent_path})", fld="extends")
+    _unknown(ctx, doc, (*_TOP_KEYS, *_EXTENDS_KEYS))
+    if "renderer" not in doc:
+        raise ctx.err("missing: a spec that extends another names its own renderer", fld="renderer")
+    parent, raws = resolve_spec_doc(parent_path, (*_seen, p.resolve()))
+    out: dict[str, Any] = {}
+    for key in _TOP_KEYS:
+        if key in _BY_ID:
+            if key in parent or key in doc or _BY_ID[key] in doc:
+                out[key] = _merge_by_id(ctx, key, parent.get(key), doc.get(key), doc.get(_BY_ID[key]))
+        elif key in doc and doc[key] is not None:
+            out[key] = _merge(parent.get(key), doc[key])
+        elif key in parent and key not in doc:
+            out[key] = parent[key]
+    if "title" not in doc:
+        out["title"] = doc["renderer"]  # a parent's title names the parent
+    return out, [raw, *raws]
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load and validate one renderer spec file (with its ``extends:`` chain applied)."""
+    p = Path(path)
+    ctx = _Ctx(p)
+    doc, raws = resolve_spec_doc(p)
+    raw_bytes = raws[0] if len(raws) == 1 else b"".join(hashlib.sha256(r).digest() for r in raws)
+    _unknown(ctx, doc, _TOP_KEYS)
     renderer = _req(ctx, doc, "renderer", str)
     title = _opt(ctx, doc, "title", str, renderer)
     tokenizer = _req(ctx, doc, "tokenizer", str)
     oracle = _load_oracle(ctx, _req(ctx, doc, "oracle", dict))
+    tml = _load_tml(ctx, doc["tml"]) if doc.get("tml") is not None else None
+    if oracle.kind == "tml_renderers" and tml is None:
+        raise ctx.err("oracle.kind tml_renderers needs a tml: {class: ..., constructor: ...} section", fld="tml")
     claims_raw = _opt(ctx, doc, "claims", dict, {})
     for k, v in claims_raw.items():
         if k not in ("extension_property", "thinking", "tools"):
@@ -368,14 +486,45 @@ def load_spec(path: str | Path) -> Spec:
         cases=tuple(cases),
         parse=tuple(parse_cases),
         sha256=hashlib.sha256(raw_bytes).hexdigest(),
+        tml=tml,
     )
+
+
+def _load_tml(ctx: _Ctx, d: Any) -> TmlRef:
+    from cookbook.conformance.tml import FEATURES
+
+    if not isinstance(d, dict):
+        raise ctx.err(f"must be a mapping, got {type(d).__name__}", fld="tml")
+    _unknown(ctx, d, ("class", "constructor", "kwargs", "follows", "differences"), prefix="tml.")
+    cls = _req(ctx, d, "class", str, prefix="tml.")
+    ctor = _opt(ctx, d, "constructor", str, "", prefix="tml.") or None
+    kwargs = _opt(ctx, d, "kwargs", dict, {}, prefix="tml.")
+    follows = _opt(ctx, d, "follows", str, "template", prefix="tml.")
+    if follows not in ("template", "tml"):
+        raise ctx.err(f"must be template or tml, got {follows!r}", fld="tml.follows")
+    diffs: list[TmlDifference] = []
+    for i, x in enumerate(_opt(ctx, d, "differences", list, [], prefix="tml.")):
+        fld = f"tml.differences[{i}]"
+        if not isinstance(x, dict):
+            raise ctx.err("must be a mapping with id, description, reason, when", fld=fld)
+        _unknown(ctx, x, ("id", "description", "reason", "when"), prefix=fld + ".")
+        did = _req(ctx, x, "id", str, prefix=fld + ".")
+        if not re.fullmatch(r"[a-z0-9_-]+", did) or any(t.id == did for t in diffs):
+            raise ctx.err(f"id {did!r} must be unique and match [a-z0-9_-]+", fld=fld)
+        reason = _req(ctx, x, "reason", str, prefix=fld + ".")
+        when = _req(ctx, x, "when", list, prefix=fld + ".")
+        bad = [w for w in when if w not in FEATURES]
+        if not when or bad:
+            raise ctx.err(f"when must list conversation features from {sorted(FEATURES)}; unknown: {bad}", fld=fld)
+        diffs.append(TmlDifference(did, _opt(ctx, x, "description", str, "", prefix=fld + "."), reason, tuple(when)))
+    return TmlRef(cls, ctor, dict(kwargs), follows, tuple(diffs))
 
 
 def _load_oracle(ctx: _Ctx, d: Mapping[str, Any]) -> Oracle:
     _unknown(ctx, d, ("kind", "template_kwargs", "reason", "messages"), prefix="oracle.")
     kind = _req(ctx, d, "kind", str, prefix="oracle.")
-    if kind not in ("chat_template", "spec"):
-        raise ctx.err(f"must be chat_template or spec, got {kind!r}", fld="oracle.kind")
+    if kind not in ("chat_template", "spec", "tml_renderers"):
+        raise ctx.err(f"must be chat_template, spec or tml_renderers, got {kind!r}", fld="oracle.kind")
     reason = _opt(ctx, d, "reason", str, "", prefix="oracle.")
     if kind == "spec" and not reason.strip():
         raise ctx.err("required when oracle.kind is spec: say why there is no template", fld="oracle.reason")

@@ -312,6 +312,12 @@ class Renderer:
     #: added tokens such as Qwen's <tool_call>/<think> or DeepSeek's tool markers are tokenized as those
     #: tokens, exactly as the chat template does (tool declarations rely on it).
     literal_added_tokens: bool = False
+    #: the tokenizer's end-of-sequence token, when a response may end with it instead of a stop token (EOS)
+    eos_token_id: int | None = None
+    #: disable-thinking mode: what the generation prompt pre-fills, and the renderer to use instead (for the
+    #: refusal of a trained turn that reasons)
+    disabled_thinking_prefill: str = "an empty think block"
+    thinking_renderer: str = "a thinking renderer"
 
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
@@ -336,7 +342,32 @@ class Renderer:
         raise NotImplementedError
 
     def parse_response(self, response: Sequence[int]) -> tuple[Message, ParseTermination]:
-        raise NotImplementedError
+        """Sampled tokens (after the generation prompt) -> assistant message (the template method).
+
+        :meth:`split_response` decides the termination from the stop tokens (:meth:`stop_token_ids`) and
+        :attr:`eos_token_id`; a ``MALFORMED`` (truncated) response is returned as its raw decoded text, parsed
+        no further; otherwise the decoded text before the stop token goes to the family's :meth:`parse_text`.
+        """
+        body, term = self.split_response(response)
+        text = self.decode(body)
+        if term is ParseTermination.MALFORMED:
+            return {"role": "assistant", "content": text}, term
+        return self.parse_text(text), term
+
+    def parse_text(self, text: str) -> Message:
+        """Decoded sampled text (without its stop token) -> message. By default the text itself."""
+        return {"role": "assistant", "content": text}
+
+    def stop_token_ids(self) -> list[int]:
+        """The stop sequences that are token ids (a text-delimited format overrides :meth:`parse_response`)."""
+        return [s for s in self.get_stop_sequences() if isinstance(s, int)]
+
+    def reasons(self, msg: Message) -> bool:
+        """Whether an assistant message carries reasoning (for the disable-thinking refusal): a non-empty
+        thinking part, or inline ``<think>``...``</think>`` text."""
+        from cookbook.renderers.kit.thinking import has_reasoning
+
+        return has_reasoning(msg)
 
     # ---------------------------------------------------------------------------------- checks
     def check_messages(self, messages: Sequence[Message]) -> None:
@@ -468,18 +499,25 @@ class Renderer:
         """Tokens that the generation prompt already supplies (a ``<think>`` prefill, an empty think block)
         are not trained: the model never samples them."""
         boundary = len(messages) - 1 if mode is TrainOnWhat.LAST_ASSISTANT_MESSAGE else last_user_index(messages) + 1
+        if self.disables_thinking:
+            self._refuse_trained_reasoning(messages, boundary)
         if boundary >= len(messages) or messages[boundary]["role"] != "assistant":
             return weights
         prompt = self.generation_prompt_tokens(messages[:boundary], _memo=memo)
         if tokens[: len(prompt)] == prompt:
             return [0.0] * len(prompt) + weights[len(prompt) :]
-        if self.disables_thinking:
-            raise RendererError(
-                f"renderer {self.name!r} disables thinking, but message {boundary} does not start the way its "
-                "generation prompt does (it reasons, or has text the prompt pre-fills differently); use a "
-                "thinking renderer or remove the reasoning"
-            )
         return weights
+
+    def _refuse_trained_reasoning(self, messages: Sequence[Message], boundary: int) -> None:
+        """Disable-thinking mode: a trained assistant message (from ``boundary`` on) that reasons is refused;
+        the generation prompt pre-fills an empty think block, so the model could never have produced it."""
+        for i in range(max(boundary, 0), len(messages)):
+            if messages[i]["role"] == "assistant" and self.reasons(messages[i]):
+                raise RendererError(
+                    f"renderer {self.name!r} disables thinking ({self.disabled_thinking_prefill}), but trained "
+                    f"assistant message {i} reasons; the model could never have produced it. Use "
+                    f"{self.thinking_renderer!r} or remove the reasoning."
+                )
 
     def build_supervised_example(
         self, messages: Sequence[Message], train_on_what: TrainOnWhat | str = TrainOnWhat.LAST_ASSISTANT_MESSAGE
@@ -493,21 +531,25 @@ class Renderer:
     def decode(self, tokens: Sequence[int]) -> str:
         return self.enc.decode(tokens)
 
-    def split_on_stop_token(self, response: Sequence[int], stop: int) -> tuple[list[int], ParseTermination]:
-        """Exactly one ``stop`` at the end: STOP_SEQUENCE. None: MALFORMED (truncated). A stop that is not last,
-        or more than one: RendererError, because the sampler stops at the first one."""
+    def split_response(self, response: Sequence[int]) -> tuple[list[int], ParseTermination]:
+        """``(tokens before the stop, termination)``: exactly one stop token (any of :meth:`stop_token_ids`), at
+        the end: STOP_SEQUENCE. None, but :attr:`eos_token_id` at the end: EOS. Neither: MALFORMED (truncated; all
+        tokens returned). A stop token that is not last, or more than one: RendererError, because the sampler
+        stops at the first one."""
         resp = [int(t) for t in response]
-        count = resp.count(stop)
-        if count == 0:
+        stops = set(self.stop_token_ids())
+        at = [i for i, t in enumerate(resp) if t in stops]
+        if not at:
+            if self.eos_token_id is not None and resp and resp[-1] == self.eos_token_id:
+                return resp[:-1], ParseTermination.EOS
             return resp, ParseTermination.MALFORMED
-        first = resp.index(stop)
-        if count > 1 or first != len(resp) - 1:
+        if len(at) > 1 or at[0] != len(resp) - 1:
             raise RendererError(
-                f"expected at most one stop token {stop} at the end of the response, found {count} "
-                f"(first at position {first} of {len(resp)}); the sampler stops at the first stop token, so "
+                f"expected at most one stop token {sorted(stops)} at the end of the response, found {len(at)} "
+                f"(first at position {at[0]} of {len(resp)}); the sampler stops at the first stop token, so "
                 "pass only the tokens up to and including it"
             )
-        return resp[:first], ParseTermination.STOP_SEQUENCE
+        return resp[:-1], ParseTermination.STOP_SEQUENCE
 
 
 # ----------------------------------------------------------------------------------------------- helpers

@@ -50,16 +50,13 @@ from cookbook.errors import RendererError
 from cookbook.renderers.base import (
     ContentPart,
     Message,
-    ParseTermination,
     RenderContext,
     RenderedMessage,
     Renderer,
     Segment,
     ToolCall,
     ToolSpec,
-    TrainOnWhat,
     UnparsedToolCall,
-    last_user_index,
     text_of,
     thinking_of,
 )
@@ -125,14 +122,18 @@ class DeepSeekV3Renderer(Renderer):
     # and the model card's tool-declaration prompt carries them as control tokens, so (the base default)
     # only BOS/EOS are literal in content: marker text typed in a message is encoded as the marker, as the
     # template does.
-    has_extension_property = True
     supports_thinking = True  # reasoning in history is accepted (and dropped, as the template drops it)
     supports_tools = True
-    #: thinking mode: the produced turn is framed ``<think>{reasoning}</think>`` and the prompt ends ``<think>``
-    thinking: bool = False
+    thinking_renderer = "deepseekv3_thinking"
+    disabled_thinking_prefill = "DeepSeek's chat mode: its prompt ends </think>"
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, thinking: bool = False):
+        """``thinking=True`` (``deepseekv3_thinking``): the produced turn is framed ``<think>{reasoning}</think>``
+        and the prompt ends ``<think>``; otherwise chat mode, which refuses a trained turn that reasons."""
         super().__init__(tokenizer)
+        self.thinking = thinking
+        self.disables_thinking = not thinking
+        self.has_extension_property = not thinking
         ids = {
             t: self.enc.special(t)
             for t in (
@@ -171,28 +172,8 @@ class DeepSeekV3Renderer(Renderer):
                     f"message {i} has role {m['role']!r}; DeepSeek V3 knows system, user, assistant, tool"
                 )
 
-    def supervised_tokens(
-        self,
-        messages: Sequence[Message],
-        train_on_what: TrainOnWhat | str = TrainOnWhat.LAST_ASSISTANT_MESSAGE,
-    ) -> tuple[list[int], list[float]]:
-        if not self.thinking and messages:
-            mode = TrainOnWhat(train_on_what)
-            first = (
-                len(messages) - 1
-                if mode is TrainOnWhat.LAST_ASSISTANT_MESSAGE
-                else last_user_index(messages) + 1
-            )
-            if mode in (TrainOnWhat.LAST_ASSISTANT_MESSAGE, TrainOnWhat.LAST_ASSISTANT_TURN):
-                for i in range(max(first, 0), len(messages)):
-                    m = messages[i]
-                    if m["role"] == "assistant" and (split_reasoning(m["content"])[0] or "").strip():
-                        raise RendererError(
-                            f"renderer {self.name!r} is DeepSeek's chat mode (its prompt ends </think>), but the "
-                            f"trained assistant message {i} reasons; the model could never have produced it. Use "
-                            "'deepseekv3_thinking' or remove the reasoning"
-                        )
-        return super().supervised_tokens(messages, train_on_what)
+    def reasons(self, msg: Message) -> bool:
+        return bool((split_reasoning(msg["content"])[0] or "").strip())
 
     # ------------------------------------------------------------------------------------------ rendering
     def _after_user(self, ctx: RenderContext) -> bool:
@@ -255,6 +236,7 @@ class DeepSeekV3Renderer(Renderer):
     ) -> list[Message]:
         """The system message declaring ``tools`` in the model card's format, after ``system_prompt + "\\n\\n"``
         when one is given. With no tools this is just the system prompt (or nothing)."""
+        system_prompt = system_prompt or None  # "" is no system prompt (tinker-cookbook passes "" by default)
         if not tools:
             return [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
         prefix = "" if not system_prompt else system_prompt + "\n\n"
@@ -264,25 +246,15 @@ class DeepSeekV3Renderer(Renderer):
     def get_stop_sequences(self) -> list[int]:
         return [self.eos]
 
-    def parse_response(self, response: Sequence[int]) -> tuple[Message, ParseTermination]:
-        """Sampled tokens -> assistant message.
+    def parse_text(self, text: str) -> Message:
+        """Decoded sampled text (stop ``<｜end▁of▁sentence｜>``, which is also the EOS token) -> assistant message.
 
-        * one ``<｜end▁of▁sentence｜>`` at the end: STOP_SEQUENCE (it is both the stop and the EOS token);
-          none: MALFORMED with the raw decoded text as content; a stop token that is not last, or two:
-          :class:`RendererError`.
         * ``{reasoning}</think>{text}`` (the prompt pre-filled ``<think>``) or ``<think>{reasoning}</think>{text}``
           -> a :class:`ThinkingPart` and a text part (an empty block is dropped); content is then a list.
         * ``<｜tool▁calls▁begin｜>...<｜tool▁calls▁end｜>`` after the text -> :class:`ToolCall`\\ s (arguments kept as
           the JSON string sampled); a call whose arguments are not JSON, or an unterminated block ->
           :class:`UnparsedToolCall`.
         """
-        body, term = self.split_on_stop_token(response, self.eos)
-        text = self.decode(body)
-        if term is ParseTermination.MALFORMED:
-            return {"role": "assistant", "content": text}, term
-        return self.parse_text(text), term
-
-    def parse_text(self, text: str) -> Message:
         reasoning: str | None = None
         if END_THINK in text:
             before, _, text = text.partition(END_THINK)
@@ -332,17 +304,3 @@ class DeepSeekV3Renderer(Renderer):
         if unparsed:
             msg["unparsed_tool_calls"] = unparsed
         return msg
-
-
-class DeepSeekV3DisableThinkingRenderer(DeepSeekV3Renderer):
-    """Alias of :class:`DeepSeekV3Renderer` (chat mode), registered as ``deepseekv3_disable_thinking``."""
-
-    name = "deepseekv3_disable_thinking"
-
-
-class DeepSeekV3ThinkingRenderer(DeepSeekV3Renderer):
-    """DeepSeek V3.1 in thinking mode (the template with ``thinking=True``)."""
-
-    name = "deepseekv3_thinking"
-    has_extension_property = False
-    thinking = True

@@ -31,7 +31,6 @@ from typing import Any
 from cookbook.errors import RendererError
 from cookbook.renderers.base import (
     Message,
-    ParseTermination,
     RenderContext,
     RenderedMessage,
     Renderer,
@@ -49,7 +48,7 @@ class Gemma3Renderer(Renderer):
     def __init__(self, tokenizer: Any):
         super().__init__(tokenizer)
         self.bos = self.enc.special("<bos>")
-        self.eos = self.enc.special("<eos>")
+        self.eos_token_id = self.eos = self.enc.special("<eos>")
         self.start_of_turn = self.enc.special("<start_of_turn>")
         self.end_of_turn = self.enc.special("<end_of_turn>")
 
@@ -111,12 +110,3 @@ class Gemma3Renderer(Renderer):
     # ------------------------------------------------------------------------------------------ sampling
     def get_stop_sequences(self) -> list[int]:
         return [self.end_of_turn]
-
-    def parse_response(self, response: Sequence[int]) -> tuple[Message, ParseTermination]:
-        """One ``<end_of_turn>`` at the end: STOP_SEQUENCE; ``<eos>`` at the end instead: EOS; neither:
-        MALFORMED (truncated); a stop token that is not last, or two: :class:`RendererError`."""
-        tokens = [int(t) for t in response]
-        if tokens and tokens[-1] == self.eos and self.end_of_turn not in tokens:
-            return {"role": "assistant", "content": self.decode(tokens[:-1])}, ParseTermination.EOS
-        body, term = self.split_on_stop_token(tokens, self.end_of_turn)
-        return {"role": "assistant", "content": self.decode(body)}, term

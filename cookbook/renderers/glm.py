@@ -43,14 +43,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from cookbook.errors import RendererError
 from cookbook.renderers.base import (
-    ContentPart,
     Message,
-    ParseTermination,
     RenderContext,
     RenderedMessage,
     Renderer,
@@ -60,7 +58,10 @@ from cookbook.renderers.base import (
     UnparsedToolCall,
     text_of,
 )
-from cookbook.renderers.qwen3_5 import Lit, Piece, SegmentWriter, split_reasoning, tojson
+from cookbook.renderers.kit.parsing import collect_arguments, parse_think_and_calls
+from cookbook.renderers.kit.segments import Lit, Piece, SegmentWriter, tojson
+from cookbook.renderers.kit.thinking import restore_think_opening, split_reasoning
+from cookbook.renderers.kit.tools import function_tool, object_arguments, tool_run
 
 GLM_TOOLS_PREAMBLE = (
     "\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with "
@@ -71,7 +72,6 @@ GLM_TOOLS_INSTRUCTIONS = (
     "<tool_call>{function-name}<arg_key>{arg-key-1}</arg_key><arg_value>{arg-value-1}</arg_value><arg_key>"
     "{arg-key-2}</arg_key><arg_value>{arg-value-2}</arg_value>...</tool_call>"
 )
-
 
 
 def glm_argument_value(value: Any) -> str:
@@ -92,20 +92,9 @@ def parse_glm_tool_call(raw: str) -> ToolCall | UnparsedToolCall:
     name = name.strip()
     if not _NAME.match(name):
         return UnparsedToolCall(raw_text=raw, error="<tool_call> block has no function name")
-    rest = sep + rest
-    args: dict[str, Any] = {}
-    pos = 0
-    for m in _ARG.finditer(rest):
-        if rest[pos : m.start()].strip():
-            return UnparsedToolCall(raw_text=raw, error=f"unexpected text in <tool_call>: {rest[pos:m.start()]!r}")
-        value = m.group(2)
-        try:
-            args[m.group(1).strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            args[m.group(1).strip()] = value
-        pos = m.end()
-    if rest[pos:].strip():
-        return UnparsedToolCall(raw_text=raw, error=f"unexpected text in <tool_call>: {rest[pos:]!r}")
+    args = collect_arguments(sep + rest, _ARG)
+    if isinstance(args, str):
+        return UnparsedToolCall(raw_text=raw, error=args)
     return ToolCall(name=name, arguments=json.dumps(args, ensure_ascii=False))
 
 
@@ -128,7 +117,7 @@ class GlmRenderer(Renderer):
         self.w = SegmentWriter(self.enc, self.CONTROL_TOKENS)
         self.user = self.w.ids["<|user|>"]
         self.observation = self.w.ids["<|observation|>"]
-        self.endoftext = self.enc.special("<|endoftext|>")
+        self.eos_token_id = self.endoftext = self.enc.special("<|endoftext|>")
         self._bos = [self.w.ids["[gMASK]"], self.w.ids["<sop>"]]
 
     def bos_tokens(self) -> list[int]:
@@ -155,7 +144,7 @@ class GlmRenderer(Renderer):
         if role == "assistant":
             return self._render_assistant(msg, ctx)
         if role == "tool":
-            continues = ctx.prev is not None and ctx.prev["role"] == "tool"
+            continues, _ = tool_run(ctx)
             header = [] if continues or self._supplied_by_prev(msg, ctx) else self.w("<|observation|>")
             return RenderedMessage(
                 header=header, output=self.w("<tool_response>", Lit(text_of(msg["content"])), "</tool_response>")
@@ -181,11 +170,8 @@ class GlmRenderer(Renderer):
             body.append("</think>")
         body.append(Lit(text))
         for call in msg.get("tool_calls") or []:
-            args = call.arguments_dict()
-            if not isinstance(args, dict):
-                raise RendererError(f"tool call {call.name!r}: arguments must be a JSON object, got {call.arguments!r}")
             body += ["<tool_call>", Lit(call.name)]
-            for key, value in args.items():
+            for key, value in object_arguments(call).items():
                 body += ["<arg_key>", Lit(str(key)), "</arg_key><arg_value>", Lit(glm_argument_value(value)), "</arg_value>"]
             body.append("</tool_call>")
         nxt = ctx.next
@@ -203,16 +189,16 @@ class GlmRenderer(Renderer):
         lead: list[Piece] = [] if self._supplied_by_prev(msg, ctx) else [self._role_token(role)]
         return self.w(*lead, "<think>" if role == "assistant" else "")
 
-
     # ------------------------------------------------------------------------------------------ tools
     def create_conversation_prefix_with_tools(
         self, tools: Sequence[ToolSpec], system_prompt: str | None = None
     ) -> list[Message]:
         """``[declaration system message, system prompt message]``: the template's ``# Tools`` block (one ``tojson``
         line per ``{"type": "function", "function": spec}``), then the system prompt as its own message."""
+        system_prompt = system_prompt or None  # "" is no system prompt (tinker-cookbook passes "" by default)
         out: list[Message] = []
         if tools:
-            lines = "".join(tojson(_wrapped(t)) + "\n" for t in tools)
+            lines = "".join(tojson(function_tool(t)) + "\n" for t in tools)
             out.append({"role": "system", "content": GLM_TOOLS_PREAMBLE + lines + GLM_TOOLS_INSTRUCTIONS})
         if system_prompt is not None:
             out.append({"role": "system", "content": system_prompt})
@@ -222,37 +208,12 @@ class GlmRenderer(Renderer):
     def get_stop_sequences(self) -> list[int]:
         return [self.user, self.observation]
 
-    def parse_response(self, response: Sequence[int]) -> tuple[Message, ParseTermination]:
-        """Sampled tokens (after ``<|assistant|><think>``) -> assistant message.
-
-        Exactly one of ``<|user|>`` / ``<|observation|>``, at the end: ``STOP_SEQUENCE``; ``<|endoftext|>`` at the end
-        instead: ``EOS``; no stop token: ``MALFORMED`` (raw text); a stop token elsewhere, or two:
-        :class:`RendererError`. The prompt's ``<think>`` is restored when ``</think>`` appears; reasoning and text are
-        trimmed (as the template trims them); ``<tool_call>`` blocks become tool calls.
-        """
-        tokens = [int(t) for t in response]
-        stops = [i for i, t in enumerate(tokens) if t in (self.user, self.observation)]
-        if not stops:
-            if tokens and tokens[-1] == self.endoftext:
-                body, term = tokens[:-1], ParseTermination.EOS
-            else:
-                return {"role": "assistant", "content": self.decode(tokens)}, ParseTermination.MALFORMED
-        elif len(stops) > 1 or stops[0] != len(tokens) - 1:
-            raise RendererError(
-                f"expected at most one stop token (<|user|> or <|observation|>) at the end of the response, found "
-                f"{len(stops)} (first at position {stops[0]} of {len(tokens)}); the sampler stops at the first one, "
-                "so pass only the tokens up to and including it"
-            )
-        else:
-            body, term = tokens[:-1], ParseTermination.STOP_SEQUENCE
-        text = self.decode(body)
-        if "</think>" in text and "<think>" not in text.split("</think>", 1)[0]:
-            text = "<think>" + text
-        return _parse_text(text), term
-
-
-def _wrapped(tool: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(tool) if tool.get("type") == "function" else {"type": "function", "function": dict(tool)}
+    def parse_text(self, text: str) -> Message:
+        """Decoded sampled text (after ``<|assistant|><think>``; stops ``<|user|>`` / ``<|observation|>``,
+        ``<|endoftext|>`` an EOS) -> assistant message: the prompt's ``<think>`` is restored when ``</think>``
+        appears; reasoning and text are trimmed (as the template trims them); ``<tool_call>`` blocks become tool
+        calls (an unterminated one is dropped from the text)."""
+        return parse_think_and_calls(restore_think_opening(text), parse_glm_tool_call, keep_unterminated_text=False)
 
 
 def _declaration_pieces(text: str) -> list[Piece]:
@@ -262,38 +223,3 @@ def _declaration_pieces(text: str) -> list[Piece]:
         return [Lit(text)]
     middle = text[len(GLM_TOOLS_PREAMBLE) : len(text) - len(GLM_TOOLS_INSTRUCTIONS)]
     return [GLM_TOOLS_PREAMBLE, Lit(middle), GLM_TOOLS_INSTRUCTIONS]
-
-
-_BLOCKS = re.compile(r"<think>(.*?)</think>|<tool_call>(.*?)</tool_call>", re.DOTALL)
-
-
-def _parse_text(text: str) -> Message:
-    parts: list[ContentPart] = []
-    calls: list[ToolCall] = []
-    unparsed: list[UnparsedToolCall] = []
-    texts: list[str] = []
-    pos = 0
-    for m in _BLOCKS.finditer(text):
-        texts.append(text[pos : m.start()])
-        if m.group(1) is not None:
-            if m.group(1).strip():
-                parts.append({"type": "thinking", "thinking": m.group(1).strip()})
-        else:
-            parsed = parse_glm_tool_call(m.group(0))
-            (calls if isinstance(parsed, ToolCall) else unparsed).append(parsed)  # type: ignore[arg-type]
-        pos = m.end()
-    tail = text[pos:]
-    if tail.count("<tool_call>") > tail.count("</tool_call>"):
-        start = tail.rindex("<tool_call>")
-        unparsed.append(UnparsedToolCall(raw_text=tail[start:], error="unterminated <tool_call> block"))
-        tail = tail[:start]
-    texts.append(tail)
-    body = "".join(texts).strip()
-    if body:
-        parts.append({"type": "text", "text": body})
-    msg: Message = {"role": "assistant", "content": parts if any(p["type"] == "thinking" for p in parts) else body}
-    if calls:
-        msg["tool_calls"] = calls
-    if unparsed:
-        msg["unparsed_tool_calls"] = unparsed
-    return msg

@@ -46,7 +46,6 @@ from cookbook.errors import RendererError
 from cookbook.renderers.base import (
     ContentPart,
     Message,
-    ParseTermination,
     RenderContext,
     RenderedMessage,
     Renderer,
@@ -269,27 +268,11 @@ class GptOssRenderer(Renderer):
     def get_stop_sequences(self) -> list[int]:
         return [self.tok["return"], self.tok["call"]]
 
-    def parse_response(self, response: Sequence[int]) -> tuple[Message, ParseTermination]:
-        """Sampled tokens (after ``<|start|>assistant``) -> assistant message.
-
-        * exactly one ``<|return|>`` or ``<|call|>``, at the end: STOP_SEQUENCE; none: MALFORMED with the raw
-          decoded text as content; a stop token that is not last, or two: :class:`RendererError`.
-        * the harmony messages are split at ``<|start|>assistant``; ``analysis`` -> :class:`ThinkingPart`,
-          ``final`` and ``commentary`` (without recipient) -> text, ``to=functions.{name}`` -> :class:`ToolCall`
-          (arguments kept as sampled; not JSON -> :class:`UnparsedToolCall`).
-        """
-        tokens = [int(x) for x in response]
-        stops = [i for i, x in enumerate(tokens) if x in (self.tok["return"], self.tok["call"])]
-        if not stops:
-            return {"role": "assistant", "content": self.decode(tokens)}, ParseTermination.MALFORMED
-        if len(stops) > 1 or stops[0] != len(tokens) - 1:
-            raise RendererError(
-                f"expected at most one stop token (<|return|> or <|call|>) at the end of the response, found "
-                f"{len(stops)} (first at position {stops[0]} of {len(tokens)}); the sampler stops at the first one"
-            )
-        return self.parse_text(self.decode(tokens[:-1])), ParseTermination.STOP_SEQUENCE
-
     def parse_text(self, text: str) -> Message:
+        """Decoded sampled text (after ``<|start|>assistant``; stops ``<|return|>`` / ``<|call|>``) -> message: the
+        harmony messages are split at ``<|start|>assistant``; ``analysis`` -> :class:`ThinkingPart`, ``final`` and
+        ``commentary`` (without recipient) -> text, ``to=functions.{name}`` -> :class:`ToolCall` (arguments kept as
+        sampled; not JSON -> :class:`UnparsedToolCall`)."""
         parts: list[ContentPart] = []
         calls: list[ToolCall] = []
         unparsed: list[UnparsedToolCall] = []
@@ -327,31 +310,3 @@ class GptOssRenderer(Renderer):
         if unparsed:
             msg["unparsed_tool_calls"] = unparsed
         return msg
-
-
-class GptOssLowReasoningRenderer(GptOssRenderer):
-    name = "gpt_oss_low_reasoning"
-
-    def __init__(self, tokenizer: Any, current_date: str = DEFAULT_DATE):
-        super().__init__(tokenizer, "low", current_date)
-
-
-class GptOssMediumReasoningRenderer(GptOssRenderer):
-    name = "gpt_oss_medium_reasoning"
-
-    def __init__(self, tokenizer: Any, current_date: str = DEFAULT_DATE):
-        super().__init__(tokenizer, "medium", current_date)
-
-
-class GptOssHighReasoningRenderer(GptOssRenderer):
-    name = "gpt_oss_high_reasoning"
-
-    def __init__(self, tokenizer: Any, current_date: str = DEFAULT_DATE):
-        super().__init__(tokenizer, "high", current_date)
-
-
-class GptOssNoSysPromptRenderer(GptOssRenderer):
-    name = "gpt_oss_no_sysprompt"
-
-    def __init__(self, tokenizer: Any, current_date: str = DEFAULT_DATE):
-        super().__init__(tokenizer, None, current_date)

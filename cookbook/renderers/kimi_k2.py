@@ -67,7 +67,6 @@ from typing import Any
 from cookbook.renderers.base import (
     ContentPart,
     Message,
-    ParseTermination,
     RenderContext,
     RenderedMessage,
     Renderer,
@@ -78,7 +77,7 @@ from cookbook.renderers.base import (
     text_of,
     thinking_of,
 )
-from cookbook.renderers.qwen3_5 import Lit, Piece, SegmentWriter
+from cookbook.renderers.kit.segments import Lit, Piece, SegmentWriter
 
 KIMI_DEFAULT_SYSTEM = "You are Kimi, an AI assistant created by Moonshot AI."
 
@@ -143,13 +142,7 @@ class KimiK2Renderer(Renderer):
     """Kimi K2 Instruct: no think blocks; tools; the sequence-extension property."""
 
     name = "kimi_k2"
-    supports_thinking = False
     supports_tools = True
-    has_extension_property = True
-    #: the Instruct template writes "\n" after the default system message
-    default_system_suffix: str = "\n"
-    #: assistant messages carry a <think>...</think> block
-    think_blocks: bool = False
 
     CONTROL_TOKENS: tuple[str, ...] = (
         "<|im_user|>", "<|im_assistant|>", "<|im_system|>", "<|im_middle|>", "<|im_end|>",
@@ -157,11 +150,19 @@ class KimiK2Renderer(Renderer):
         "<|tool_call_argument_begin|>", "<|tool_call_end|>",
     )
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, thinking: bool = False):
+        """``thinking=True`` (``kimi_k2_thinking``): ``<think>{reasoning}</think>`` in every assistant message,
+        reasoning kept for the current turn only (see the module docs), no default-system newline, no extension
+        property."""
         super().__init__(tokenizer)
-        self.w = SegmentWriter(self.enc, self.CONTROL_TOKENS)
+        #: assistant messages carry a <think>...</think> block
+        self.think_blocks = self.supports_thinking = thinking
+        self.has_extension_property = not thinking
+        #: the Instruct template writes "\n" after the default system message
+        self.default_system_suffix = "" if thinking else "\n"
+        self.w = SegmentWriter(self.enc, (*self.CONTROL_TOKENS, *(("<think>", "</think>") if thinking else ())))
         self.im_end = self.w.ids["<|im_end|>"]
-        self.eos = self.enc.special("[EOS]")
+        self.eos_token_id = self.eos = self.enc.special("[EOS]")
 
     # ------------------------------------------------------------------------------------------ rendering
     def _opening(self, role: str, name: str, ctx: RenderContext) -> list[Piece]:
@@ -224,7 +225,6 @@ class KimiK2Renderer(Renderer):
         _CONVERSATION.set(_Conversation.of(messages, for_prompt))
         return super()._contexts(messages, turn_start, for_prompt)
 
-
     def check_messages(self, messages: Sequence[Message]) -> None:
         super().check_messages(messages)
         for m in messages:
@@ -237,6 +237,7 @@ class KimiK2Renderer(Renderer):
     ) -> list[Message]:
         """``[tool_declare message, system message]``: the declaration (see the module docs), then the system prompt
         when one is given (without one, the default Kimi system prompt follows the declaration when rendered)."""
+        system_prompt = system_prompt or None  # "" is no system prompt (tinker-cookbook passes "" by default)
         out: list[Message] = []
         if tools:
             out.append({"role": "tool_declare", "content": kimi_tools_json(list(tools))})
@@ -248,25 +249,11 @@ class KimiK2Renderer(Renderer):
     def get_stop_sequences(self) -> list[int]:
         return [self.im_end]
 
-    def parse_response(self, response: Sequence[int]) -> tuple[Message, ParseTermination]:
-        """Sampled tokens (after ``<|im_assistant|>assistant<|im_middle|>``) -> assistant message.
-
-        One ``<|im_end|>`` at the end: ``STOP_SEQUENCE``; ``[EOS]`` at the end instead: ``EOS``; neither:
-        ``MALFORMED`` with the raw decoded text; a stop token that is not last, or two: :class:`RendererError`.
-        ``<think>...</think>`` (Thinking only) becomes a thinking part (an empty one is dropped), the tool-call section
-        becomes tool calls (unparseable calls become ``unparsed_tool_calls``); text is kept verbatim.
-        """
-        tokens = [int(t) for t in response]
-        if tokens and tokens[-1] == self.eos and self.im_end not in tokens:
-            body, term = tokens[:-1], ParseTermination.EOS
-        else:
-            body, term = self.split_on_stop_token(tokens, self.im_end)
-        text = self.decode(body)
-        if term is ParseTermination.MALFORMED:
-            return {"role": "assistant", "content": text}, term
-        return self._parse_text(text), term
-
-    def _parse_text(self, text: str) -> Message:
+    def parse_text(self, text: str) -> Message:
+        """Decoded sampled text (after ``<|im_assistant|>assistant<|im_middle|>``; stop ``<|im_end|>``, ``[EOS]`` an
+        EOS) -> assistant message: ``<think>...</think>`` (Thinking only) becomes a thinking part (an empty one is
+        dropped), the tool-call section becomes tool calls (unparseable calls become ``unparsed_tool_calls``); text
+        is kept verbatim."""
         calls: list[ToolCall] = []
         unparsed: list[UnparsedToolCall] = []
         sec = _SECTION.search(text)
@@ -293,19 +280,6 @@ class KimiK2Renderer(Renderer):
         if unparsed:
             msg["unparsed_tool_calls"] = unparsed
         return msg
-
-
-class KimiK2ThinkingRenderer(KimiK2Renderer):
-    """Kimi K2 Thinking: ``<think>{reasoning}</think>`` in every assistant message; reasoning kept for the current
-    turn only (see the module docs); no default-system newline; no extension property."""
-
-    name = "kimi_k2_thinking"
-    supports_thinking = True
-    has_extension_property = False
-    default_system_suffix = ""
-    think_blocks = True
-
-    CONTROL_TOKENS = (*KimiK2Renderer.CONTROL_TOKENS, "<think>", "</think>")
 
 
 # ----------------------------------------------------------------------------------------------- conversation state

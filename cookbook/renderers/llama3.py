@@ -11,11 +11,8 @@ rendered). The Llama 3.0 template has no such block and matches token for token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from cookbook.renderers.base import (
     Message,
-    ParseTermination,
     RenderContext,
     RenderedMessage,
     Renderer,
@@ -43,7 +40,3 @@ class Llama3Renderer(Renderer):
 
     def get_stop_sequences(self) -> list[int]:
         return [self.eot]
-
-    def parse_response(self, response: Sequence[int]) -> tuple[Message, ParseTermination]:
-        body, term = self.split_on_stop_token(response, self.eot)
-        return {"role": "assistant", "content": self.decode(body)}, term

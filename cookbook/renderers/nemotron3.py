@@ -46,34 +46,28 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cookbook.errors import RendererError
 from cookbook.renderers.base import (
     Message,
-    ParseTermination,
     RenderContext,
     RenderedMessage,
     Renderer,
     Segment,
     ToolSpec,
-    TrainOnWhat,
-    last_user_index,
     text_of,
 )
-from cookbook.renderers.qwen3_5 import (
-    QWEN3_5_TOOLS_PREAMBLE,
-    TOOLS_INSTRUCTIONS,
-    Lit,
-    Piece,
-    SegmentWriter,
+from cookbook.renderers.kit.parsing import parse_think_and_calls
+from cookbook.renderers.kit.segments import Lit, Piece, SegmentWriter, jinja_string, tojson
+from cookbook.renderers.kit.thinking import restore_think_opening, split_reasoning
+from cookbook.renderers.kit.tools import (
+    XML_TOOLS_INSTRUCTIONS,
+    XML_TOOLS_PREAMBLE,
     declaration_pieces,
-    jinja_string,
-    parse_think_and_xml_calls,
-    split_reasoning,
-    tojson,
+    parse_xml_tool_call,
+    tool_run,
     xml_tool_call_pieces,
 )
 
-NEMOTRON3_TOOLS_PREAMBLE = QWEN3_5_TOOLS_PREAMBLE  # identical text in both templates
+NEMOTRON3_TOOLS_PREAMBLE = XML_TOOLS_PREAMBLE  # identical text in the Qwen3.5 and Nemotron 3 templates
 _EMPTY_SYSTEM = "<|im_start|>system\n<|im_end|>\n"
 
 
@@ -130,19 +124,24 @@ class Nemotron3Renderer(Renderer):
     supports_thinking = True
     supports_tools = True
     has_extension_property = False
-    #: what the generation prompt pre-fills after ``<|im_start|>assistant\n``
-    prefill_block: str = "<think>\n"
+    thinking_renderer = "nemotron3"
+    disabled_thinking_prefill = "its generation prompt pre-fills <think></think>"
 
     CONTROL_TOKENS = (
         "<|im_start|>", "<|im_end|>", "<think>", "</think>",
         "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
     )
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, enable_thinking: bool = True):
+        """``enable_thinking=False`` (``nemotron3_disable_thinking``): the prompt pre-fills ``<think></think>``; a
+        trained assistant message (at or after the boundary of the training mode) that reasons is refused."""
         super().__init__(tokenizer)
+        self.disables_thinking = not enable_thinking
+        #: what the generation prompt pre-fills after ``<|im_start|>assistant\n``
+        self.prefill_block = "<think>\n" if enable_thinking else "<think></think>"
         self.w = SegmentWriter(self.enc, self.CONTROL_TOKENS)
         self.im_end = self.w.ids["<|im_end|>"]
-        self.eos = self.enc.special("</s>")
+        self.eos_token_id = self.eos = self.enc.special("</s>")
 
     # ------------------------------------------------------------------------------------------ rendering
     def _open(self, role: str, ctx: RenderContext) -> str:
@@ -157,15 +156,14 @@ class Nemotron3Renderer(Renderer):
         if role == "assistant":
             return self._render_assistant(msg, ctx)
         if role == "tool":
-            continues = ctx.prev is not None and ctx.prev["role"] == "tool"
-            followed = ctx.next is not None and ctx.next["role"] == "tool"
+            continues, followed = tool_run(ctx)
             header = [] if continues else self.w(self._open("user", ctx))
             body: list[Piece] = ["<tool_response>\n", Lit(text_of(msg["content"])), "\n</tool_response>\n"]
             if not followed:
                 body.append("<|im_end|>")
             return RenderedMessage(header=header, output=self.w(*body))
         text = text_of(msg["content"])
-        pieces = declaration_pieces(text, NEMOTRON3_TOOLS_PREAMBLE) if role == "system" else [Lit(text)]
+        pieces = declaration_pieces(text, NEMOTRON3_TOOLS_PREAMBLE, XML_TOOLS_INSTRUCTIONS) if role == "system" else [Lit(text)]
         return RenderedMessage(header=self.w(self._open(role, ctx)), output=self.w(*pieces, "<|im_end|>"))
 
     def _render_assistant(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
@@ -216,16 +214,16 @@ class Nemotron3Renderer(Renderer):
             return self.w(self._open(role, ctx))
         return self.w(self._open(role, ctx), self.prefill_block)
 
-
     # ------------------------------------------------------------------------------------------ tools
     def create_conversation_prefix_with_tools(
         self, tools: Sequence[ToolSpec], system_prompt: str | None = None
     ) -> list[Message]:
         """The system message: ``{system_prompt}\\n\\n`` (when non-empty), then the ``# Tools`` block with one XML
         ``<function>`` per tool and the template's instructions."""
+        system_prompt = system_prompt or None  # "" is no system prompt (tinker-cookbook passes "" by default)
         if not tools:
             return [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
-        decl = NEMOTRON3_TOOLS_PREAMBLE + "".join(tool_declaration_xml(dict(t)) for t in tools) + TOOLS_INSTRUCTIONS
+        decl = NEMOTRON3_TOOLS_PREAMBLE + "".join(tool_declaration_xml(dict(t)) for t in tools) + XML_TOOLS_INSTRUCTIONS
         text = (system_prompt + "\n\n" if system_prompt else "") + decl
         return [{"role": "system", "content": text}]
 
@@ -233,46 +231,8 @@ class Nemotron3Renderer(Renderer):
     def get_stop_sequences(self) -> list[int]:
         return [self.im_end]
 
-    def parse_response(self, response: Sequence[int]) -> tuple[Message, ParseTermination]:
-        """Sampled tokens (after the generation prompt) -> assistant message: one ``<|im_end|>`` at the end is
-        ``STOP_SEQUENCE``, ``</s>`` at the end instead ``EOS``, neither ``MALFORMED`` (raw text, nothing parsed); a
-        stop token that is not last, or two, raise. The prompt's ``<think>`` is restored when the text closes
-        a think block; thinking, text and ``<tool_call>`` XML blocks are parsed as for Qwen3.5."""
-        tokens = [int(t) for t in response]
-        if tokens and tokens[-1] == self.eos and self.im_end not in tokens:
-            body, term = tokens[:-1], ParseTermination.EOS
-        else:
-            body, term = self.split_on_stop_token(tokens, self.im_end)
-        text = self.decode(body)
-        if term is ParseTermination.MALFORMED:
-            return {"role": "assistant", "content": text}, term
-        if "</think>" in text and "<think>" not in text.split("</think>", 1)[0]:
-            text = "<think>" + text
-        return parse_think_and_xml_calls(text), term
-
-
-class Nemotron3DisableThinkingRenderer(Nemotron3Renderer):
-    """Nemotron 3 with ``enable_thinking=False``: the prompt pre-fills ``<think></think>``; a trained assistant
-    message (at or after the boundary of the training mode) that reasons raises :class:`RendererError`."""
-
-    name = "nemotron3_disable_thinking"
-    disables_thinking = True
-    prefill_block = "<think></think>"
-
-    def _untrain_generation_prompt(
-        self,
-        messages: Sequence[Message],
-        mode: TrainOnWhat,
-        tokens: list[int],
-        weights: list[float],
-        memo: dict[str, list[int]] | None = None,
-    ) -> list[float]:
-        boundary = len(messages) - 1 if mode is TrainOnWhat.LAST_ASSISTANT_MESSAGE else last_user_index(messages) + 1
-        for i in range(max(boundary, 0), len(messages)):
-            if messages[i]["role"] == "assistant" and split_reasoning(messages[i])[0].strip():
-                raise RendererError(
-                    f"renderer {self.name!r} disables thinking, but assistant message {i} reasons; its generation "
-                    "prompt pre-fills <think></think>, so the model could never have produced it. Use the "
-                    "'nemotron3' renderer or remove the reasoning."
-                )
-        return weights
+    def parse_text(self, text: str) -> Message:
+        """Decoded sampled text -> assistant message (stop ``<|im_end|>``, ``</s>`` an EOS): the prompt's ``<think>``
+        is restored when the text closes a think block; thinking, text and ``<tool_call>`` XML blocks are parsed
+        as for Qwen3.5."""
+        return parse_think_and_calls(restore_think_opening(text), parse_xml_tool_call)

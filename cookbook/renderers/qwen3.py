@@ -46,28 +46,26 @@ block, separated by ``\\n``, exactly as the template groups them (tinker-cookboo
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from cookbook.errors import RendererError
 from cookbook.renderers.base import (
     ContentPart,
     Message,
-    ParseTermination,
     RenderContext,
     RenderedMessage,
     Renderer,
     Segment,
     ToolCall,
     ToolSpec,
-    TrainOnWhat,
     UnparsedToolCall,
-    last_user_index,
     text_of,
     thinking_of,
 )
+from cookbook.renderers.kit.segments import tojson
+from cookbook.renderers.kit.thinking import frame_thinking, restore_think_opening
+from cookbook.renderers.kit.tools import parse_json_tool_call, tool_call_json, tool_run
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 
@@ -84,46 +82,35 @@ TOOLS_POSTAMBLE = (
 _BLOCK_RE = re.compile(r"<think>(.*?)</think>|<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 
-def frame_thinking(reasoning: str) -> str:
-    """The template's block around a produced turn: ``<think>\\n{reasoning}\\n</think>\\n\\n`` (padding is framing)."""
-    return "<think>\n" + reasoning.strip("\n") + "\n</think>\n\n"
-
-
-def tool_call_json(call: ToolCall) -> str:
-    """``{"name": ..., "arguments": {...}}`` as the template's ``tojson`` writes it (``json.dumps`` defaults,
-    ``ensure_ascii=False``). The arguments string is parsed and re-serialised, so ``'{"x":1}'`` becomes
-    ``{"x": 1}``."""
-    return json.dumps({"name": call.name, "arguments": call.arguments_dict()}, ensure_ascii=False)
-
-
-def has_reasoning(msg: Message) -> bool:
-    """True when an assistant message carries non-empty reasoning (a thinking part, or inline ``<think>``)."""
-    content = msg["content"]
-    if isinstance(content, str):
-        if "</think>" not in content:
-            return False
-        return bool(content.split("</think>")[0].split("<think>")[-1].strip())
-    return any(t.strip() for t in thinking_of(content))
-
-
 class Qwen3Renderer(Renderer):
     """Qwen3 hybrid models in thinking mode (``apply_chat_template`` with ``enable_thinking`` unset/True)."""
 
     name = "qwen3"
     supports_thinking = True
     supports_tools = True
-    #: frame the produced turn with ``<think>\n...\n</think>\n\n`` (the 2507 Instruct models never do)
-    frames_thinking: bool = True
-    #: put the empty think block of a produced turn in the header (never trained): disable-thinking mode
-    empty_block_in_header: bool = False
+    thinking_renderer = "qwen3"
+    disabled_thinking_prefill = "its generation prompt pre-fills an empty <think></think> block"
 
-    def __init__(self, tokenizer: Any, strip_thinking_from_history: bool = True):
+    def __init__(
+        self,
+        tokenizer: Any,
+        strip_thinking_from_history: bool = True,
+        enable_thinking: bool = True,
+        instruct: bool = False,
+    ):
+        """``enable_thinking=False``: ``qwen3_disable_thinking`` (the prompt pre-fills the empty block, which is the
+        untrained header of a produced turn; a trained turn that reasons is refused). ``instruct=True``:
+        ``qwen3_instruct`` (never frames a think block)."""
         super().__init__(tokenizer)
         self.strip_thinking_from_history = strip_thinking_from_history
-        self.has_extension_property = not strip_thinking_from_history
+        #: frame the produced turn with ``<think>\n...\n</think>\n\n`` (the 2507 Instruct models never do)
+        self.frames_thinking = not instruct
+        #: put the empty think block of a produced turn in the header (never trained): disable-thinking mode
+        self.empty_block_in_header = self.disables_thinking = not enable_thinking
+        self.has_extension_property = instruct or not strip_thinking_from_history
         self.im_start = self.enc.special("<|im_start|>")
         self.im_end = self.enc.special("<|im_end|>")
-        self.endoftext = self.enc.special("<|endoftext|>")
+        self.eos_token_id = self.endoftext = self.enc.special("<|endoftext|>")
 
     # ------------------------------------------------------------------------------------------ rendering
     def frames(self, msg: Message, ctx: RenderContext) -> bool:
@@ -137,6 +124,12 @@ class Qwen3Renderer(Renderer):
     def _header(self, role: str, ctx: RenderContext, extra: str = "") -> list[Segment]:
         header: list[Segment] = ["\n"] if ctx.idx > 0 else []
         return [*header, [self.im_start], role + "\n" + extra]
+
+    def generation_suffix(self, role: str, ctx: RenderContext) -> list[Segment]:
+        """The header of an empty message; in disable-thinking mode an assistant prompt ends with the empty block."""
+        if self.empty_block_in_header:
+            return self._header(role, ctx, EMPTY_THINK if role == "assistant" else "")
+        return super().generation_suffix(role, ctx)
 
     def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
         role = msg["role"]
@@ -203,8 +196,7 @@ class Qwen3Renderer(Renderer):
         """Consecutive tool responses share one ``<|im_start|>user`` block (as in the template); the ``\\n``
         between two responses ends the first one's output so that ``</tool_response>\\n`` tokenises as the
         template's single string does."""
-        continues = ctx.prev is not None and ctx.prev["role"] == "tool"
-        followed = ctx.next is not None and ctx.next["role"] == "tool"
+        continues, followed = tool_run(ctx)
         body = "<tool_response>\n" + text_of(msg["content"]) + "\n</tool_response>"
         header = [] if continues else self._header("user", ctx)
         output: list[Segment] = [body + "\n"] if followed else [body, [self.im_end]]
@@ -217,11 +209,10 @@ class Qwen3Renderer(Renderer):
         """The system message declaring ``tools`` (after ``system_prompt + "\\n\\n"`` when one is given).
         Each tool is one line of JSON, ``{"type": "function", "function": spec}``, as the template's ``tojson``
         writes it. With no tools this is just the system prompt (or nothing)."""
+        system_prompt = system_prompt or None  # "" is no system prompt (tinker-cookbook passes "" by default)
         if not tools:
             return [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
-        lines = "".join(
-            "\n" + json.dumps({"type": "function", "function": dict(t)}, ensure_ascii=False) for t in tools
-        )
+        lines = "".join("\n" + tojson({"type": "function", "function": dict(t)}) for t in tools)
         prefix = "" if system_prompt is None else system_prompt + "\n\n"
         return [{"role": "system", "content": prefix + TOOLS_PREAMBLE + lines + TOOLS_POSTAMBLE}]
 
@@ -229,33 +220,20 @@ class Qwen3Renderer(Renderer):
     def get_stop_sequences(self) -> list[int]:
         return [self.im_end]
 
-    def parse_response(self, response: Sequence[int]) -> tuple[Message, ParseTermination]:
-        """Sampled tokens -> assistant message.
+    def parse_text(self, text: str) -> Message:
+        """Decoded assistant text (without the stop token) -> message; the inverse of rendering.
 
-        * one ``<|im_end|>`` at the end: ``STOP_SEQUENCE``; ``<|endoftext|>`` at the end instead: ``EOS``;
-          neither: ``MALFORMED`` with the raw decoded text as content (nothing parsed); a stop token that
-          is not last, or two: :class:`RendererError`.
+        (The base :meth:`~cookbook.renderers.base.Renderer.parse_response` decides the termination: one
+        ``<|im_end|>`` at the end is ``STOP_SEQUENCE``, ``<|endoftext|>`` at the end instead ``EOS``, neither
+        ``MALFORMED`` with the raw text.)
+
         * ``<think>...</think>`` -> :class:`ThinkingPart` (framing newlines removed, an empty block dropped);
-          content is then a list of parts, otherwise a string.
+          content is then a list of parts, otherwise a string. The prompt's ``<think>`` is restored first.
         * ``<tool_call>{json}</tool_call>`` -> :class:`ToolCall` (arguments re-serialised as a JSON string) in
           ``tool_calls``; a block that is not valid ``{"name": str, "arguments": object}`` JSON, or an
           unterminated ``<tool_call>``, -> :class:`UnparsedToolCall` in ``unparsed_tool_calls``.
         """
-        tokens = [int(t) for t in response]
-        if tokens and tokens[-1] == self.endoftext and self.im_end not in tokens:
-            body, term = tokens[:-1], ParseTermination.EOS
-        else:
-            body, term = self.split_on_stop_token(tokens, self.im_end)
-        text = self.decode(body)
-        if term is ParseTermination.MALFORMED:
-            return {"role": "assistant", "content": text}, term
-        return self.parse_text(text), term
-
-    def parse_text(self, text: str) -> Message:
-        """Decoded assistant text (without the stop token) -> message; the inverse of rendering."""
-        head = text.split("</think>", 1)[0]
-        if "</think>" in text and "<think>" not in head:
-            text = "<think>" + text  # the generation prompt pre-filled <think>
+        text = restore_think_opening(text)
         items: list[tuple[str, str]] = []  # (kind, payload): text | think | call
         pos = 0
         for m in _BLOCK_RE.finditer(text):
@@ -275,7 +253,7 @@ class Qwen3Renderer(Renderer):
                     parts.append({"type": "thinking", "thinking": reasoning})
                 after_think = self.frames_thinking
             elif kind == "call":
-                parsed = parse_tool_call(payload)
+                parsed = parse_json_tool_call(payload)
                 (calls if isinstance(parsed, ToolCall) else unparsed).append(parsed)  # type: ignore[arg-type]
                 after_think = False
             else:
@@ -298,84 +276,3 @@ class Qwen3Renderer(Renderer):
         if unparsed:
             msg["unparsed_tool_calls"] = unparsed
         return msg
-
-
-def parse_tool_call(payload: str) -> ToolCall | UnparsedToolCall:
-    """The JSON inside ``<tool_call>...</tool_call>`` -> :class:`ToolCall`, or :class:`UnparsedToolCall`."""
-    raw = "<tool_call>" + payload + "</tool_call>"
-    try:
-        obj = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        return UnparsedToolCall(raw_text=raw, error=f"invalid JSON in <tool_call>: {exc}")
-    if not isinstance(obj, dict):
-        return UnparsedToolCall(raw_text=raw, error="<tool_call> is not a JSON object")
-    name = obj.get("name")
-    if not isinstance(name, str) or not name:
-        return UnparsedToolCall(raw_text=raw, error="<tool_call> has a missing or non-string 'name'")
-    args = obj.get("arguments")
-    if not isinstance(args, dict):
-        return UnparsedToolCall(raw_text=raw, error="<tool_call> 'arguments' is missing or not a JSON object")
-    call_id = obj.get("id")
-    return ToolCall(
-        name=name,
-        arguments=json.dumps(args, ensure_ascii=False),
-        id=call_id if isinstance(call_id, str) else None,
-    )
-
-
-class Qwen3DisableThinkingRenderer(Qwen3Renderer):
-    """Qwen3 hybrid models with thinking disabled (the template with ``enable_thinking=False``).
-
-    The generation prompt ends ``<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n``. A produced turn carries the
-    same empty block in its header, so it is never trained. A supervised example whose trained assistant
-    messages reasoned raises :class:`RendererError`.
-    """
-
-    name = "qwen3_disable_thinking"
-    disables_thinking = True
-    empty_block_in_header = True
-
-    def generation_suffix(self, role: str, ctx: RenderContext) -> list[Segment]:
-        return self._header(role, ctx, EMPTY_THINK if role == "assistant" else "")
-
-    def _untrain_generation_prompt(
-        self,
-        messages: Sequence[Message],
-        mode: TrainOnWhat,
-        tokens: list[int],
-        weights: list[float],
-        memo: dict[str, list[int]] | None = None,
-    ) -> list[float]:
-        """Raise if a trained assistant message reasoned; otherwise zero what the generation prompt supplies.
-
-        Unlike the base rule, a prompt that is not a token prefix (history rendered differently once a
-        later message follows, e.g. two assistant messages in a row) is not an error: the empty block is in
-        the header and untrained either way."""
-        boundary = (
-            len(messages) - 1 if mode is TrainOnWhat.LAST_ASSISTANT_MESSAGE else last_user_index(messages) + 1
-        )
-        for i in range(max(boundary, 0), len(messages)):
-            if messages[i]["role"] == "assistant" and has_reasoning(messages[i]):
-                raise RendererError(
-                    f"renderer {self.name!r} disables thinking, but assistant message {i} reasons; its "
-                    "generation prompt pre-fills an empty <think></think> block, so the model could never "
-                    "have produced it. Use the 'qwen3' renderer or remove the reasoning."
-                )
-        if boundary >= len(messages) or messages[boundary]["role"] != "assistant":
-            return weights
-        prompt = self.generation_prompt_tokens(messages[:boundary], _memo=memo)
-        if tokens[: len(prompt)] == prompt:
-            return [0.0] * len(prompt) + weights[len(prompt) :]
-        return weights
-
-
-class Qwen3InstructRenderer(Qwen3Renderer):
-    """Qwen3 Instruct-2507 models: no ``<think>`` tag at all. Thinking parts from another model's conversation
-    are written ``<think>{t}</think>`` (and stripped from history); no empty block is ever written."""
-
-    name = "qwen3_instruct"
-    frames_thinking = False
-
-    def __init__(self, tokenizer: Any, strip_thinking_from_history: bool = True):
-        super().__init__(tokenizer, strip_thinking_from_history)
-        self.has_extension_property = True

@@ -44,213 +44,34 @@ Neither renderer has the sequence-extension property (reasoning of earlier turns
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from cookbook.errors import RendererError
 from cookbook.renderers.base import (
-    ContentPart,
     Message,
-    ParseTermination,
     RenderContext,
     RenderedMessage,
     Renderer,
     Segment,
-    TextEncoder,
-    ToolCall,
     ToolSpec,
-    TrainOnWhat,
-    UnparsedToolCall,
-    last_user_index,
     text_of,
-    thinking_of,
+)
+from cookbook.renderers.kit.parsing import parse_think_and_calls
+from cookbook.renderers.kit.segments import Lit, Piece, SegmentWriter, tojson
+from cookbook.renderers.kit.thinking import restore_think_opening, split_reasoning
+from cookbook.renderers.kit.tools import (
+    XML_TOOLS_INSTRUCTIONS,
+    XML_TOOLS_PREAMBLE,
+    declaration_pieces,
+    parse_xml_tool_call,
+    tool_run,
+    xml_parameter_value,
+    xml_tool_call_pieces,
 )
 
+__all__ = ["Qwen3_5Renderer", "parse_xml_tool_call", "xml_parameter_value"]
 
-class Lit(str):
-    """Message content: encoded literally (special-token text in it stays ordinary text)."""
-
-    __slots__ = ()
-
-
-Piece = str  # a plain ``str`` is structural text (control-token strings in it become control tokens); ``Lit`` is content
-
-
-class SegmentWriter:
-    """Turns template-like pieces into renderer segments.
-
-    Structural pieces (plain ``str``) are split at the family's control-token strings, which become token ids;
-    :class:`Lit` pieces are content and never are. Adjacent text is merged into one segment, so the text between
-    two control tokens is encoded in one piece exactly as the template's tokenization does.
-    """
-
-    def __init__(self, enc: TextEncoder, control_tokens: Sequence[str]):
-        self.ids: dict[str, int] = {t: enc.special(t) for t in control_tokens}
-        self._re = re.compile("|".join(re.escape(t) for t in sorted(self.ids, key=len, reverse=True)))
-
-    def __call__(self, *pieces: Piece) -> list[Segment]:
-        out: list[Segment] = []
-        buf: list[str] = []
-
-        def flush() -> None:
-            if buf:
-                out.append("".join(buf))
-                buf.clear()
-
-        for piece in pieces:
-            if not piece:
-                continue
-            if isinstance(piece, Lit):
-                buf.append(str(piece))
-                continue
-            pos = 0
-            for m in self._re.finditer(piece):
-                buf.append(piece[pos : m.start()])
-                flush()
-                out.append([self.ids[m.group(0)]])
-                pos = m.end()
-            buf.append(piece[pos:])
-        flush()
-        return [s for s in out if s]
-
-
-def jinja_string(value: Any) -> str:
-    """Jinja's ``|string`` filter (Python ``str``): ``True``, ``None``, ``['a', 'b']``."""
-    return str(value)
-
-
-def tojson(value: Any) -> str:
-    """transformers' ``tojson`` filter: ``json.dumps`` with default separators and non-ASCII kept."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-def xml_parameter_value(value: Any) -> str:
-    """A tool-call argument as the Qwen3.5 / Nemotron 3 templates write it: JSON for objects and arrays,
-    ``|string`` for everything else (so ``true`` becomes ``True`` and ``null`` becomes ``None``)."""
-    if isinstance(value, dict | list):
-        return tojson(value)
-    return jinja_string(value)
-
-
-def split_reasoning(msg: Message) -> tuple[str, str]:
-    """``(reasoning, text)`` of an assistant message as the template sees it: thinking parts joined with ``\\n``
-    (the ``reasoning_content`` field); for string content with inline ``</think>``, the template's split."""
-    content = msg["content"]
-    if isinstance(content, str):
-        if "</think>" in content:
-            before, _, _ = content.partition("</think>")
-            after = content.split("</think>")[-1]
-            return before.rstrip("\n").split("<think>")[-1].lstrip("\n"), after.lstrip("\n")
-        return "", content
-    parts: list[ContentPart] = list(content)
-    return "\n".join(thinking_of(parts)), text_of(parts)
-
-
-def xml_tool_call_pieces(call: ToolCall) -> list[Piece]:
-    """``<tool_call>\\n<function=NAME>\\n`` + parameters + ``</function>\\n</tool_call>`` (no separator)."""
-    args = call.arguments_dict()
-    if not isinstance(args, dict):
-        raise RendererError(f"tool call {call.name!r}: arguments must be a JSON object, got {call.arguments!r}")
-    pieces: list[Piece] = ["<tool_call>\n<function=", Lit(call.name), ">\n"]
-    for key, value in args.items():
-        pieces += ["<parameter=", Lit(key), ">\n", Lit(xml_parameter_value(value)), "\n</parameter>\n"]
-    pieces.append("</function>\n</tool_call>")
-    return pieces
-
-
-_XML_CALL = re.compile(r"^\s*<tool_call>\s*<function=([^>\n]+)>\n?(.*?)</function>\s*</tool_call>\s*$", re.DOTALL)
-_XML_PARAM = re.compile(r"<parameter=([^>\n]+)>\n?(.*?)\n?</parameter>\n?", re.DOTALL)
-_BLOCKS = re.compile(r"<think>(.*?)</think>|<tool_call>(.*?)</tool_call>", re.DOTALL)
-
-
-def parse_xml_tool_call(raw: str) -> ToolCall | UnparsedToolCall:
-    """``<tool_call>\\n<function=NAME>\\n<parameter=K>\\nV\\n</parameter>\\n...</function>\\n</tool_call>`` ->
-    :class:`ToolCall` (each value ``json.loads``-ed when it is JSON, else kept as the string), or
-    :class:`UnparsedToolCall` when the block is not of that shape."""
-    m = _XML_CALL.match(raw)
-    if m is None:
-        return UnparsedToolCall(raw_text=raw, error="<tool_call> block is not <function=NAME>...</function>")
-    name, body = m.group(1).strip(), m.group(2)
-    args: dict[str, Any] = {}
-    pos = 0
-    for pm in _XML_PARAM.finditer(body):
-        if body[pos : pm.start()].strip():
-            return UnparsedToolCall(raw_text=raw, error=f"unexpected text in <tool_call>: {body[pos:pm.start()]!r}")
-        value = pm.group(2)
-        try:
-            args[pm.group(1).strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            args[pm.group(1).strip()] = value
-        pos = pm.end()
-    if body[pos:].strip():
-        return UnparsedToolCall(raw_text=raw, error=f"unexpected text in <tool_call>: {body[pos:]!r}")
-    return ToolCall(name=name, arguments=json.dumps(args, ensure_ascii=False))
-
-
-def parse_think_and_xml_calls(text: str) -> Message:
-    """Decoded assistant text (think block already opened) -> message: ``<think>...</think>`` -> a thinking part
-    (trimmed; empty dropped), text trimmed, ``<tool_call>`` blocks -> tool calls / unparsed tool calls."""
-    parts: list[ContentPart] = []
-    calls: list[ToolCall] = []
-    unparsed: list[UnparsedToolCall] = []
-    texts: list[str] = []
-    pos = 0
-    for m in _BLOCKS.finditer(text):
-        texts.append(text[pos : m.start()])
-        if m.group(1) is not None:
-            if m.group(1).strip():
-                parts.append({"type": "thinking", "thinking": m.group(1).strip()})
-        else:
-            parsed = parse_xml_tool_call(m.group(0))
-            if isinstance(parsed, ToolCall):
-                calls.append(parsed)
-            else:
-                unparsed.append(parsed)
-        pos = m.end()
-    tail = text[pos:]
-    if tail.count("<tool_call>") > tail.count("</tool_call>"):
-        start = tail.rindex("<tool_call>")
-        unparsed.append(UnparsedToolCall(raw_text=tail[start:], error="unterminated <tool_call> block"))
-    texts.append(tail)
-    body = "".join(texts).strip()
-    if body:
-        parts.append({"type": "text", "text": body})
-    msg: Message = {"role": "assistant", "content": parts if thinking_of(parts) else body}
-    if calls:
-        msg["tool_calls"] = calls
-    if unparsed:
-        msg["unparsed_tool_calls"] = unparsed
-    return msg
-
-
-QWEN3_5_TOOLS_PREAMBLE = "# Tools\n\nYou have access to the following functions:\n\n<tools>"
-TOOLS_INSTRUCTIONS = (
-    "\n</tools>\n\nIf you choose to call a function ONLY reply in the following format with NO suffix:\n\n"
-    "<tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>\nvalue_1\n</parameter>\n"
-    "<parameter=example_parameter_2>\nThis is the value for the second parameter\nthat can span\nmultiple lines\n"
-    "</parameter>\n</function>\n</tool_call>\n\n<IMPORTANT>\nReminder:\n- Function calls MUST follow the specified "
-    "format: an inner <function=...></function> block must be nested within <tool_call></tool_call> XML tags\n"
-    "- Required parameters MUST be specified\n- You may provide optional reasoning for your function call in "
-    "natural language BEFORE the function call, but NOT after\n- If there is no function call available, answer "
-    "the question like normal with your current knowledge and do not tell the user about function calls\n"
-    "</IMPORTANT>"
-)  # shared verbatim by the Qwen3.5 and Nemotron 3 templates
-
-
-def declaration_pieces(text: str, preamble: str) -> list[Piece]:
-    """System text -> pieces: the tool-declaration scaffolding (``preamble`` ... :data:`TOOLS_INSTRUCTIONS`)
-    that :meth:`create_conversation_prefix_with_tools` writes is structural, everything else is content."""
-    start = text.find(preamble)
-    end = text.find(TOOLS_INSTRUCTIONS, start + len(preamble)) if start >= 0 else -1
-    if start < 0 or end < 0:
-        return [Lit(text)]
-    body_end = end + len(TOOLS_INSTRUCTIONS)
-    return [Lit(text[:start]), preamble, Lit(text[start + len(preamble) : end]), TOOLS_INSTRUCTIONS, Lit(text[body_end:])]
-
-
-#: True while a generation prompt is rendered: its last message is history, not the message being produced
+EMPTY_THINK = "<think>\n\n</think>\n\n"
 
 
 class Qwen3_5Renderer(Renderer):
@@ -260,19 +81,25 @@ class Qwen3_5Renderer(Renderer):
     supports_thinking = True
     supports_tools = True
     has_extension_property = False
-    #: the header of an assistant message after the last user message (``<think>\n`` or the empty block)
-    think_opening: str = "<think>\n"
+    thinking_renderer = "qwen3_5"
+    disabled_thinking_prefill = "its generation prompt pre-fills an empty <think></think> block"
 
     CONTROL_TOKENS = (
         "<|im_start|>", "<|im_end|>", "<think>", "</think>",
         "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
     )
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, enable_thinking: bool = True):
+        """``enable_thinking=False`` (``qwen3_5_disable_thinking``): the generation prompt pre-fills the empty block
+        ``<think>\n\n</think>\n\n``, the untrained header of every non-reasoning assistant message after the last
+        user message; a trained assistant message that reasons is refused."""
         super().__init__(tokenizer)
+        self.disables_thinking = not enable_thinking
+        #: the header of an assistant message after the last user message (``<think>\n`` or the empty block)
+        self.think_opening = "<think>\n" if enable_thinking else EMPTY_THINK
         self.w = SegmentWriter(self.enc, self.CONTROL_TOKENS)
         self.im_end = self.w.ids["<|im_end|>"]
-        self.endoftext = self.enc.special("<|endoftext|>")
+        self.eos_token_id = self.endoftext = self.enc.special("<|endoftext|>")
 
     # ------------------------------------------------------------------------------------------ rendering
     def _open(self, role: str, ctx: RenderContext) -> str:
@@ -285,7 +112,7 @@ class Qwen3_5Renderer(Renderer):
         if role == "assistant":
             return self._render_assistant(msg, ctx)
         text = text_of(msg["content"]).strip()
-        body = declaration_pieces(text, QWEN3_5_TOOLS_PREAMBLE) if role == "system" else [Lit(text)]
+        body = declaration_pieces(text, XML_TOOLS_PREAMBLE, XML_TOOLS_INSTRUCTIONS) if role == "system" else [Lit(text)]
         return RenderedMessage(header=self.w(self._open(role, ctx)), output=self.w(*body, "<|im_end|>"))
 
     def _render_assistant(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
@@ -318,10 +145,8 @@ class Qwen3_5Renderer(Renderer):
             return self.w(self._open(role, ctx))
         return self.w(self._open(role, ctx), self.think_opening)
 
-
     def _render_tool_response(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
-        continues = ctx.prev is not None and ctx.prev["role"] == "tool"
-        followed = ctx.next is not None and ctx.next["role"] == "tool"
+        continues, followed = tool_run(ctx)
         header = [] if continues else self.w(self._open("user", ctx)[:-1])
         body: list[Piece] = ["\n<tool_response>\n", Lit(text_of(msg["content"]).strip()), "\n</tool_response>"]
         if not followed:
@@ -334,10 +159,11 @@ class Qwen3_5Renderer(Renderer):
     ) -> list[Message]:
         """The system message declaring ``tools`` (one ``{"type": "function", "function": spec}`` JSON per line,
         then the template's instructions), followed by ``\\n\\n{system_prompt}`` when one is given."""
+        system_prompt = system_prompt or None  # "" is no system prompt (tinker-cookbook passes "" by default)
         if not tools:
             return [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
         lines = "".join("\n" + tojson({"type": "function", "function": dict(t)}) for t in tools)
-        text = QWEN3_5_TOOLS_PREAMBLE + lines + TOOLS_INSTRUCTIONS
+        text = XML_TOOLS_PREAMBLE + lines + XML_TOOLS_INSTRUCTIONS
         if system_prompt and system_prompt.strip():
             text += "\n\n" + system_prompt.strip()
         return [{"role": "system", "content": text}]
@@ -346,50 +172,7 @@ class Qwen3_5Renderer(Renderer):
     def get_stop_sequences(self) -> list[int]:
         return [self.im_end]
 
-    def parse_response(self, response: Sequence[int]) -> tuple[Message, ParseTermination]:
-        """Sampled tokens (after the generation prompt) -> assistant message.
-
-        One ``<|im_end|>`` at the end: ``STOP_SEQUENCE``; ``<|endoftext|>`` at the end instead: ``EOS``; neither:
-        ``MALFORMED`` with the raw decoded text (nothing parsed); a stop token that is not last, or two:
-        :class:`RendererError`. The prompt's ``<think>`` is restored when the text closes a think block.
-        """
-        tokens = [int(t) for t in response]
-        if tokens and tokens[-1] == self.endoftext and self.im_end not in tokens:
-            body, term = tokens[:-1], ParseTermination.EOS
-        else:
-            body, term = self.split_on_stop_token(tokens, self.im_end)
-        text = self.decode(body)
-        if term is ParseTermination.MALFORMED:
-            return {"role": "assistant", "content": text}, term
-        if "</think>" in text and "<think>" not in text.split("</think>", 1)[0]:
-            text = "<think>" + text
-        return parse_think_and_xml_calls(text), term
-
-
-class Qwen3_5DisableThinkingRenderer(Qwen3_5Renderer):
-    """Qwen3.5 with ``enable_thinking=False``: the empty block ``<think>\\n\\n</think>\\n\\n`` is pre-filled by the
-    generation prompt and is the (untrained) header of every non-reasoning assistant message after the last user
-    message; a trained assistant message that reasons raises :class:`RendererError`."""
-
-    name = "qwen3_5_disable_thinking"
-    disables_thinking = True
-    think_opening = "<think>\n\n</think>\n\n"
-
-    def _untrain_generation_prompt(
-        self,
-        messages: Sequence[Message],
-        mode: TrainOnWhat,
-        tokens: list[int],
-        weights: list[float],
-        memo: dict[str, list[int]] | None = None,
-    ) -> list[float]:
-        boundary = len(messages) - 1 if mode is TrainOnWhat.LAST_ASSISTANT_MESSAGE else last_user_index(messages) + 1
-        for i in range(max(boundary, 0), len(messages)):
-            if messages[i]["role"] == "assistant" and split_reasoning(messages[i])[0].strip():
-                raise RendererError(
-                    f"renderer {self.name!r} disables thinking, but assistant message {i} reasons; its generation "
-                    "prompt pre-fills an empty <think></think> block, so the model could never have produced it. "
-                    "Use the 'qwen3_5' renderer or remove the reasoning."
-                )
-        return weights
-
+    def parse_text(self, text: str) -> Message:
+        """Decoded sampled text -> assistant message: the prompt's ``<think>`` is restored when the text closes a
+        think block; thinking and text are trimmed; ``<tool_call>`` XML blocks become tool calls."""
+        return parse_think_and_calls(restore_think_opening(text), parse_xml_tool_call)

@@ -3,33 +3,55 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from cookbook.errors import ConfigurationError
 from cookbook.renderers.base import RendererFactory, RendererProtocol
 
-# name -> "module:attribute" of a factory taking the tokenizer
-_BUILTIN: dict[str, str] = {
-    "role_colon": "cookbook.renderers.role_colon:RoleColonRenderer",
-    "llama3": "cookbook.renderers.llama3:Llama3Renderer",
-    "qwen3": "cookbook.renderers.qwen3:Qwen3Renderer",
-    "qwen3_disable_thinking": "cookbook.renderers.qwen3:Qwen3DisableThinkingRenderer",
-    "qwen3_instruct": "cookbook.renderers.qwen3:Qwen3InstructRenderer",
-    "deepseekv3": "cookbook.renderers.deepseek_v3:DeepSeekV3Renderer",
-    "deepseekv3_disable_thinking": "cookbook.renderers.deepseek_v3:DeepSeekV3DisableThinkingRenderer",
-    "deepseekv3_thinking": "cookbook.renderers.deepseek_v3:DeepSeekV3ThinkingRenderer",
-    "gpt_oss_low_reasoning": "cookbook.renderers.gpt_oss:GptOssLowReasoningRenderer",
-    "gpt_oss_medium_reasoning": "cookbook.renderers.gpt_oss:GptOssMediumReasoningRenderer",
-    "gpt_oss_high_reasoning": "cookbook.renderers.gpt_oss:GptOssHighReasoningRenderer",
-    "gpt_oss_no_sysprompt": "cookbook.renderers.gpt_oss:GptOssNoSysPromptRenderer",
-    "gemma3": "cookbook.renderers.gemma3:Gemma3Renderer",
-    "qwen3_5": "cookbook.renderers.qwen3_5:Qwen3_5Renderer",
-    "qwen3_5_disable_thinking": "cookbook.renderers.qwen3_5:Qwen3_5DisableThinkingRenderer",
-    "nemotron3": "cookbook.renderers.nemotron3:Nemotron3Renderer",
-    "nemotron3_disable_thinking": "cookbook.renderers.nemotron3:Nemotron3DisableThinkingRenderer",
-    "kimi_k2": "cookbook.renderers.kimi_k2:KimiK2Renderer",
-    "kimi_k2_thinking": "cookbook.renderers.kimi_k2:KimiK2ThinkingRenderer",
-    "glm": "cookbook.renderers.glm:GlmRenderer",
+
+@dataclass(frozen=True)
+class BuiltinRenderer:
+    """A registered name: the family's renderer class (``module:Class``) and the options it is built with.
+    A variant is an entry, not a class: its name is the registry key, its difference the options."""
+
+    factory: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _entry(factory: str, **options: Any) -> BuiltinRenderer:
+    return BuiltinRenderer(factory, options)
+
+
+_QWEN3 = "cookbook.renderers.qwen3:Qwen3Renderer"
+_QWEN3_5 = "cookbook.renderers.qwen3_5:Qwen3_5Renderer"
+_DEEPSEEK_V3 = "cookbook.renderers.deepseek_v3:DeepSeekV3Renderer"
+_GPT_OSS = "cookbook.renderers.gpt_oss:GptOssRenderer"
+_NEMOTRON3 = "cookbook.renderers.nemotron3:Nemotron3Renderer"
+_KIMI_K2 = "cookbook.renderers.kimi_k2:KimiK2Renderer"
+
+_BUILTIN: dict[str, BuiltinRenderer] = {
+    "role_colon": _entry("cookbook.renderers.role_colon:RoleColonRenderer"),
+    "llama3": _entry("cookbook.renderers.llama3:Llama3Renderer"),
+    "qwen3": _entry(_QWEN3),
+    "qwen3_disable_thinking": _entry(_QWEN3, enable_thinking=False),
+    "qwen3_instruct": _entry(_QWEN3, instruct=True),
+    "deepseekv3": _entry(_DEEPSEEK_V3),
+    "deepseekv3_disable_thinking": _entry(_DEEPSEEK_V3),  # the same chat mode under tinker-cookbook's other name
+    "deepseekv3_thinking": _entry(_DEEPSEEK_V3, thinking=True),
+    "gpt_oss_low_reasoning": _entry(_GPT_OSS, reasoning_effort="low"),
+    "gpt_oss_medium_reasoning": _entry(_GPT_OSS, reasoning_effort="medium"),
+    "gpt_oss_high_reasoning": _entry(_GPT_OSS, reasoning_effort="high"),
+    "gpt_oss_no_sysprompt": _entry(_GPT_OSS, reasoning_effort=None),
+    "gemma3": _entry("cookbook.renderers.gemma3:Gemma3Renderer"),
+    "qwen3_5": _entry(_QWEN3_5),
+    "qwen3_5_disable_thinking": _entry(_QWEN3_5, enable_thinking=False),
+    "nemotron3": _entry(_NEMOTRON3),
+    "nemotron3_disable_thinking": _entry(_NEMOTRON3, enable_thinking=False),
+    "kimi_k2": _entry(_KIMI_K2),
+    "kimi_k2_thinking": _entry(_KIMI_K2, thinking=True),
+    "glm": _entry("cookbook.renderers.glm:GlmRenderer"),
 }
 _CUSTOM: dict[str, RendererFactory] = {}
 
@@ -78,20 +100,32 @@ def get_renderer(name: str, tokenizer: Any) -> RendererProtocol:
 
         tokenizer = get_tokenizer(tokenizer)
     if name in _CUSTOM:
-        factory = _CUSTOM[name]
+        renderer = _CUSTOM[name](tokenizer)
     elif name in _BUILTIN:
-        factory = load_factory(_BUILTIN[name])
+        entry = _BUILTIN[name]
+        renderer = load_factory(entry.factory)(tokenizer, **entry.options)  # type: ignore[call-arg]
+        renderer.name = name  # type: ignore[attr-defined]
+        return renderer
     elif ":" in name:
-        factory = load_factory(name)
+        renderer = load_factory(name)(tokenizer)
     else:
         raise ConfigurationError(
             f"unknown renderer {name!r}. Registered: {', '.join(registered_renderer_names())}. "
             "Register your own with cookbook.renderers.register_renderer(name, factory) or pass 'module:factory'."
         )
-    renderer = factory(tokenizer)
     if not hasattr(renderer, "name") or getattr(renderer, "name", None) in (None, "base"):
         try:
             renderer.name = name  # type: ignore[attr-defined]
         except AttributeError:
             pass
     return renderer
+
+
+def builtin_renderer(name: str) -> BuiltinRenderer:
+    """The built-in entry of ``name`` (its renderer class and options)."""
+    try:
+        return _BUILTIN[name]
+    except KeyError:
+        raise ConfigurationError(
+            f"no built-in renderer {name!r}; built-in: {', '.join(builtin_renderer_names())}"
+        ) from None

@@ -24,18 +24,16 @@ from cookbook.errors import RendererError
 from cookbook.renderers import ParseTermination, ToolCall, TrainOnWhat
 from cookbook.renderers.base import model_input_tokens
 from cookbook.renderers.deepseek_v3 import (
-    DeepSeekV3DisableThinkingRenderer,
     DeepSeekV3Renderer,
-    DeepSeekV3ThinkingRenderer,
     tool_declaration,
 )
 from cookbook.tokenizers import get_tokenizer
 
 SPECS = specs_dir("renderers")
-CLASSES: dict[str, type[DeepSeekV3Renderer]] = {
-    "deepseekv3": DeepSeekV3Renderer,
-    "deepseekv3_disable_thinking": DeepSeekV3DisableThinkingRenderer,
-    "deepseekv3_thinking": DeepSeekV3ThinkingRenderer,
+CLASSES: dict[str, dict[str, bool]] = {  # registered name -> DeepSeekV3Renderer options
+    "deepseekv3": {},
+    "deepseekv3_disable_thinking": {},
+    "deepseekv3_thinking": {"thinking": True},
 }
 
 
@@ -51,7 +49,7 @@ def tok() -> Any:
 
 @pytest.fixture(scope="module")
 def renderers(tok: Any) -> dict[str, DeepSeekV3Renderer]:
-    return {n: c(tok) for n, c in CLASSES.items()}
+    return {n: DeepSeekV3Renderer(tok, **o) for n, o in CLASSES.items()}
 
 
 def test_llamacpp_template_is_the_edited_copy(tok: Any) -> None:

@@ -36,20 +36,16 @@ from cookbook.renderers import ParseTermination, ToolCall, ToolSpec, TrainOnWhat
 from cookbook.renderers.base import Message, model_input_tokens, text_of, thinking_of
 from cookbook.renderers.gpt_oss import (
     DEFAULT_DATE,
-    GptOssHighReasoningRenderer,
-    GptOssLowReasoningRenderer,
-    GptOssMediumReasoningRenderer,
-    GptOssNoSysPromptRenderer,
     GptOssRenderer,
 )
 from cookbook.tokenizers import get_tokenizer, tokenizer_dir
 
 SPECS = specs_dir("renderers")
-CLASSES: dict[str, type[GptOssRenderer]] = {
-    "gpt_oss_low_reasoning": GptOssLowReasoningRenderer,
-    "gpt_oss_medium_reasoning": GptOssMediumReasoningRenderer,
-    "gpt_oss_high_reasoning": GptOssHighReasoningRenderer,
-    "gpt_oss_no_sysprompt": GptOssNoSysPromptRenderer,
+CLASSES: dict[str, str | None] = {  # registered name -> reasoning_effort
+    "gpt_oss_low_reasoning": "low",
+    "gpt_oss_medium_reasoning": "medium",
+    "gpt_oss_high_reasoning": "high",
+    "gpt_oss_no_sysprompt": None,
 }
 
 
@@ -65,7 +61,7 @@ def tok() -> Any:
 
 @pytest.fixture(scope="module")
 def renderers(tok: Any) -> dict[str, GptOssRenderer]:
-    return {n: c(tok) for n, c in CLASSES.items()}
+    return {n: GptOssRenderer(tok, effort) for n, effort in CLASSES.items()}
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +205,7 @@ def test_reasoning_effort_and_date(tok: Any) -> None:
     assert "Current date: 2030-01-02\n\nReasoning: high\n\n" in text
     with pytest.raises(RendererError, match="reasoning_effort"):
         GptOssRenderer(tok, "extreme")
-    empty = GptOssNoSysPromptRenderer(tok)
+    empty = GptOssRenderer(tok, None)
     assert empty.decode(model_input_tokens(empty.build_generation_prompt([]))) == "<|start|>assistant"
 
 

@@ -16,7 +16,7 @@ import pytest
 from cookbook.errors import RendererError
 from cookbook.renderers import ParseTermination, ToolCall, TrainOnWhat
 from cookbook.renderers.base import Message
-from cookbook.renderers.kimi_k2 import KimiK2Renderer, KimiK2ThinkingRenderer, deep_sort, kimi_tools_json
+from cookbook.renderers.kimi_k2 import KimiK2Renderer, deep_sort, kimi_tools_json
 from cookbook.tokenizers import get_tokenizer
 
 WEATHER = {
@@ -40,8 +40,8 @@ def instruct(tok: Any) -> KimiK2Renderer:
 
 
 @pytest.fixture(scope="module")
-def thinking(tok: Any) -> KimiK2ThinkingRenderer:
-    return KimiK2ThinkingRenderer(tok)
+def thinking(tok: Any) -> KimiK2Renderer:
+    return KimiK2Renderer(tok, thinking=True)
 
 
 def _think(reasoning: str, text: str, **extra: Any) -> Message:
@@ -52,7 +52,7 @@ def _call(name: str, args: dict[str, Any], call_id: str | None = None) -> ToolCa
     return ToolCall(name=name, arguments=json.dumps(args), id=call_id)
 
 
-def test_default_system_block_and_prompt(instruct: KimiK2Renderer, thinking: KimiK2ThinkingRenderer) -> None:
+def test_default_system_block_and_prompt(instruct: KimiK2Renderer, thinking: KimiK2Renderer) -> None:
     msgs: list[Message] = [{"role": "user", "content": "Hi"}]
     tail = "<|im_user|>user<|im_middle|>Hi<|im_end|><|im_assistant|>assistant<|im_middle|>"
     assert instruct.decode(instruct.generation_prompt_tokens(msgs)) == DEFAULT_SYSTEM + "\n" + tail
@@ -66,7 +66,7 @@ def test_instruct_refuses_thinking_parts(instruct: KimiK2Renderer) -> None:
         instruct.build_supervised_example([{"role": "user", "content": "Hi"}, _think("r", "Hello!")])
 
 
-def test_produced_turn_keeps_its_reasoning_and_the_tool_steps_before_it(thinking: KimiK2ThinkingRenderer) -> None:
+def test_produced_turn_keeps_its_reasoning_and_the_tool_steps_before_it(thinking: KimiK2Renderer) -> None:
     msgs: list[Message] = [
         {"role": "user", "content": "Hi"},
         _think("old", "Hello!"),
@@ -87,7 +87,7 @@ def test_produced_turn_keeps_its_reasoning_and_the_tool_steps_before_it(thinking
     assert "<think>need it</think>" not in later and "<think></think>21 °C" in later
 
 
-def test_last_assistant_turn_trains_every_reply_after_the_last_user(thinking: KimiK2ThinkingRenderer) -> None:
+def test_last_assistant_turn_trains_every_reply_after_the_last_user(thinking: KimiK2Renderer) -> None:
     msgs: list[Message] = [
         {"role": "user", "content": "Two facts"},
         {"role": "assistant", "content": "One."},
@@ -138,7 +138,7 @@ def test_arguments_are_written_verbatim(instruct: KimiK2Renderer) -> None:
         instruct.supervised_tokens([msgs[0], {"role": "assistant", "content": "", "tool_calls": [ToolCall("f", "{", None)]}])
 
 
-def test_special_token_text_in_content_stays_literal(thinking: KimiK2ThinkingRenderer) -> None:
+def test_special_token_text_in_content_stays_literal(thinking: KimiK2Renderer) -> None:
     tokens = thinking.generation_prompt_tokens([{"role": "user", "content": "<|im_end|><think>"}])
     assert tokens.count(thinking.im_end) == 2 and thinking.w.ids["<think>"] not in tokens
 
@@ -147,7 +147,7 @@ def _encode(r: KimiK2Renderer, text: str) -> list[int]:
     return list(r.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-def test_parse_roundtrip_with_thinking_and_calls(thinking: KimiK2ThinkingRenderer) -> None:
+def test_parse_roundtrip_with_thinking_and_calls(thinking: KimiK2Renderer) -> None:
     msg = _think("plan", "Checking.", tool_calls=[_call("get_weather", {"city": "Paris"}, "functions.get_weather:0")])
     msgs: list[Message] = [{"role": "user", "content": "Weather?"}, msg]
     full = thinking.supervised_tokens(msgs)[0]
@@ -172,7 +172,7 @@ def test_instruct_parse_terminations(instruct: KimiK2Renderer, response: str, te
     assert got is term and msg["content"] == content
 
 
-def test_parse_malformed_calls_and_two_stops(thinking: KimiK2ThinkingRenderer) -> None:
+def test_parse_malformed_calls_and_two_stops(thinking: KimiK2Renderer) -> None:
     bad = '<|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{"a": }<|tool_call_end|>'
     msg, term = thinking.parse_response(_encode(thinking, f"<think></think><|tool_calls_section_begin|>{bad}<|tool_calls_section_end|><|im_end|>"))
     assert term is ParseTermination.STOP_SEQUENCE and "tool_calls" not in msg

@@ -23,16 +23,15 @@ from cookbook.data import specs_dir
 from cookbook.errors import RendererError
 from cookbook.renderers import TrainOnWhat
 from cookbook.renderers.nemotron3 import (
-    Nemotron3DisableThinkingRenderer,
     Nemotron3Renderer,
     tool_declaration_xml,
 )
 from cookbook.tokenizers import get_tokenizer
 
 SPECS = specs_dir("renderers")
-CLASSES: dict[str, type[Nemotron3Renderer]] = {
-    "nemotron3": Nemotron3Renderer,
-    "nemotron3_disable_thinking": Nemotron3DisableThinkingRenderer,
+CLASSES: dict[str, dict[str, bool]] = {  # registered name -> Nemotron3Renderer options
+    "nemotron3": {},
+    "nemotron3_disable_thinking": {"enable_thinking": False},
 }
 
 
@@ -48,7 +47,7 @@ def tok() -> Any:
 
 @pytest.fixture(scope="module")
 def renderers(tok: Any) -> dict[str, Nemotron3Renderer]:
-    return {n: c(tok) for n, c in CLASSES.items()}
+    return {n: Nemotron3Renderer(tok, **o) for n, o in CLASSES.items()}
 
 
 def test_empty_system_block_and_prompt(renderers: dict[str, Nemotron3Renderer], tok: Any) -> None:

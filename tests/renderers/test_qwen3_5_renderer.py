@@ -22,7 +22,6 @@ from cookbook.data import specs_dir
 from cookbook.errors import RendererError
 from cookbook.renderers import ToolCall, TrainOnWhat
 from cookbook.renderers.qwen3_5 import (
-    Qwen3_5DisableThinkingRenderer,
     Qwen3_5Renderer,
     parse_xml_tool_call,
     xml_parameter_value,
@@ -30,9 +29,9 @@ from cookbook.renderers.qwen3_5 import (
 from cookbook.tokenizers import get_tokenizer
 
 SPECS = specs_dir("renderers")
-CLASSES: dict[str, type[Qwen3_5Renderer]] = {
-    "qwen3_5": Qwen3_5Renderer,
-    "qwen3_5_disable_thinking": Qwen3_5DisableThinkingRenderer,
+CLASSES: dict[str, dict[str, bool]] = {  # registered name -> Qwen3_5Renderer options
+    "qwen3_5": {},
+    "qwen3_5_disable_thinking": {"enable_thinking": False},
 }
 
 
@@ -48,7 +47,7 @@ def tok() -> Any:
 
 @pytest.fixture(scope="module")
 def renderers(tok: Any) -> dict[str, Qwen3_5Renderer]:
-    return {n: c(tok) for n, c in CLASSES.items()}
+    return {n: Qwen3_5Renderer(tok, **o) for n, o in CLASSES.items()}
 
 
 def test_control_tokens_are_ids_and_content_is_literal(renderers: dict[str, Qwen3_5Renderer], tok: Any) -> None:

@@ -18,18 +18,14 @@ import re
 from typing import Any
 
 import pytest
-import yaml
 
+from cookbook.conformance.spec import resolve_spec_doc
 from cookbook.data import specs_dir
 from cookbook.errors import RendererError
 from cookbook.renderers import Message, ParseTermination, ToolCall, TrainOnWhat, get_renderer
 from cookbook.renderers.base import Renderer, model_input_tokens
-from cookbook.renderers.qwen3 import (
-    Qwen3DisableThinkingRenderer,
-    Qwen3InstructRenderer,
-    Qwen3Renderer,
-    parse_tool_call,
-)
+from cookbook.renderers.kit.tools import parse_json_tool_call as parse_tool_call
+from cookbook.renderers.qwen3 import Qwen3Renderer
 from cookbook.tokenizers import get_tokenizer
 
 SPECS = specs_dir("renderers")
@@ -38,9 +34,8 @@ OPEN, CLOSE = "⟦", "⟧"
 
 
 def load_spec(name: str) -> dict[str, Any]:
-    with open(SPECS / f"{name}.yaml", encoding="utf-8") as f:
-        spec: dict[str, Any] = yaml.safe_load(f)
-    return spec
+    """The spec document with its ``extends:`` chain applied."""
+    return resolve_spec_doc(SPECS / f"{name}.yaml")[0]
 
 
 _SPECS = {n: load_spec(n) for n in NAMES}
@@ -295,16 +290,16 @@ def qwen3() -> Qwen3Renderer:
 
 
 @pytest.fixture(scope="module")
-def disable() -> Qwen3DisableThinkingRenderer:
+def disable() -> Qwen3Renderer:
     r = renderer_for("qwen3_disable_thinking")
-    assert isinstance(r, Qwen3DisableThinkingRenderer)
+    assert isinstance(r, Qwen3Renderer)
     return r
 
 
 @pytest.fixture(scope="module")
-def instruct() -> Qwen3InstructRenderer:
+def instruct() -> Qwen3Renderer:
     r = renderer_for("qwen3_instruct")
-    assert isinstance(r, Qwen3InstructRenderer)
+    assert isinstance(r, Qwen3Renderer)
     return r
 
 
@@ -377,7 +372,7 @@ def test_tool_declaration_prefix(qwen3: Qwen3Renderer) -> None:
     assert qwen3.create_conversation_prefix_with_tools([]) == []
 
 
-def test_disable_thinking_untrains_the_prefilled_empty_block(disable: Qwen3DisableThinkingRenderer) -> None:
+def test_disable_thinking_untrains_the_prefilled_empty_block(disable: Qwen3Renderer) -> None:
     msgs: list[Message] = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
     tokens, weights = disable.supervised_tokens(msgs)
     prompt = model_input_tokens(disable.build_generation_prompt(msgs[:1]))
@@ -395,7 +390,7 @@ def test_disable_thinking_untrains_the_prefilled_empty_block(disable: Qwen3Disab
     assert r.decode([t for t, w in zip(tokens, weights) if w]) == "<think>\n\n</think>\n\nHello!<|im_end|>"
 
 
-def test_disable_thinking_refuses_a_turn_that_reasoned(disable: Qwen3DisableThinkingRenderer) -> None:
+def test_disable_thinking_refuses_a_turn_that_reasoned(disable: Qwen3Renderer) -> None:
     msgs: list[Message] = [
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": think("hmm", "Hello!")},
@@ -412,7 +407,7 @@ def test_disable_thinking_refuses_a_turn_that_reasoned(disable: Qwen3DisableThin
     assert disable.decode(ok).endswith("<think>\n\n</think>\n\nHello!<|im_end|>")
 
 
-def test_disable_thinking_two_assistant_messages_in_a_row(disable: Qwen3DisableThinkingRenderer) -> None:
+def test_disable_thinking_two_assistant_messages_in_a_row(disable: Qwen3Renderer) -> None:
     """The prompt for the second reply frames the first one (it is last there), the full sequence does not
     (as the template does); that is not a reasoning turn and must not raise."""
     msgs: list[Message] = [
@@ -426,7 +421,7 @@ def test_disable_thinking_two_assistant_messages_in_a_row(disable: Qwen3DisableT
 
 
 def test_extension_property_instruct_holds_and_qwen3_breaks(
-    qwen3: Qwen3Renderer, instruct: Qwen3InstructRenderer
+    qwen3: Qwen3Renderer, instruct: Qwen3Renderer
 ) -> None:
     def holds(r: Renderer, convo: list[Message]) -> bool:
         for i, m in enumerate(convo):

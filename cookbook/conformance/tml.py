@@ -1,0 +1,354 @@
+"""tml-renderers (Thinking Machines' official native renderers) as an oracle.
+
+``tml_renderers`` imports torch, so this module imports it lazily and only when an oracle or a test asks for it:
+never at cookbook's run time. It is used by golden generation (``oracle.kind: tml_renderers``), by the
+differential test ``tests/renderers/test_vs_tml.py`` and by tools.
+
+A spec names the official renderer with ``oracle.tml: {class: Qwen3, constructor: disable_thinking, kwargs: {}}``
+(a class of ``tml_renderers.renderers``; ``constructor`` is one of its classmethods, else the class itself is
+called with ``kwargs``). :class:`TmlOracle` converts cookbook messages to tml's message model
+(:func:`to_tml_messages`) and returns token ids, the per-token weights of ``render_for_sft`` (unshifted: one
+weight per input token) and the stop values of ``stop()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cookbook.errors import SpecError
+
+__all__ = ["FEATURES", "TmlOracle", "TmlRendered", "available", "conversation_features", "load_tml_renderer", "to_tml_messages"]
+
+#: Conversation features a named tml difference (``tml.differences[].when``) can require.
+FEATURES: dict[str, str] = {
+    "empty_assistant": "an assistant message with no text, no thinking and no tool calls",
+    "no_thinking_last": "the last assistant message has no thinking part",
+    "text_with_tool_calls": "an assistant message with non-blank text and tool calls",
+    "tool_calls": "an assistant message with tool calls",
+    "thinking": "an assistant message with a thinking part",
+    "thinking_without_text": "an assistant message with a thinking part, no text and no tool calls",
+    "tools": "tools are declared",
+}
+
+
+def conversation_features(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()) -> set[str]:
+    """The :data:`FEATURES` a conversation has."""
+    out: set[str] = {"tools"} if tools else set()
+    assistants = [m for m in messages if m["role"] == "assistant"]
+    for m in assistants:
+        parts = _text_parts(m.get("content"))
+        text = "".join(t for k, t in parts if k == "text")
+        has_thinking = any(k == "thinking" and t for k, t in parts)
+        calls = bool(m.get("tool_calls"))
+        if has_thinking:
+            out.add("thinking")
+            if not text and not calls:
+                out.add("thinking_without_text")
+        if calls:
+            out.add("tool_calls")
+            if text.strip():
+                out.add("text_with_tool_calls")
+        if not text and not has_thinking and not calls:
+            out.add("empty_assistant")
+    if assistants and not any(k == "thinking" and t for k, t in _text_parts(assistants[-1].get("content"))):
+        out.add("no_thinking_last")
+    return out
+
+
+def available() -> bool:
+    """Whether ``tml_renderers`` (and torch) can be imported here."""
+    try:
+        importlib.import_module("tml_renderers.renderers")
+    except Exception:
+        return False
+    return True
+
+
+def _mod(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise SpecError(
+            f"the tml_renderers oracle needs the tml-renderers package ({exc}); install it into the test or "
+            "golden environment: pip install tml-renderers==0.2.1"
+        ) from exc
+
+
+def load_tml_renderer(cls: str, constructor: str | None = None, kwargs: Mapping[str, Any] | None = None) -> Any:
+    """An official renderer: ``tml_renderers.renderers.<cls>.<constructor>(**kwargs)`` (or ``<cls>(**kwargs)``)."""
+    renderers = _mod("tml_renderers.renderers")
+    klass = getattr(renderers, cls, None)
+    if klass is None:
+        known = ", ".join(n for n in dir(renderers) if n[:1].isupper())
+        raise SpecError(f"tml_renderers.renderers has no class {cls!r}; known: {known}")
+    factory = klass
+    if constructor:
+        factory = getattr(klass, constructor, None)
+        if factory is None or not callable(factory):
+            raise SpecError(f"tml_renderers.renderers.{cls} has no constructor {constructor!r}")
+    try:
+        return factory(**dict(kwargs or {}))
+    except TypeError as exc:
+        raise SpecError(f"tml_renderers.renderers.{cls}{'.' + constructor if constructor else ''}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------- messages
+
+
+def _text_parts(content: Any) -> list[tuple[str, str]]:
+    """(kind, text) pairs of a cookbook message's content: kind is ``text`` or ``thinking``."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [("text", content)]
+    out: list[tuple[str, str]] = []
+    for p in content:
+        kind = p.get("type")
+        if kind == "text":
+            out.append(("text", str(p.get("text", ""))))
+        elif kind == "thinking":
+            out.append(("thinking", str(p.get("thinking", ""))))
+        else:
+            raise SpecError(f"the tml_renderers oracle cannot convert a content part of type {kind!r}")
+    return out
+
+
+def _call_fields(tc: Any) -> tuple[str, str, str | None]:
+    if isinstance(tc, Mapping):
+        fn = tc.get("function") or tc
+        return str(fn["name"]), str(fn.get("arguments", "{}")), tc.get("id")
+    return str(tc.name), str(tc.arguments), getattr(tc, "id", None)
+
+
+def _tool_decl(chat: Any, tools: Sequence[Mapping[str, Any]]) -> Any:
+    specs = [
+        chat.ToolSpecJson("function", str(t["name"]), str(t.get("description", "")), dict(t.get("parameters", {})))
+        for t in tools
+    ]
+    return chat.OpenAIMessage(author=chat.Author(chat.AuthorKind.System, "tool_declare"), content=[chat.ToolDeclareJson(specs)])
+
+
+def to_tml_messages(
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Mapping[str, Any]] = (),
+    trained: set[int] | None = None,
+) -> Any:
+    """Cookbook messages (+ tool declarations) as a ``tml_renderers.chat.MessageList``.
+
+    The tool declaration follows a leading system message (tinker-cookbook's
+    ``create_conversation_prefix_with_tools`` order). ``trained``: indices of the assistant messages that carry
+    weight; the others get ``TrainingMetadata(weight=0)`` (``None``: every assistant message is trained). Tool
+    call arguments are passed as one JSON text per argument (``json.dumps``, tml's structured form).
+    """
+    chat = _mod("tml_renderers.chat")
+    kinds = {"user": chat.AuthorKind.User, "assistant": chat.AuthorKind.Model, "system": chat.AuthorKind.System, "tool": chat.AuthorKind.Tool}
+    out: list[Any] = []
+    decl_pending = bool(tools)
+    zero = chat.MessageMetadata(training_metadata=chat.TrainingMetadata(0.0, False))
+    for i, m in enumerate(messages):
+        role = str(m["role"])
+        if decl_pending and role != "system":
+            out += _tool_decl(chat, tools).to_messages()
+            decl_pending = False
+        if role not in kinds:
+            raise SpecError(f"the tml_renderers oracle cannot convert role {role!r}")
+        items: list[Any] = [chat.Text(t) if k == "text" else chat.Thinking(t) for k, t in _text_parts(m.get("content"))]
+        calls = []
+        for tc in m.get("tool_calls") or []:
+            name, arguments, cid = _call_fields(tc)
+            args = json.loads(arguments)
+            if not isinstance(args, dict):
+                raise SpecError("tool call arguments must be a JSON object for the tml_renderers oracle")
+            targs = [chat.ToolArg(k, json.dumps(v)) for k, v in args.items()]
+            calls.append(chat.InvokeTool(chat.StructuredToolCall(name, args=targs, tool_call_id=cid)))
+        if calls:
+            items = [x for x in items if not (isinstance(x, chat.Text) and not x.text)]
+        if not items and not calls:
+            items = [chat.Text("")]
+        tool_name = m.get("name") if role == "tool" else None
+        om = chat.OpenAIMessage(
+            author=chat.Author(kinds[role], tool_name),
+            content=items + calls,
+            tool_call_id=m.get("tool_call_id") if role == "tool" else None,
+            tool_name=tool_name,
+        )
+        parts = om.to_messages()
+        if role == "assistant" and trained is not None and i not in trained:
+            parts = [p.copy(message_metadata=zero) if p.author.kind == chat.AuthorKind.Model else p for p in parts]
+        out += parts
+        if decl_pending and role == "system":
+            out += _tool_decl(chat, tools).to_messages()
+            decl_pending = False
+    if decl_pending:
+        out += _tool_decl(chat, tools).to_messages()
+    return chat.MessageList(out)
+
+
+def trained_indices(messages: Sequence[Mapping[str, Any]], train_on_what: str) -> set[int]:
+    """The assistant messages that carry weight under ``train_on_what`` (tml trains whole model messages)."""
+    idx = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if train_on_what == "all_assistant_messages":
+        return set(idx)
+    if train_on_what == "last_assistant_message":
+        return {idx[-1]} if idx else set()
+    if train_on_what == "last_assistant_turn":
+        start = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1) + 1
+        return {i for i in idx if i >= start}
+    raise SpecError(f"the tml_renderers oracle cannot express train_on_what={train_on_what!r}")
+
+
+# --------------------------------------------------------------------------------------------- oracle
+
+
+@dataclass(frozen=True)
+class TmlRendered:
+    tokens: list[int]
+    weights: list[float]
+    text: str
+
+
+class TmlOracle:
+    """One official renderer with its own tokenizer."""
+
+    def __init__(self, cls: str, constructor: str | None = None, kwargs: Mapping[str, Any] | None = None):
+        self.cls, self.constructor = cls, constructor
+        self.renderer = load_tml_renderer(cls, constructor, kwargs)
+        self.tokenizer = self.renderer.tokenizer
+
+    @property
+    def label(self) -> str:
+        return f"tml_renderers.renderers.{self.cls}" + (f".{self.constructor}()" if self.constructor else "()")
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids)))
+
+    @staticmethod
+    def _span_tokens(spans: Sequence[Any]) -> list[int]:
+        toks: list[int] = []
+        for s in spans:
+            inner = s.span
+            if not hasattr(inner, "tokens"):
+                raise SpecError(f"the tml_renderers oracle produced a non-text span ({type(inner).__name__})")
+            toks += [int(t) for t in inner.tokens]
+        return toks
+
+    def generation(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] = ()) -> TmlRendered:
+        spans, _parser = self.renderer.render_for_completion(to_tml_messages(messages, tools))
+        toks = self._span_tokens(spans)
+        return TmlRendered(toks, [0.0] * len(toks), self.decode(toks))
+
+    def supervised(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] = (),
+        train_on_what: str = "last_assistant_message",
+    ) -> TmlRendered:
+        ml = to_tml_messages(messages, tools, trained_indices(messages, train_on_what))
+        examples = self.renderer.render_for_sft(ml)
+        if len(examples) != 1:
+            raise SpecError(f"{self.label}.render_for_sft produced {len(examples)} examples, expected one")
+        ex = examples[0]
+        toks = self._span_tokens(ex.input_token_spans)
+        weights = [float(w) for w in ex.per_token_loss_weight_unshifted]
+        if len(weights) != len(toks):
+            raise SpecError(f"{self.label}: {len(weights)} weights for {len(toks)} tokens")
+        return TmlRendered(toks, weights, self.decode(toks))
+
+    def stop(self) -> list[int] | list[str]:
+        s = self.renderer.stop()
+        if s is None:
+            return []
+        if isinstance(s, str):
+            return [s]
+        return list(s)
+
+
+# --------------------------------------------------------------------------------------------- differential
+
+
+@dataclass
+class Differential:
+    """Result of :func:`differential`: how many random conversations agreed token-exact, how many differed in a
+    named way (per difference id), and the unexplained ones (each a readable report)."""
+
+    renderer: str
+    oracle: str
+    compared: int = 0
+    agreements: int = 0
+    named: dict[str, int] = field(default_factory=dict)
+    unexplained: list[str] = field(default_factory=list)
+
+
+def _first_diff(a: str, b: str) -> str:
+    i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
+    return f"at character {i}:\n  ours: {a[max(0, i - 80) : i + 60]!r}\n  tml:  {b[max(0, i - 80) : i + 60]!r}"
+
+
+def differential(spec: Any, examples: int = 200, seed: int = 0, renderer: Any = None, tokenizer: Any = None) -> Differential:
+    """Render ``examples`` random conversations (tools, reasoning, multi-turn, per the spec's claims) with the
+    registered renderer and with the spec's official tml renderer (``spec.tml``); compare the supervised token
+    ids and weights (``last_assistant_message``) and the generation prompt's token ids, token-exact.
+
+    A disagreement is counted under the first ``tml.differences`` entry whose ``when`` features the conversation
+    has; otherwise it is reported in ``unexplained`` (never skipped silently).
+    """
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hseed
+
+    from cookbook.conformance.properties import PropertyContext
+    from cookbook.renderers.registry import get_renderer
+    from cookbook.testing.strategies import conversations
+
+    if spec.tml is None:
+        raise SpecError(f"{spec.path}: no tml: section; the renderer has no official tml renderer to compare with")
+    if tokenizer is None:
+        from cookbook.tokenizers import get_tokenizer
+
+        tokenizer = get_tokenizer(spec.tokenizer)
+    ours: Any = renderer if renderer is not None else get_renderer(spec.renderer, tokenizer)
+    ctx = PropertyContext.build(ours, spec, tokenizer)
+    oracle = TmlOracle(spec.tml.cls, spec.tml.constructor, spec.tml.kwargs)
+    out = Differential(spec.renderer, oracle.label)
+    decode = ctx.codec.decode
+
+    def one(conv: Any) -> None:
+        out.compared += 1
+        sup_t, sup_w = ours.supervised_tokens(ctx.adapter.with_tools(conv.messages, conv.tools), "last_assistant_message")
+        gen_t = ours.generation_prompt_tokens(ctx.adapter.with_tools(conv.prompt_messages, conv.tools), "assistant", None)
+        t_sup = oracle.supervised(conv.messages, conv.tools)
+        t_gen = oracle.generation(conv.prompt_messages, conv.tools)
+        sup_t, gen_t = [int(x) for x in sup_t], [int(x) for x in gen_t]
+        weights = [float(x) for x in sup_w]
+        if gen_t != t_gen.tokens:
+            what = "generation prompt " + _first_diff(decode(gen_t), t_gen.text)
+        elif sup_t != t_sup.tokens:
+            what = "supervised tokens " + _first_diff(decode(sup_t), t_sup.text)
+        elif weights != t_sup.weights:
+            mine = decode([t for t, w in zip(sup_t, weights, strict=True) if w])
+            theirs = oracle.decode([t for t, w in zip(t_sup.tokens, t_sup.weights, strict=True) if w])
+            what = f"weights: trained text\n  ours: {mine!r}\n  tml:  {theirs!r}"
+        else:
+            out.agreements += 1
+            return
+        feats = conversation_features(conv.messages, conv.tools)
+        for d in spec.tml.differences:
+            if set(d.when) <= feats:
+                out.named[d.id] = out.named.get(d.id, 0) + 1
+                return
+        out.unexplained.append(f"{conv!r}\n{what}\n  features: {sorted(feats)}")
+
+    run = settings(
+        max_examples=examples,
+        derandomize=seed == 0,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )(given(conversations(**ctx.strategy_options()))(one))
+    if seed:
+        run = hseed(seed)(run)
+    run()
+    return out
