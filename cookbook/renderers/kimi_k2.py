@@ -32,8 +32,9 @@ Token format (every marker below is one special token; content is encoded litera
       <|tool_calls_section_begin|><|tool_call_begin|>{id}<|tool_call_argument_begin|>{arguments}<|tool_call_end|>...
       <|tool_calls_section_end|>
 
-  ``{id}`` is the call's ``id`` when given, else ``functions.{name}:{k}`` with ``k`` counting every call of the
-  conversation from 0 (the template always writes the counted form; for ids of that native form the two agree).
+  ``{id}`` is the call's ``id`` when it is of the native form ``functions.NAME:IDX`` (a sampled id), else
+  ``functions.{name}:{k}`` with ``k`` counting every call of the conversation from 0, which is what the template
+  always writes (a tool message's ``tool_call_id`` naming such a call gets the same id).
   ``{arguments}`` is ``ToolCall.arguments`` exactly as given (the template writes a string argument verbatim).
 * **Tool responses** are one message each: ``<|im_system|>{name or "tool"}<|im_middle|>## Return of {id}\\n{content}
   <|im_end|>``; ``{id}`` is the message's ``tool_call_id`` or else, like the template, the next unanswered call id.
@@ -101,6 +102,18 @@ def kimi_tools_json(tools: Sequence[Mapping[str, Any]]) -> str:
 _SECTION = re.compile(r"<\|tool_calls?_section_begin\|>(.*?)(?:<\|tool_calls?_section_end\|>|\Z)", re.DOTALL)
 _CALL = re.compile(r"<\|tool_call_begin\|>(.*?)<\|tool_call_argument_begin\|>(.*?)<\|tool_call_end\|>", re.DOTALL)
 _CALL_ID = re.compile(r"^\s*(?:functions\.)?([^\s<:]+(?:[^\s<]*?)):(\d+)\s*$")
+
+
+def call_id_for(call: ToolCall, index: int) -> str:
+    """The id written for a call: its own id when that is ``functions.NAME:IDX`` for its name (a sampled id, kept
+    so that re-rendering reproduces the sampled tokens: deviation ``given-tool-call-ids``), else the template's
+    counted ``functions.{name}:{index}`` (``index`` counts the calls of the conversation). The id is the only place
+    the format names the function: an id such as ``call_1`` written verbatim could not be parsed back."""
+    if call.id:
+        m = _CALL_ID.match(call.id)
+        if m is not None and m.group(1) == call.name:
+            return call.id
+    return f"functions.{call.name}:{index}"
 
 
 def parse_kimi_tool_section(section: str) -> tuple[list[ToolCall], list[UnparsedToolCall]]:
@@ -203,17 +216,18 @@ class KimiK2Renderer(Renderer):
             body.append("<|tool_calls_section_begin|>")
             first = _calls_before(ctx)
             for k, call in enumerate(calls):
-                call_id = call.id or f"functions.{call.name}:{first + k}"
+                call_id = call_id_for(call, first + k)
                 body += ["<|tool_call_begin|>", Lit(call_id), "<|tool_call_argument_begin|>", Lit(call.arguments),
                          "<|tool_call_end|>"]
             body.append("<|tool_calls_section_end|>")
         return body
 
     def _response_id(self, msg: Message, ctx: RenderContext) -> str:
+        conv = _conversation()
         given = msg.get("tool_call_id")
         if given:
-            return str(given)
-        return _conversation().response_ids.get(ctx.idx) or f"functions.{msg.get('name') or 'unknown'}:{_calls_before(ctx)}"
+            return conv.written_ids.get(str(given), str(given))
+        return conv.response_ids.get(ctx.idx) or f"functions.{msg.get('name') or 'unknown'}:{_calls_before(ctx)}"
 
     def generation_suffix(self, role: str, ctx: RenderContext) -> list[Segment]:
         """``<|im_assistant|>assistant<|im_middle|>`` (after the default system block when nothing precedes it)."""
@@ -291,21 +305,32 @@ class _Conversation:
     the current reasoning turn starts: just after the last assistant message without tool calls, searched in all
     messages of a generation prompt and in all but the last message of a supervised example."""
 
-    def __init__(self, calls_before: list[int], response_ids: dict[int, str], reasoning_start: int = 0):
+    def __init__(
+        self,
+        calls_before: list[int],
+        response_ids: dict[int, str],
+        reasoning_start: int = 0,
+        written_ids: dict[str, str] | None = None,
+    ):
         self.calls_before = calls_before
         self.response_ids = response_ids
         self.reasoning_start = reasoning_start
+        #: a call's own id -> the id written for it (see :func:`call_id_for`), for tool responses that name it
+        self.written_ids = written_ids or {}
 
     @classmethod
     def of(cls, messages: Sequence[Message], in_prompt: bool = True) -> _Conversation:
         calls_before: list[int] = []
         response_ids: dict[int, str] = {}
         queue: list[str] = []
+        written: dict[str, str] = {}
         count = 0
         for i, m in enumerate(messages):
             calls_before.append(count)
             for call in m.get("tool_calls") or []:
-                queue.append(call.id or f"functions.{call.name}:{count}")
+                queue.append(call_id_for(call, count))
+                if call.id:
+                    written[call.id] = queue[-1]
                 count += 1
             if m["role"] == "tool" and queue:
                 response_ids[i] = queue.pop(0)
@@ -316,7 +341,7 @@ class _Conversation:
             if scope[i]["role"] == "assistant" and not scope[i].get("tool_calls"):
                 start = i + 1
                 break
-        return cls(calls_before, response_ids, start)
+        return cls(calls_before, response_ids, start, written)
 
 
 #: True while a generation prompt is rendered (the reasoning turn is then searched in all of its messages)

@@ -155,13 +155,15 @@ class Qwen3Renderer(Renderer):
         content = msg["content"]
         framed = self.frames(msg, ctx)
         if isinstance(content, str):
+            if "</think>" in content:
+                # inline reasoning is split the way the template splits it: the text is what follows the last
+                # </think> (the reasoning, what precedes the first, is written only in a framed turn)
+                rest = content.split("</think>")[-1].lstrip("\n")
+                if not framed:
+                    return rest, rest, ""
+                return self._framed_result(content.split("</think>")[0].rstrip("\n").split("<think>")[-1], rest, rest)
             if not framed:
                 return content, content, ""
-            if "</think>" in content:
-                # inline reasoning is normalised the way the template splits it
-                before, _, after = content.partition("</think>")
-                rest = after.lstrip("\n")
-                return self._framed_result(before.rstrip("\n").split("<think>")[-1], rest, rest)
             return self._framed_result("", content.lstrip("\n"), content)
         strip = self.strip_thinking_from_history and not ctx.is_last
         parts: list[ContentPart] = [p for p in content if not (strip and p["type"] == "thinking")]

@@ -123,9 +123,13 @@ def test_tool_call_ids_given_or_counted(instruct: KimiK2Renderer) -> None:
     ]
     text = instruct.decode(instruct.generation_prompt_tokens(msgs))
     assert "<|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>" in text
-    assert "<|tool_call_begin|>call_x<|tool_call_argument_begin|>" in text
+    # an id that is not functions.NAME:IDX is written in the template's counted form (the id carries the name)
+    assert "<|tool_call_begin|>functions.get_weather:1<|tool_call_argument_begin|>" in text and "call_x" not in text
     assert "<|im_system|>get_weather<|im_middle|>## Return of functions.get_weather:0\n21<|im_end|>" in text
-    assert "<|im_system|>tool<|im_middle|>## Return of call_x\n18<|im_end|>" in text
+    assert "<|im_system|>tool<|im_middle|>## Return of functions.get_weather:1\n18<|im_end|>" in text
+    sampled = text.split("<|im_assistant|>assistant<|im_middle|>", 1)[1].split("<|im_end|>", 1)[0] + "<|im_end|>"
+    parsed, _ = instruct.parse_response(instruct.tokenizer.encode(sampled, add_special_tokens=False))
+    assert [c.name for c in parsed.get("tool_calls", [])] == ["get_weather", "get_weather"]
 
 
 def test_arguments_are_written_verbatim(instruct: KimiK2Renderer) -> None:
