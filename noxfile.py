@@ -154,3 +154,14 @@ def mutation(session: nox.Session) -> None:
     _provision(session)
     workers = os.environ.get("MUTATION_WORKERS", "2")
     session.run("python", "tools/mutation.py", "--max-children", workers, *session.posargs, env=OFFLINE_ENV)
+
+
+@nox.session
+def tml(session: nox.Session) -> None:
+    """The differential run against tml-renderers at full size (200 random conversations per renderer name;
+    the default suite runs 25 each)."""
+    _install(session)
+    _provision(session)
+    env = {**OFFLINE_ENV, "COOKBOOK_TML_EXAMPLES": os.environ.get("COOKBOOK_TML_EXAMPLES", "200")}
+    session.run("pytest", "-n", os.environ.get("PYTEST_WORKERS", "auto"), "-q", "tests/renderers/test_vs_tml.py",
+                *session.posargs, env=env)
