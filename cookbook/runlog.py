@@ -16,9 +16,9 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cookbook.errors import DataError
 
@@ -39,15 +39,16 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """NaN -> None, inf -> \"inf\", numpy scalars -> Python, tuples -> lists (recursively)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -89,11 +90,54 @@ def _repair_tail(path: Path) -> None:
 def append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _repair_tail(path)
-    line = json.dumps(_jsonable(dict(row)), ensure_ascii=False) + "\n"
+    line = json.dumps(jsonable(dict(row)), ensure_ascii=False) + "\n"
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+class MetricsLogger(Protocol):
+    """Where a run's config and per-step metrics rows go besides ``metrics.jsonl`` (e.g. W&B).
+
+    A factory registered with :func:`register_logger_factory` receives ``(log_dir, config, spec)``, where
+    ``spec`` holds the run's ``wandb_project`` / ``wandb_name`` (tinker-cookbook's keys), and returns a logger or
+    ``None`` when it does not apply. ``log_hparams`` is called once when the run opens, ``log_metrics`` once per
+    metrics row (the same dict written to ``metrics.jsonl``, ``step`` included), ``close`` when the run ends.
+    """
+
+    def log_hparams(self, config: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+LoggerFactory = Callable[[Path, Mapping[str, Any], Mapping[str, Any]], "MetricsLogger | None"]
+_LOGGER_FACTORIES: list[LoggerFactory] = []
+
+
+def register_logger_factory(factory: LoggerFactory) -> LoggerFactory:
+    """Add a logger factory (see :class:`MetricsLogger`); usable as a decorator."""
+    if factory not in _LOGGER_FACTORIES:
+        _LOGGER_FACTORIES.append(factory)
+    return factory
+
+
+def build_loggers(log_dir: Path, config: Mapping[str, Any], spec: Mapping[str, Any]) -> list[MetricsLogger]:
+    """The extra loggers of a run: every registered factory's logger; ``wandb_project`` set with no factory
+    taking it is a :class:`~cookbook.errors.ConfigurationError` (never a silently unlogged run)."""
+    from cookbook.errors import ConfigurationError
+
+    loggers = [lg for f in _LOGGER_FACTORIES if (lg := f(log_dir, config, spec)) is not None]
+    if spec.get("wandb_project") and not loggers:
+        raise ConfigurationError(
+            f"wandb_project={spec['wandb_project']!r} is set but no W&B logger is available in this installation "
+            "(install the wandb extra), or leave wandb_project unset"
+        )
+    for lg in loggers:
+        lg.log_hparams(config)
+    return loggers
 
 
 class RunLog:
@@ -101,6 +145,7 @@ class RunLog:
 
     def __init__(self, log_dir: str | os.PathLike[str]):
         self.dir = Path(log_dir)
+        self.loggers: list[MetricsLogger] = []
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / "metrics.jsonl"
         self.checkpoints_path = self.dir / "checkpoints.jsonl"
@@ -108,7 +153,7 @@ class RunLog:
 
     # -------------------------------------------------------------------------------- config
     def write_config(self, config: Mapping[str, Any]) -> None:
-        atomic_write_text(self.config_path, json.dumps(_jsonable(dict(config)), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(self.config_path, json.dumps(jsonable(dict(config)), indent=2, sort_keys=True) + "\n")
 
     def read_config(self) -> dict[str, Any] | None:
         if not self.config_path.exists():
@@ -121,6 +166,13 @@ class RunLog:
         row = {"step": int(step)}
         row.update({k: v for k, v in metrics.items() if k != "step"})
         append_jsonl(self.metrics_path, row)
+        for lg in self.loggers:
+            lg.log_metrics(row, int(step))
+
+    def close(self) -> None:
+        for lg in self.loggers:
+            lg.close()
+        self.loggers = []
 
     def metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics_path)

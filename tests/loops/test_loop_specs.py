@@ -82,13 +82,15 @@ def test_supervised_resume_spec(case: dict[str, Any], tinker_mock: Any, tmp_path
 
 def _rl(tmp: Path, run: dict[str, Any], renderer: Any, client: Any) -> RunLog:
     from cookbook.rl.envs import ArithmeticDataset
-    from cookbook.rl.train import RLConfig, train_rl
+    from cookbook.rl.train import AsyncConfig, RLConfig, StreamMinibatchConfig, train_rl
 
     dataset = ArithmeticDataset(renderer, run["batch_size"], run["group_size"], run["n_batches"])
     cfg = RLConfig(
         log_path=str(tmp), model_name=TINY_CHAT, renderer_name="llama3", learning_rate=0.05, max_tokens=4,
         lora_rank=4, save_every=run["save_every"], mode=run["mode"],
-        max_steps_off_policy=run.get("max_steps_off_policy", 1), num_minibatches=run.get("num_minibatches", 2),
+        async_config=AsyncConfig(max_steps_off_policy=run["max_steps_off_policy"]) if run["mode"] == "async" else None,
+        stream_minibatch_config=StreamMinibatchConfig(num_minibatches=run["num_minibatches"])
+        if run["mode"] == "stream" else None,
     )
     return train_rl(cfg, client, dataset, renderer)
 
