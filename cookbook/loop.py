@@ -141,6 +141,7 @@ def check_choice(key: str, value: Any, choices: Sequence[str]) -> None:
         raise did_you_mean(key, value, choices)
 
 
+
 # ----------------------------------------------------------------------------------------------- the lock
 
 
@@ -199,8 +200,8 @@ class Run:
             print(f"{self.log.dir}: this run finished (final checkpoint); nothing to do. Use another log_path "
                   "or behavior_if_log_dir_exists=delete to start again", file=sys.stderr)
             return total
+        self.log.truncate_metrics(self.start)  # a crash before the first checkpoint restarts at 0
         if self.last is not None:
-            self.log.truncate_metrics(self.start)
             print(f"resuming from step {self.start} ({self.log.checkpoints_path}: {self.last['name']})",
                   file=sys.stderr)
             log.info("resuming from step %d (checkpoint %s)", self.start, self.last["name"])
@@ -298,10 +299,7 @@ def open_run(
     key = str(d.resolve())
     if key in _OPEN:
         return _OPEN[key]
-    if behavior_if_log_dir_exists not in LOGDIR_BEHAVIORS:
-        raise ConfigurationError(
-            f"behavior_if_log_dir_exists={behavior_if_log_dir_exists!r} is not one of {', '.join(LOGDIR_BEHAVIORS)}"
-        )
+    check_choice("behavior_if_log_dir_exists", behavior_if_log_dir_exists, LOGDIR_BEHAVIORS)
     new_cfg = {"kind": kind, **config_dict(config)}
     existed = d.exists() and _has_run_files(d)
     d.mkdir(parents=True, exist_ok=True)

@@ -178,10 +178,12 @@ class RunLog:
         return read_jsonl(self.metrics_path)
 
     def truncate_metrics(self, from_step: int) -> None:
-        """Drop rows with ``step >= from_step`` (they will be logged again after a resume)."""
-        rows = [r for r in self.metrics() if int(r.get("step", -1)) < from_step]
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        atomic_write_text(self.metrics_path, text)
+        """Drop ``metrics.jsonl`` and ``samples.jsonl`` rows with ``step >= from_step`` (they will be logged
+        again after a resume)."""
+        for path in (self.metrics_path, self.dir / "samples.jsonl"):
+            if path.exists():
+                rows = [r for r in read_jsonl(path) if int(r.get("step", -1)) < from_step]
+                atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
     # -------------------------------------------------------------------------------- checkpoints
     def record_checkpoint(self, record: Mapping[str, Any]) -> dict[str, Any]:

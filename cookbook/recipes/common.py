@@ -50,30 +50,35 @@ PREFLIGHT_TIMEOUT = 25.0
 
 def preflight(client: Any, what: str, timeout: float = PREFLIGHT_TIMEOUT) -> None:
     """One request that needs the service and the API key, bounded by ``timeout`` seconds: an unreachable
-    service or a rejected key fails here with what to check, instead of the SDK's minutes of retries."""
-    import concurrent.futures
+    service or a rejected key fails here with what to check, instead of the SDK's minutes of retries. The
+    probe runs in a daemon thread, so a probe stuck in the SDK cannot keep the process alive."""
+    import queue
+    import threading
+
+    result: queue.Queue[BaseException | None] = queue.Queue()
 
     def probe() -> None:
-        check = getattr(client, "_check_accessible", None)  # one billing-gated request, no retries
-        if callable(check):
-            check()
-        else:  # pragma: no cover - other SDK versions
-            client.get_server_capabilities()
+        try:
+            check = getattr(client, "_check_accessible", None)  # one billing-gated request, no retries
+            if callable(check):
+                check()
+            else:  # pragma: no cover - other SDK versions
+                client.get_server_capabilities()
+            result.put(None)
+        except BaseException as exc:
+            result.put(exc)
 
-    ex = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cookbook-preflight")
-    fut = ex.submit(probe)
+    threading.Thread(target=probe, name="cookbook-preflight", daemon=True).start()
     hint = ("check the URL (base_url / TINKER_BASE_URL), that the server is running and reachable, and "
             "TINKER_API_KEY; unset TINKER_API_KEY to run offline on the embedded mock")
     try:
-        fut.result(timeout)
-    except concurrent.futures.TimeoutError:
+        exc = result.get(timeout=timeout)
+    except queue.Empty:
         raise ConfigurationError(f"{what} did not answer within {timeout:.0f} s; {hint}") from None
-    except Exception as exc:
+    if exc is not None:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise ConfigurationError(f"{what} refused the connection or the API key ({type(exc).__name__}: {first}); "
                                  f"{hint}") from None
-    finally:
-        ex.shutdown(wait=False, cancel_futures=True)
 
 
 @contextlib.contextmanager
@@ -93,10 +98,10 @@ def tinker_service(log_path: str | Path, base_url: str | None = None) -> Iterato
         mock = MockTinker(state_dir=Path(log_path) / "mock_state").start()
         client = tinker.ServiceClient(base_url=mock.base_url, api_key=mock.api_key)
         base_url = mock.base_url
+    if mock is None:
+        preflight(client, describe_service(kind, base_url))  # before any session exists: nothing to close
     status: Literal["success", "errored", "interrupted"] = "errored"
     try:
-        if mock is None:
-            preflight(client, describe_service(kind, base_url))
         yield Service(client, kind, base_url)
         status = "success"
     except KeyboardInterrupt:

@@ -109,6 +109,14 @@ def test_rl_loop_spec(case: dict[str, Any], tinker_mock: Any, tmp_path: Path, re
         assert min(r["async/staleness_min"] for r in rows) >= exp["staleness_min_at_least"]
         assert rows[0]["async/staleness_max"] == exp["step0_staleness"]
         assert all(r["env/all/total_episodes"] == exp["groups_per_step"] * case["run"]["group_size"] for r in rows)
+    if "staleness_by_step" in exp:
+        assert [r["async/staleness_max"] for r in rows] == exp["staleness_by_step"]
+        assert [r["async/staleness_min"] for r in rows] == exp["staleness_by_step"]
+    if "sampler_versions" in exp:
+        recs = {r["name"]: r for r in log.checkpoints()}
+        for name, versions in exp["sampler_versions"].items():
+            assert sorted(recs[name]["sampler_versions"]) == versions
+            assert all(p.startswith("tinker://") for p in recs[name]["sampler_versions"].values())
     if "minibatches_per_step" in exp:
         assert all(r["stream/minibatches"] == exp["minibatches_per_step"] for r in rows)
 
@@ -125,3 +133,41 @@ def test_kl_penalty_against_the_base_model(tinker_mock: Any, tmp_path: Path, ren
     kl = [r["kl_policy_base"] for r in log.metrics()]
     assert len(kl) == 8 and abs(kl[0]) < 1e-6
     assert sum(kl[4:]) / 4 > 0.01, kl
+
+
+class _RecordingSampler:
+    """A sampling client stand-in that records every request (what the RL loop asks the SDK for)."""
+
+    def __init__(self, stop_token: int):
+        self.calls: list[tuple[int, int | None]] = []
+        self.stop_token = stop_token
+
+    async def sample(self, prompt: Any, num_samples: int, sampling_params: Any) -> Any:
+        import types
+
+        self.calls.append((num_samples, sampling_params.seed))
+        seq = types.SimpleNamespace(tokens=[self.stop_token], logprobs=[-0.5], stop_reason="stop")
+        return types.SimpleNamespace(sequences=[seq] * num_samples)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in RL["requests"]])
+def test_rl_requests_spec(case: dict[str, Any], renderer: Any) -> None:
+    import asyncio
+    import hashlib
+
+    from cookbook.rl.envs import ArithmeticDataset
+    from cookbook.rl.rollouts import TinkerTokenCompleter, rollout_groups
+
+    sampler = _RecordingSampler(renderer.get_stop_sequences()[0])
+    builders = ArithmeticDataset(renderer, case["n_groups"], case["group_size"], 1).get_batch(0)
+    policy = TinkerTokenCompleter(sampler, max_tokens=4)
+    groups = asyncio.run(rollout_groups(builders, policy, seed_key=(case["seed"], case["step"])))
+    assert [len(g.trajectories) for g in groups] == [case["group_size"]] * case["n_groups"]
+    assert len(sampler.calls) == case["expect"]["requests"]
+    assert sorted(n for n, _ in sampler.calls) == case["expect"]["num_samples"]
+
+    def r7(*parts: int) -> int:  # the formula as the spec states it
+        return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+    expected = {r7(case["seed"], case["step"], g, 0, 0) for g in range(case["n_groups"])}
+    assert {s for _, s in sampler.calls} == expected
