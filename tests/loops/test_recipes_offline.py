@@ -66,7 +66,7 @@ def _mean(xs: list[float]) -> float:
 
 def test_math_rl_warms_up_then_reward_rises_and_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    out = _run(["-m", "cookbook.recipes.math_rl", f"log_path={run}"])
+    out = _run(["-m", "cookbook.recipes.math_rl", f"log_path={run}", "lora_rank=8"], timeout=900)
     _assert_run_files(run, out)
     reward = _series(run, "env/all/reward/total")
     assert len(reward) == 20
@@ -81,7 +81,7 @@ def test_math_rl_warms_up_then_reward_rises_and_resumes(tmp_path: Path) -> None:
     # resume: a crash after the step-10 checkpoint, then the same command again
     reference = _by_step(run, "env/all/reward/total")
     _cut_after(run, 10)
-    _run(["-m", "cookbook.recipes.math_rl", f"log_path={run}"])
+    _run(["-m", "cookbook.recipes.math_rl", f"log_path={run}", "lora_rank=8"], timeout=900)
     assert _by_step(run, "env/all/reward/total") == reference
     steps = [r["step"] for r in RunLog(run).metrics()]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
