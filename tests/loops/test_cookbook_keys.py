@@ -104,14 +104,19 @@ def test_a_recipe_takes_tinker_cookbooks_keys(recipe: str, tmp_path: Path, fake_
         assert all(r["teacher_kl/dataset_0"] == pytest.approx(r["teacher_kl"]) for r in rows if "teacher_kl" in r)
 
 
-def test_load_checkpoint_path_hands_an_sft_run_to_rl(tmp_path: Path, fake_wandb: type[_FakeWandb]) -> None:
+def test_load_checkpoint_path_hands_an_sft_run_to_rl(tmp_path: Path, fake_wandb: type[_FakeWandb],
+                                                      tinker_mock: Any) -> None:
+    """Both runs on one server (``base_url``), as on Tinker where checkpoints outlive a run."""
     from cookbook.recipes import rl_basic, sl_basic
 
-    sl_basic.run([f"log_path={tmp_path / 'sft'}", "max_steps=3", "lora_rank=8", "eval_every=0"])
+    url = f"base_url={tinker_mock.base_url}"
+    sl_basic.run([f"log_path={tmp_path / 'sft'}", url, "model_name=cookbook/tiny-chat", "max_steps=3",
+                  "lora_rank=8", "eval_every=0"])
     final = RunLog(tmp_path / "sft").last_checkpoint()
     assert final is not None
-    rl_basic.run([f"log_path={tmp_path / 'rl'}", f"load_checkpoint_path={final['state_path']}", "n_batches=2",
-                  "batch_size=2", "group_size=2", "eval_size=0", "lora_rank=8"])
+    rl_basic.run([f"log_path={tmp_path / 'rl'}", url, "model_name=cookbook/tiny-chat",
+                  f"load_checkpoint_path={final['state_path']}", "n_batches=2", "batch_size=2", "group_size=2",
+                  "eval_size=0", "lora_rank=8"])
     rows = RunLog(tmp_path / "rl").metrics()
     assert [r["step"] for r in rows] == [0, 1]
 
