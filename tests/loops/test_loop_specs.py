@@ -48,6 +48,9 @@ def test_supervised_loop_spec(case: dict[str, Any], tinker_mock: Any, tmp_path: 
     train_steps = [r["step"] for r in rows if "train_mean_nll" in r]
     assert train_steps == list(range(exp["total_steps"]))
     assert all(next(iter(r)) == "step" for r in rows)
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows}), "R6: one row per step"
+    assert all(r["progress/done_frac"] == pytest.approx(min(r["step"] + 1, exp["total_steps"]) / exp["total_steps"])
+               for r in rows)
     assert _ckpt_view(log) == exp["checkpoints"]
     assert [r["step"] for r in rows if "test/nll" in r] == exp["eval_steps"]
     lrs = {r["step"]: r["learning_rate"] for r in rows if "learning_rate" in r}
