@@ -17,7 +17,8 @@ warm-up). Default: **16 steps on the mock** (a randomly
 initialised toy model never produces ``\\boxed{`` by chance, so RL would get no signal) and **0 on Tinker**
 (an instruct model already answers in ``\\boxed{}``).
 
-* Offline: the embedded mock, ``cookbook/tiny-chat``, lr 5e-2, ``max_tokens`` 24. The toy model sees only a
+* Offline: the embedded mock, ``cookbook/tiny-chat``, lr 2e-2 (at 5e-2 the policy collapses onto one answer
+  within ~15 steps: format 1.0, correct 0, every group constant), ``max_tokens`` 24. The toy model sees only a
   decayed summary of the prompt, so what RL learns there is mostly the format and the stop token plus the
   answer distribution; the point is that the loop, the grader and the reward plumbing are exercised end to end.
 * On Tinker: ``meta-llama/Llama-3.1-8B-Instruct``, lr 4e-5, ``max_tokens`` 512, no warm-up.
@@ -62,7 +63,7 @@ class Config(RLConfig):
     solutions: str | None = chz.field(default=None, doc='{"problem", "solution"} JSONL for the warm-up; None: bundled')
     warmup_sft_steps: int | None = chz.field(default=None, doc="SFT warm-up steps (None: 16 on the mock, 0 on Tinker)")
     warmup_learning_rate: float = chz.field(default=5e-2, doc="learning rate of the warm-up")
-    learning_rate: float | None = chz.field(default=None, doc="Adam learning rate (None: 5e-2 on the mock, 4e-5 on Tinker)")  # type: ignore[assignment]
+    learning_rate: float | None = chz.field(default=None, doc="Adam learning rate (None: 2e-2 on the mock, 4e-5 on Tinker)")  # type: ignore[assignment]
     batch_size: int = chz.field(default=8, doc="groups (problems) per step")
     group_size: int = chz.field(default=8, doc="rollouts per problem")
     n_batches: int = chz.field(default=20, doc="training steps (dataset batches)")
@@ -75,7 +76,7 @@ class Config(RLConfig):
 
 ONLINE_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 KEYS = ("env/all/reward/total", "env/all/correct", "env/all/format", "optim/kl_sample_train_v1")
-MOCK = {"warmup_sft_steps": 16, "learning_rate": 5e-2, "max_tokens": 24}
+MOCK = {"warmup_sft_steps": 16, "learning_rate": 2e-2, "max_tokens": 24}
 ONLINE = {"warmup_sft_steps": 0, "learning_rate": 4e-5, "max_tokens": 512}
 SUFFIX = " Write your answer in \\boxed{} format."  # what math_env appends to the question
 
