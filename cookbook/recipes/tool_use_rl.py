@@ -16,7 +16,8 @@ calculator call, the tool result, the answer) on problems drawn with a different
 **24 on the mock** (a random toy model never writes a parseable tool call) and **0 on Tinker**.
 
 * Offline: the embedded mock serves ``cookbook/tiny-chat-tools`` (byte tokens + Qwen3's ChatML and tool
-  tokens) with the ``qwen3_instruct`` renderer, lr 5e-2, ``max_tokens`` 80 per turn. The toy model only sees
+  tokens) with the ``qwen3_instruct`` renderer, lr 2e-2 (at 5e-2 the policy drifts to non-canonical calls,
+  ``}}</tool_call>`` without the newline, which no longer merge into one datum), ``max_tokens`` 80 per turn. The toy model only sees
   a decayed summary of its context, so what it learns here is the tool-call format, the turn structure and
   the answer distribution; the point is that multi-turn rollouts, tool execution, merging and the reward
   plumbing run end to end.
@@ -54,7 +55,7 @@ class Config(RLConfig):
     log_path: str = chz.field(default="runs/tool_use_rl", doc="run directory")
     warmup_sft_steps: int | None = chz.field(default=None, doc="SFT warm-up steps (None: 24 on the mock, 0 on Tinker)")
     warmup_learning_rate: float = chz.field(default=0.1, doc="learning rate of the warm-up")
-    learning_rate: float | None = chz.field(default=None, doc="Adam learning rate (None: 5e-2 on the mock, 4e-5 on Tinker)")  # type: ignore[assignment]
+    learning_rate: float | None = chz.field(default=None, doc="Adam learning rate (None: 2e-2 on the mock, 4e-5 on Tinker)")  # type: ignore[assignment]
     batch_size: int = chz.field(default=8, doc="groups (problems) per step")
     group_size: int = chz.field(default=4, doc="rollouts per problem")
     n_batches: int = chz.field(default=12, doc="training steps (dataset batches)")
@@ -68,7 +69,7 @@ class Config(RLConfig):
 ONLINE_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
 ONLINE_RENDERER = "qwen3_instruct"
 KEYS = ("env/all/reward/total", "env/all/used_tool", "env/all/format", "env/all/correct")
-MOCK = {"warmup_sft_steps": 24, "learning_rate": 5e-2, "max_tokens": 80}
+MOCK = {"warmup_sft_steps": 24, "learning_rate": 2e-2, "max_tokens": 80}
 ONLINE = {"warmup_sft_steps": 0, "learning_rate": 4e-5, "max_tokens": 256}
 
 
