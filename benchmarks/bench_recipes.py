@@ -72,5 +72,58 @@ def main(argv: list[str]) -> None:
         print(f"{n:<14}{wall:>8.1f}{wall / base:>12.1f}{steps:>7}  {RECIPES[n]}: {_fmt(first)} -> {_fmt(last)}")
 
 
+
+
+def bench_rl_requests(steps: int = 4) -> None:
+    """rl_basic's rollouts (its default batches: 16 groups of 8, max_tokens 6) on one embedded mock, two
+    ways in the same run: one sampling request per sample (what the RL loop did before: 8 requests per
+    group) and one request per group (``num_samples = group_size``, spec R6). Reports wall seconds, request
+    counts and the ratio. ``python benchmarks/bench_recipes.py --rl-requests``."""
+    import asyncio
+
+    import tinker
+
+    from cookbook.mock import MockTinker
+    from cookbook.recipes.common import make_renderer
+    from cookbook.rl.envs import ArithmeticDataset
+    from cookbook.rl.rollouts import TinkerTokenCompleter, _OneByOne, rollout_groups
+
+    with tempfile.TemporaryDirectory(prefix="bench-rl-requests-") as tmp:
+        mock = MockTinker(state_dir=Path(tmp) / "state").start()
+        try:
+            client = tinker.ServiceClient(base_url=mock.base_url, api_key=mock.api_key)
+            tc = client.create_lora_training_client(base_model="cookbook/tiny-chat", rank=32, seed=0).result()
+            sampler = tc.save_weights_and_get_sampling_client().result()
+            renderer = make_renderer("cookbook/tiny-chat", "llama3")
+            dataset = ArithmeticDataset(renderer, 16, 8, steps, 4, 0)
+            results = {}
+            for name in ("per sample", "per group"):
+                completer = TinkerTokenCompleter(sampler, 6, 1.0, seed=0)
+                policy: object = _OneByOne(completer) if name == "per sample" else completer
+                calls = {"n": 0}
+                original = sampler.sample
+
+                def counting(*a: object, _orig: object = original, _calls: dict[str, int] = calls, **k: object) -> object:
+                    _calls["n"] += 1
+                    return _orig(*a, **k)  # type: ignore[operator]
+
+                sampler.sample = counting  # type: ignore[method-assign]
+                t0 = time.perf_counter()
+                for i in range(steps):
+                    asyncio.run(rollout_groups(dataset.get_batch(i), policy, 64, seed_key=(0, i)))  # type: ignore[arg-type]
+                results[name] = (time.perf_counter() - t0, calls["n"])
+                sampler.sample = original  # type: ignore[method-assign]
+        finally:
+            mock.stop()
+    before, after = results["per sample"], results["per group"]
+    print(f"rl_basic rollouts, {steps} steps of 16 groups x 8 (embedded mock, cookbook/tiny-chat)")
+    for name, (wall, n) in results.items():
+        print(f"  {name:<11} {wall:8.2f} s  {n:5d} requests")
+    print(f"  ratio per sample / per group: {before[0] / after[0]:.2f}x wall, {before[1] / after[1]:.0f}x requests")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--rl-requests"]:
+        bench_rl_requests()
+    else:
+        main(sys.argv[1:])

@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if len(args_list) >= 2 and args_list[0] == "run" and not args_list[1].startswith("-"):
+        from cookbook.recipes import RECIPES
+
+        if args_list[1] in RECIPES:  # the recipe's own --help / --debug, not argparse's
+            from cookbook.recipes.cli import run_argv
+
+            return run_argv(args_list[1], args_list[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
     module = getattr(args, "_module", None)

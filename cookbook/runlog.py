@@ -6,8 +6,8 @@
   append, so readers never see half a record.
 * ``metrics.jsonl`` rows start with ``step``. On resume from step ``N`` every row with ``step >= N`` is
   removed (those steps run again), as tinker-cookbook does.
-* Metric sinks (:func:`add_metric_sink`, e.g. W&B in :mod:`cookbook.wandb_log`) receive every row that
-  ``log_metrics`` writes for their run directory, after it is on disk.
+* Extra loggers (:func:`register_logger_factory`, e.g. W&B in :mod:`cookbook.wandb_log`) receive every row
+  that ``log_metrics`` writes, after it is on disk.
 * ``checkpoints.jsonl`` rows follow tinker-cookbook's ``CheckpointRecord`` key order: ``name``, ``batch``,
   ``epoch``, ``final``, ``state_path``, ``sampler_path``, then loop-specific keys; ``None`` values are left out.
 """
@@ -20,30 +20,11 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cookbook.errors import DataError
 
 CHECKPOINT_KEY_ORDER = ("name", "batch", "epoch", "final", "state_path", "sampler_path")
-
-MetricSink = Callable[[int, Mapping[str, Any]], None]
-_SINKS: dict[Path, list[MetricSink]] = {}
-
-
-def add_metric_sink(log_dir: str | os.PathLike[str], sink: MetricSink) -> Callable[[], None]:
-    """Send every metrics row of the run in ``log_dir`` to ``sink(step, metrics)`` too; returns the remover."""
-    key = Path(log_dir).expanduser().resolve()
-    _SINKS.setdefault(key, []).append(sink)
-
-    def remove() -> None:
-        sinks = _SINKS.get(key, [])
-        if sink in sinks:
-            sinks.remove(sink)
-        if not sinks:
-            _SINKS.pop(key, None)
-
-    return remove
-
 
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,15 +40,16 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """NaN -> None, inf -> \"inf\", numpy scalars -> Python, tuples -> lists (recursively)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -109,11 +91,62 @@ def _repair_tail(path: Path) -> None:
 def append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _repair_tail(path)
-    line = json.dumps(_jsonable(dict(row)), ensure_ascii=False) + "\n"
+    line = json.dumps(jsonable(dict(row)), ensure_ascii=False) + "\n"
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+class MetricsLogger(Protocol):
+    """Where a run's config and per-step metrics rows go besides ``metrics.jsonl`` (e.g. W&B).
+
+    A factory registered with :func:`register_logger_factory` receives ``(log_dir, config, spec)``, where
+    ``spec`` holds the run's ``wandb_project`` / ``wandb_name`` (tinker-cookbook's keys), and returns a logger or
+    ``None`` when it does not apply. ``log_hparams`` is called once when the run opens, ``log_metrics`` once per
+    metrics row (the same dict written to ``metrics.jsonl``, ``step`` included), ``close`` when the run ends.
+    """
+
+    def log_hparams(self, config: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+LoggerFactory = Callable[[Path, Mapping[str, Any], Mapping[str, Any]], "MetricsLogger | None"]
+
+
+def _wandb_factory(log_dir: Path, config: Mapping[str, Any], spec: Mapping[str, Any]) -> MetricsLogger | None:
+    """The built-in W&B logger (:mod:`cookbook.wandb_log`; imports ``wandb`` only when ``wandb_project`` is set)."""
+    from cookbook.wandb_log import wandb_logger_factory
+
+    return wandb_logger_factory(log_dir, config, spec)
+
+
+_LOGGER_FACTORIES: list[LoggerFactory] = [_wandb_factory]
+
+
+def register_logger_factory(factory: LoggerFactory) -> LoggerFactory:
+    """Add a logger factory (see :class:`MetricsLogger`); usable as a decorator."""
+    if factory not in _LOGGER_FACTORIES:
+        _LOGGER_FACTORIES.append(factory)
+    return factory
+
+
+def build_loggers(log_dir: Path, config: Mapping[str, Any], spec: Mapping[str, Any]) -> list[MetricsLogger]:
+    """The extra loggers of a run: every registered factory's logger; ``wandb_project`` set with no factory
+    taking it is a :class:`~cookbook.errors.ConfigurationError` (never a silently unlogged run)."""
+    from cookbook.errors import ConfigurationError
+    loggers = [lg for f in _LOGGER_FACTORIES if (lg := f(log_dir, config, spec)) is not None]
+    if spec.get("wandb_project") and not loggers:
+        raise ConfigurationError(
+            f"wandb_project={spec['wandb_project']!r} is set but no W&B logger is available in this installation "
+            "(install the wandb extra), or leave wandb_project unset"
+        )
+    for lg in loggers:
+        lg.log_hparams(config)
+    return loggers
 
 
 class RunLog:
@@ -121,6 +154,7 @@ class RunLog:
 
     def __init__(self, log_dir: str | os.PathLike[str]):
         self.dir = Path(log_dir)
+        self.loggers: list[MetricsLogger] = []
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.dir / "metrics.jsonl"
         self.checkpoints_path = self.dir / "checkpoints.jsonl"
@@ -128,7 +162,7 @@ class RunLog:
 
     # -------------------------------------------------------------------------------- config
     def write_config(self, config: Mapping[str, Any]) -> None:
-        atomic_write_text(self.config_path, json.dumps(_jsonable(dict(config)), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(self.config_path, json.dumps(jsonable(dict(config)), indent=2, sort_keys=True) + "\n")
 
     def read_config(self) -> dict[str, Any] | None:
         if not self.config_path.exists():
@@ -141,17 +175,24 @@ class RunLog:
         row = {"step": int(step)}
         row.update({k: v for k, v in metrics.items() if k != "step"})
         append_jsonl(self.metrics_path, row)
-        for sink in list(_SINKS.get(self.dir.resolve(), ())):
-            sink(int(step), row)
+        for lg in self.loggers:
+            lg.log_metrics(row, int(step))
+
+    def close(self) -> None:
+        for lg in self.loggers:
+            lg.close()
+        self.loggers = []
 
     def metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.metrics_path)
 
     def truncate_metrics(self, from_step: int) -> None:
-        """Drop rows with ``step >= from_step`` (they will be logged again after a resume)."""
-        rows = [r for r in self.metrics() if int(r.get("step", -1)) < from_step]
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        atomic_write_text(self.metrics_path, text)
+        """Drop ``metrics.jsonl`` and ``samples.jsonl`` rows with ``step >= from_step`` (they will be logged
+        again after a resume)."""
+        for path in (self.metrics_path, self.dir / "samples.jsonl"):
+            if path.exists():
+                rows = [r for r in read_jsonl(path) if int(r.get("step", -1)) < from_step]
+                atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
     # -------------------------------------------------------------------------------- checkpoints
     def record_checkpoint(self, record: Mapping[str, Any]) -> dict[str, Any]:

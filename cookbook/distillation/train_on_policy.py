@@ -10,10 +10,11 @@ Semantics (tinker-cookbook ``distillation/train_on_policy.py``):
   each sampled token (``q`` = the student's sampled logprob, ``t`` = the teacher's), **not** centred, with the
   discounted future sum when ``teacher_kl_discount > 0``. Prompt tokens have mask 0 and advantage 0.
 * The datums are trained with ``loss_fn`` (``importance_sampling`` by default) by the unchanged RL trainer of
-  :mod:`cookbook.rl.train` (sync, stream or async modes; sampling seeds, checkpoints, resume and
-  ``init_state_path`` are exactly those of RL). The metric is ``teacher_kl = Σ (q - t)·mask / Σ mask``, a
+  :mod:`cookbook.rl.train` (sync, stream or async modes; sampling seeds, checkpoints, exact resume,
+  ``eval_every`` and ``load_checkpoint_path`` are exactly those of RL). The metric is ``teacher_kl = Σ (q - t)·mask / Σ mask``, a
   Monte-Carlo estimate of ``KL(student ‖ teacher)`` per token on the student's own samples: it falls as the
-  student imitates the teacher.
+  student imitates the teacher. ``teacher_kl/dataset_{i}`` is the same estimate restricted to the prompts of
+  dataset ``i`` (tinker-cookbook's per-dataset metric; ``PromptDataset.dataset_index``).
 * The teacher is any sampling client over the same tokenizer (a bigger base model, or a fine-tuned checkpoint
   given by ``create_sampling_client(model_path=...)``). In stream/async modes the teacher is queried from the
   rollout coroutine and blocks it while it waits; sync mode (the default) queries it between rollouts and training.
@@ -26,9 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import chz
 import numpy as np
 
 from cookbook.errors import ConfigurationError
+from cookbook.loop import logging_spec_of, opened
 from cookbook.renderers.base import Message, RendererProtocol
 from cookbook.rl.data import reference_logprobs, with_advantages
 from cookbook.rl.kl import distillation_reverse_kl_advantages
@@ -59,6 +62,7 @@ class PromptGroupBuilder(EnvGroupBuilder):
     renderer: RendererProtocol
     messages: list[Message]
     group_size: int
+    dataset_index: int = 0
 
     async def make_envs(self) -> Sequence[Env]:
         return [PromptOnlyEnv(self.renderer, self.messages) for _ in range(self.group_size)]
@@ -77,6 +81,7 @@ class PromptDataset:
     group_size: int
     n_batches: int
     seed: int = 0
+    dataset_index: int = 0
 
     def __post_init__(self) -> None:
         if not self.prompts:
@@ -88,7 +93,7 @@ class PromptDataset:
     def get_batch(self, index: int) -> list[EnvGroupBuilder]:
         rng = random.Random(f"{self.seed}:{index}")
         picks = rng.sample(self.prompts, min(self.batch_size, len(self.prompts)))
-        return [PromptGroupBuilder(self.renderer, p, self.group_size) for p in picks]
+        return [PromptGroupBuilder(self.renderer, p, self.group_size, self.dataset_index) for p in picks]
 
 
 def prompts_from_conversations(conversations: Sequence[Sequence[Message]]) -> list[list[Message]]:
@@ -101,10 +106,13 @@ def prompts_from_conversations(conversations: Sequence[Sequence[Message]]) -> li
     return out
 
 
-@dataclass
+@chz.chz
 class DistillationConfig(RLConfig):
-    teacher_kl_coef: float = 1.0
-    teacher_kl_discount: float = 0.0
+    """RL's configuration plus the teacher coefficient. tinker-cookbook names it ``kl_penalty_coef``; here that
+    key stays RL's KL penalty against the base model, and the teacher's coefficient is ``teacher_kl_coef``."""
+
+    teacher_kl_coef: float = chz.field(default=1.0, doc="weight of the teacher's reverse KL in the advantages")
+    teacher_kl_discount: float = chz.field(default=0.0, doc="> 0: discounted future sum of the teacher KL")
 
 
 def _floats(td: Any) -> np.ndarray:
@@ -114,13 +122,13 @@ def _floats(td: Any) -> np.ndarray:
 class _DistillationTrainer(RLTrainer):
     """The RL trainer whose advantage step adds the teacher's reverse KL (see the module docstring)."""
 
+    kind = "on_policy_distillation"
+
     def __init__(self, cfg: DistillationConfig, service_client: Any, dataset: Any, renderer: Any, progress: Any,
-                 teacher: Any):
-        super().__init__(cfg, service_client, dataset, renderer, progress)
+                 teacher: Any, evaluators: Sequence[Any] = ()):
         self.teacher = teacher
         self.dcfg = cfg
-        if not self.done and self.start == 0:
-            self.log.write_config({"kind": "on_policy_distillation", **cfg.__dict__})
+        super().__init__(cfg, service_client, dataset, renderer, progress, evaluators)
 
     def prepare(self, groups: list[TrajectoryGroup]) -> tuple[list[Any], dict[str, float]]:
         data, metrics = super().prepare(groups)
@@ -134,6 +142,14 @@ class _DistillationTrainer(RLTrainer):
             advs, sampled, teacher, mask, self.dcfg.teacher_kl_coef, self.dcfg.teacher_kl_discount
         )
         metrics.update(kl)
+        per: dict[int, list[float]] = {}
+        for g, q, t, m in zip(self.datum_groups, sampled, teacher, mask):
+            acc = per.setdefault(int(getattr(g, "dataset_index", 0)), [0.0, 0.0])
+            acc[0] += float(np.sum((q - t) * m))
+            acc[1] += float(np.sum(m))
+        for idx, (num, den) in sorted(per.items()):
+            if den > 0:
+                metrics[f"teacher_kl/dataset_{idx}"] = num / den
         return [with_advantages(d, a) for d, a in zip(data, new_advs)], metrics
 
 
@@ -144,9 +160,10 @@ def train_on_policy_distillation(
     renderer: Any,
     teacher_client: Any,
     progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    evaluators: Sequence[Any] = (),
 ) -> RunLog:
     """Run (or resume) on-policy distillation of the student ``config.model_name`` towards ``teacher_client``."""
-    trainer = _DistillationTrainer(config, service_client, dataset, renderer, progress, teacher_client)
-    if not trainer.done:
-        {"sync": trainer.run_sync, "stream": trainer.run_stream, "async": trainer.run_async}[config.mode]()
-    return trainer.log
+    with opened(config.log_path, _DistillationTrainer.kind, config, config.behavior_if_log_dir_exists,
+                logging_spec_of(config)):
+        return _DistillationTrainer(config, service_client, dataset, renderer, progress, teacher_client,
+                                    evaluators).train()

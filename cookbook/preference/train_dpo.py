@@ -23,7 +23,7 @@ One step (what the SDK's ``forward_backward_custom`` does, minus torch):
 3. ``forward_backward(data', "cross_entropy")`` where ``data'`` has the same inputs and targets and
    ``weights = −dL/dlp`` (negative weights allowed): Tinker's CE is ``−Σ w·lp``, whose gradient w.r.t. the
    parameters is exactly ``Σ dL/dlp · dlp/dθ``. The server's CE value is logged as ``train/surrogate_loss:sum``.
-4. ``optim_step(Adam(lr·schedule(step), 0.9, 0.95, 1e-8))``.
+4. ``optim_step(Adam(lr·schedule(step), adam_beta1, adam_beta2, adam_eps))``.
 
 Spec: at step 0 (policy == reference) every ``Δ = 0`` so ``dpo_loss = ln 2`` for the sigmoid loss.
 
@@ -32,6 +32,9 @@ the pairs are reshuffled with seed ``seed + epoch`` each epoch; before step ``N 
 ``N % save_every == 0`` the state (weights + optimizer) is saved as ``{N:06d}`` with ``batch: N`` (the next
 step to run); the last checkpoint is ``final`` (``batch: total``). A rerun resumes at the last recorded
 ``batch`` (metrics rows ``>= batch`` dropped) with weights and optimizer, and does nothing after ``final``.
+The run directory, lock, config comparison, ``load_checkpoint_path``, evaluators every ``eval_every`` steps
+(training-client evaluators, e.g. :class:`cookbook.supervised.evaluators.NLLEvaluator` on held-out chosen
+completions) and logging are the shared skeleton of :mod:`cookbook.loop`.
 """
 
 from __future__ import annotations
@@ -39,20 +42,31 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import chz
 import numpy as np
 
 from cookbook.errors import ConfigurationError, DataError
+from cookbook.loop import (
+    adam_params,
+    check_choice,
+    check_finite_loss,
+    check_trained_tokens,
+    logging_spec_of,
+    opened,
+    resolve,
+    rows_of,
+)
 from cookbook.losses import dpo_loss
 from cookbook.renderers.base import Message, RendererProtocol, TrainOnWhat
 from cookbook.rl.data import reference_logprobs
 from cookbook.runlog import RunLog
 from cookbook.samples import log_dpo_samples, sample_steps
 from cookbook.schedules import compute_schedule_lr_multiplier
-from cookbook.supervised.data import conversation_to_datum, message_from_json
+from cookbook.supervised.data import conversation_to_datum, load_rows, message_from_json
 
 REFERENCE = "reference"
 
@@ -93,15 +107,8 @@ def comparison_from_row(row: Any, where: str) -> Comparison:
 
 
 def load_comparisons(source: str | Path, split: str = "train") -> list[Comparison]:
-    """Comparisons from a local JSON/JSONL file through ``datasets`` (or a hub dataset when online)."""
-    import datasets
-
-    p = Path(source)
-    if p.exists():
-        ds = datasets.load_dataset("json", data_files=str(p), split=split)
-    else:
-        ds = datasets.load_dataset(str(source), split=split)
-    out = [comparison_from_row(dict(row), f"{source} row {i}") for i, row in enumerate(ds)]
+    """Comparisons from a local JSONL/JSON file or a hub dataset (when online); errors name ``file:line``."""
+    out = [comparison_from_row(row, where) for where, row in load_rows(source, split)]
     if not out:
         raise DataError(f"{source}: no comparisons")
     return out
@@ -193,29 +200,48 @@ def dpo_forward_backward(
 # ----------------------------------------------------------------------------------------------- the loop
 
 
-@dataclass
+@chz.chz
 class DPOConfig:
-    log_path: str
-    model_name: str
-    renderer_name: str
-    learning_rate: float = 1e-5
-    lr_schedule: str = "linear"
-    num_epochs: int = 1
-    batch_size: int = 8  # pairs per step
-    max_length: int | None = 1024
-    lora_rank: int = 32
-    dpo_beta: float = 0.1
-    loss_type: str = "sigmoid"
-    label_smoothing: float = 0.0
-    save_every: int = 20
-    max_steps: int | None = None
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    """The DPO loop's configuration (tinker-cookbook ``preference.train_dpo.Config`` key names)."""
+
+    log_path: str = chz.field(default="runs/dpo", doc="run directory")
+    model_name: str | None = chz.field(default=None, doc="base model")
+    renderer_name: str | None = chz.field(default=None, doc="renderer (None: the model's recommended one)")
+    learning_rate: float = chz.field(default=1e-5, doc="Adam learning rate at step 0")
+    lr_schedule: str = chz.field(default="linear", doc="linear, cosine or constant")
+    num_epochs: int = chz.field(default=1, doc="passes over the comparisons")
+    batch_size: int = chz.field(default=8, doc="pairs per step")
+    max_length: int | None = chz.field(default=1024, doc="truncate examples to this many tokens")
+    lora_rank: int = chz.field(default=32, doc="LoRA rank")
+    dpo_beta: float = chz.field(default=0.1, doc="DPO beta")
+    loss_type: str = chz.field(default="sigmoid", doc="DPO loss type")
+    label_smoothing: float = chz.field(default=0.0, doc="DPO label smoothing")
+    save_every: int = chz.field(default=20, doc="checkpoint every N steps (0: only the final one)")
+    eval_every: int = chz.field(default=10, doc="run the evaluators every N steps (0: only at the end)")
+    max_steps: int | None = chz.field(default=None, doc="stop after this many steps")
+    seed: int = chz.field(default=0, doc="seed of the LoRA init and of the epoch shuffles")
+    adam_beta1: float = chz.field(default=0.9, doc="Adam beta1")
+    adam_beta2: float = chz.field(default=0.95, doc="Adam beta2")
+    adam_eps: float = chz.field(default=1e-8, doc="Adam epsilon")
+    load_checkpoint_path: str | None = chz.field(default=None, doc="start a fresh run from these weights")
+    evaluator_builders: list[Any] = chz.field(default_factory=list, doc="training-client evaluator builders")
+    wandb_project: str | None = chz.field(default=None, doc="W&B project (None: no W&B logging)")
+    wandb_name: str | None = chz.field(default=None, doc="W&B run name")
+    behavior_if_log_dir_exists: str = chz.field(default="ask", doc="ask, raise, resume or delete")
+    base_url: str | None = chz.field(default=None, doc="Tinker (or mock) server URL")
 
 
-def _resolve(client_or_future: Any) -> Any:
-    result = getattr(client_or_future, "result", None)
-    return result() if callable(result) else client_or_future
+def validate_dpo_config(cfg: DPOConfig) -> None:
+    from cookbook.losses import DPO_LOSS_TYPES
+    from cookbook.schedules import SCHEDULES
+
+    check_choice("loss_type", cfg.loss_type, DPO_LOSS_TYPES)
+    check_choice("lr_schedule", cfg.lr_schedule, SCHEDULES)
+    for key, value in (("batch_size", cfg.batch_size), ("num_epochs", cfg.num_epochs), ("lora_rank", cfg.lora_rank)):
+        if value < 1:
+            raise ConfigurationError(f"{key}={value} must be >= 1")
+    if not cfg.learning_rate > 0 or not cfg.dpo_beta > 0:
+        raise ConfigurationError("learning_rate and dpo_beta must be > 0")
 
 
 def train_dpo(
@@ -224,96 +250,96 @@ def train_dpo(
     dataset: ComparisonDataset,
     renderer: RendererProtocol,
     progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    evaluators: Sequence[Callable[[Any], dict[str, Any]]] = (),
 ) -> RunLog:
     """Run (or resume) DPO; returns the run log. See the module docstring for the semantics."""
-    import tinker
-
+    validate_dpo_config(config)
     if len(dataset) == 0:
         raise ConfigurationError(
             f"the comparison set ({len(dataset.comparisons)} pairs) is smaller than one batch ({config.batch_size}); "
             "lower batch_size"
         )
-    log = RunLog(config.log_path)
     n_batches = len(dataset)
     total = n_batches * config.num_epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
-    last = log.last_checkpoint()
-    if last is not None and last.get("final"):
-        return log
-    if last is not None:
-        start = int(last["batch"])
-        log.truncate_metrics(start)
-        tc = _resolve(service_client.create_training_client_from_state_with_optimizer(last["state_path"]))
-    else:
-        start = 0
-        log.write_config({"kind": "dpo", **config.__dict__})
-        tc = _resolve(
-            service_client.create_lora_training_client(
-                base_model=config.model_name, rank=config.lora_rank, seed=config.seed,
-                user_metadata={"renderer_name": config.renderer_name},
+    evals = [*evaluators, *(b() for b in config.evaluator_builders)]
+    with opened(config.log_path, "dpo", config, config.behavior_if_log_dir_exists, logging_spec_of(config)) as run:
+        start = run.begin(total)
+        if run.done:
+            return run.log
+        tc = run.training_client(service_client, config)
+        ref_record = run.named_record(REFERENCE)
+        if ref_record is None or not ref_record.get("sampler_path"):
+            if start > 0:
+                raise ConfigurationError(
+                    f"{run.log.checkpoints_path}: resuming at step {start} but no '{REFERENCE}' record; the "
+                    "reference model of this run is unknown. Start a fresh run in a new log_path."
+                )
+            ref_record = run.save(tc, REFERENCE, 0, kind="sampler")
+        reference = resolve(service_client.create_sampling_client(model_path=ref_record["sampler_path"]))
+        ref_cache: dict[tuple[int, ...], np.ndarray] = {}
+
+        def ref_for(data: list[Any]) -> list[np.ndarray]:
+            keys = [tuple(d.model_input.to_ints()) + tuple(d.loss_fn_inputs["target_tokens"].tolist()[-1:]) for d in data]
+            missing = [(k, d) for k, d in zip(keys, data) if k not in ref_cache]
+            if missing:
+                for (k, _), lp in zip(missing, reference_logprobs(reference, [d for _, d in missing])):
+                    ref_cache[k] = lp
+            return [ref_cache[k] for k in keys]
+
+        def save(step: int, name: str, final: bool = False) -> None:
+            run.save(tc, name, step, epoch=config.num_epochs if final else step // n_batches, final=final)
+
+        def evaluate(step: int) -> None:
+            for ev in evals:
+                run.add(step, ev(tc))
+
+        epoch_seeded = -1
+        for step in range(start, total):
+            run.step = step
+            epoch, b = divmod(step, n_batches)
+            if step > start and config.save_every > 0 and step % config.save_every == 0:
+                save(step, f"{step:06d}")
+            if evals and config.eval_every > 0 and step % config.eval_every == 0:
+                evaluate(step)
+            if epoch != epoch_seeded:
+                dataset.set_epoch(config.seed + epoch)
+                epoch_seeded = epoch
+            t0 = time.perf_counter()
+            which = rows_of([f"the comparisons of batch {b}"])
+            data: list[Any] = []
+            for comparison in dataset.get_batch(b):
+                data.extend(comparison_to_datums(comparison, renderer, config.max_length))
+            check_trained_tokens(step, int(sum(sum(1 for w in d.loss_fn_inputs["weights"].tolist() if w > 0)
+                                               for d in data)), which)
+            lr = config.learning_rate * compute_schedule_lr_multiplier(config.lr_schedule, step, total)
+            fb, metrics = dpo_forward_backward(
+                tc, data, ref_for(data), beta=config.dpo_beta, loss_type=config.loss_type,
+                label_smoothing=config.label_smoothing,
             )
-        )
-    ref_record = next((r for r in log.checkpoints() if r.get("name") == REFERENCE and r.get("sampler_path")), None)
-    if ref_record is None:
-        if start > 0:
-            raise ConfigurationError(
-                f"{log.checkpoints_path}: resuming at step {start} but no '{REFERENCE}' record; the reference "
-                "model of this run is unknown. Start a fresh run in a new log_path."
-            )
-        path = tc.save_weights_for_sampler(REFERENCE).result().path
-        ref_record = log.record_checkpoint({"name": REFERENCE, "batch": 0, "sampler_path": path})
-    reference = _resolve(service_client.create_sampling_client(model_path=ref_record["sampler_path"]))
-    ref_cache: dict[tuple[int, ...], np.ndarray] = {}
-
-    def ref_for(data: list[Any]) -> list[np.ndarray]:
-        keys = [tuple(d.model_input.to_ints()) + tuple(d.loss_fn_inputs["target_tokens"].tolist()[-1:]) for d in data]
-        missing = [(k, d) for k, d in zip(keys, data) if k not in ref_cache]
-        if missing:
-            for (k, _), lp in zip(missing, reference_logprobs(reference, [d for _, d in missing])):
-                ref_cache[k] = lp
-        return [ref_cache[k] for k in keys]
-
-    def save(step: int, name: str, final: bool = False) -> None:
-        path = tc.save_state(name).result().path
-        epoch = config.num_epochs if final else step // n_batches
-        log.record_checkpoint({"name": name, "batch": step, "epoch": epoch, "final": final or None, "state_path": path})
-
-    epoch_seeded = -1
-    for step in range(start, total):
-        epoch, b = divmod(step, n_batches)
-        if step > start and config.save_every > 0 and step % config.save_every == 0:
-            save(step, f"{step:06d}")
-        if epoch != epoch_seeded:
-            dataset.set_epoch(config.seed + epoch)
-            epoch_seeded = epoch
-        t0 = time.perf_counter()
-        data: list[Any] = []
-        for comparison in dataset.get_batch(b):
-            data.extend(comparison_to_datums(comparison, renderer, config.max_length))
-        lr = config.learning_rate * compute_schedule_lr_multiplier(config.lr_schedule, step, total)
-        fb, metrics = dpo_forward_backward(
-            tc, data, ref_for(data), beta=config.dpo_beta, loss_type=config.loss_type,
-            label_smoothing=config.label_smoothing,
-        )
-        optim = tc.optim_step(tinker.AdamParams(learning_rate=lr, beta1=0.9, beta2=0.95, eps=1e-8))
-        fb_result = fb.result()
-        optim_result = optim.result()
-        metrics.update({
-            "num_tokens": float(sum(d.model_input.length for d in data)),
-            "learning_rate": lr,
-            "epoch": epoch,
-            "progress": (step + 1) / total,
-            "time/step": time.perf_counter() - t0,
-        })
-        surrogate = fb_result.metrics.get("loss:sum")
-        if surrogate is not None and math.isfinite(float(surrogate)):
-            metrics["train/surrogate_loss:sum"] = float(surrogate)
-        metrics.update({f"optim/{k}": v for k, v in (getattr(optim_result, "metrics", None) or {}).items()})
-        log.log_metrics(step, metrics)
-        if step in sample_steps(total):
-            log_dpo_samples(log.dir, step, renderer, data)
-        if progress is not None:
-            progress(step, total, metrics)
-    save(total, "final", final=True)
-    return log
+            check_finite_loss(step, "dpo_loss", metrics.get("dpo_loss", 0.0), which)
+            optim = tc.optim_step(adam_params(config, lr))
+            fb_result = fb.result()
+            optim_result = optim.result()
+            metrics.update({
+                "num_tokens": float(sum(d.model_input.length for d in data)),
+                "learning_rate": lr,
+                "epoch": epoch,
+                "time/step": time.perf_counter() - t0,
+            })
+            surrogate = fb_result.metrics.get("loss:sum")
+            if surrogate is not None and math.isfinite(float(surrogate)):
+                metrics["train/surrogate_loss:sum"] = float(surrogate)
+            metrics.update({f"optim/{k}": v for k, v in (getattr(optim_result, "metrics", None) or {}).items()})
+            row = run.log_step(step, metrics)
+            if step in sample_steps(total):
+                log_dpo_samples(run.log.dir, step, renderer, data)
+            if progress is not None:
+                progress(step, total, row)
+        run.step = total
+        if evals:
+            evaluate(total)
+        run.flush()
+        save(total, "final", final=True)
+        return run.log

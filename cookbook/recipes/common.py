@@ -14,7 +14,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,25 +29,77 @@ class Service:
     base_url: str | None
 
 
+def service_kind(base_url: str | None) -> str:
+    """Which service a run will use, decided before anything starts (see the module docstring)."""
+    if base_url:
+        return "server"
+    return "tinker" if os.environ.get("TINKER_API_KEY") else "mock"
+
+
+def describe_service(kind: str, base_url: str | None) -> str:
+    if kind == "mock":
+        return "embedded mock Tinker (offline; cookbook/tiny-chat unless model_name is set)" + (
+            f" at {base_url}" if base_url else "")
+    if kind == "server":
+        return f"Tinker-compatible server at {base_url}"
+    return f"Tinker at {os.environ.get('TINKER_BASE_URL') or 'the default service URL'}"
+
+
+PREFLIGHT_TIMEOUT = 25.0
+
+
+def preflight(client: Any, what: str, timeout: float = PREFLIGHT_TIMEOUT) -> None:
+    """One request that needs the service and the API key, bounded by ``timeout`` seconds: an unreachable
+    service or a rejected key fails here with what to check, instead of the SDK's minutes of retries. The
+    probe runs in a daemon thread, so a probe stuck in the SDK cannot keep the process alive."""
+    import queue
+    import threading
+
+    result: queue.Queue[BaseException | None] = queue.Queue()
+
+    def probe() -> None:
+        try:
+            check = getattr(client, "_check_accessible", None)  # one billing-gated request, no retries
+            if callable(check):
+                check()
+            else:  # pragma: no cover - other SDK versions
+                client.get_server_capabilities()
+            result.put(None)
+        except BaseException as exc:
+            result.put(exc)
+
+    threading.Thread(target=probe, name="cookbook-preflight", daemon=True).start()
+    hint = ("check the URL (base_url / TINKER_BASE_URL), that the server is running and reachable, and "
+            "TINKER_API_KEY; unset TINKER_API_KEY to run offline on the embedded mock")
+    try:
+        exc = result.get(timeout=timeout)
+    except queue.Empty:
+        raise ConfigurationError(f"{what} did not answer within {timeout:.0f} s; {hint}") from None
+    if exc is not None:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise ConfigurationError(f"{what} refused the connection or the API key ({type(exc).__name__}: {first}); "
+                                 f"{hint}") from None
+
+
 @contextlib.contextmanager
 def tinker_service(log_path: str | Path, base_url: str | None = None) -> Iterator[Service]:
     import tinker
 
     real_key = os.environ.get("TINKER_API_KEY")
-    if base_url:
+    kind = service_kind(base_url)
+    mock = None
+    if kind == "server":
         client = tinker.ServiceClient(base_url=base_url, api_key=real_key or "tml-mock")
-        kind = "server"
-        mock = None
-    elif real_key:
+    elif kind == "tinker":
         client = tinker.ServiceClient()
-        kind = "tinker"
-        mock = None
     else:
         from cookbook.mock import MockTinker
 
         mock = MockTinker(state_dir=Path(log_path) / "mock_state").start()
         client = tinker.ServiceClient(base_url=mock.base_url, api_key=mock.api_key)
-        kind, base_url = "mock", mock.base_url
+        base_url = mock.base_url
+    if mock is None:
+        preflight(client, describe_service(kind, base_url))  # before any session exists: nothing to close
     status: Literal["success", "errored", "interrupted"] = "errored"
     try:
         yield Service(client, kind, base_url)
@@ -163,36 +215,172 @@ def print_summary(name: str, log_path: str | Path, service: Service, keys: Seque
     return summary
 
 
-def resolve_model(
-    model_name: str | None, renderer_name: str | None, service: Service, online_default: str,
-    mock_default: str | None = None,
-) -> tuple[str, str, Any]:
-    """(model name, renderer name, renderer). On the embedded mock the default model is ``mock_default``
-    (default: the toy ``cookbook/tiny-chat``: fast, and a random policy can find its single-token stop); on a
-    real service it is ``online_default``. The toy models use the renderer whose tokens they carry
+def _toy_renderers() -> dict[str, str]:
+    from cookbook.mock.tiny_chat import TINY_CHAT, TINY_CHAT_TOOLS
+
+    return {TINY_CHAT: "llama3", TINY_CHAT_TOOLS: "qwen3_instruct"}
+
+
+def resolve_model_names(model_name: str | None, renderer_name: str | None, kind: str, online_default: str,
+                        online_renderer: str | None = None, mock_default: str | None = None) -> tuple[str, str]:
+    """(model name, renderer name). On the embedded mock the default model is ``mock_default`` (default: the toy
+    ``cookbook/tiny-chat``: fast, and a random policy can find its single-token stop); on a real service it is
+    ``online_default`` with its recommended renderer. The toy models use the renderer whose tokens they carry
     (``llama3``; ``qwen3_instruct`` for ``cookbook/tiny-chat-tools``)."""
-    from cookbook.mock.tiny_chat import TINY_CHAT, TINY_CHAT_TOOLS, tiny_chat_dir
-    from cookbook.renderers import get_renderer
+    from cookbook.mock.tiny_chat import TINY_CHAT
     from cookbook.tokenizers import model_entry
 
-    name = model_name or ((mock_default or TINY_CHAT) if service.kind == "mock" else online_default)
-    toy_renderers = {TINY_CHAT: "llama3", TINY_CHAT_TOOLS: "qwen3_instruct"}
-    if name in toy_renderers:
-        rname = renderer_name or toy_renderers[name]
-        return name, rname, get_renderer(rname, str(tiny_chat_dir(model=name)))
-    rname = renderer_name or model_entry(name).default_renderer
-    return name, rname, get_renderer(rname, name)
+    name = model_name or ((mock_default or TINY_CHAT) if kind == "mock" else online_default)
+    toys = _toy_renderers()
+    if name in toys:
+        return name, renderer_name or toys[name]
+    if renderer_name:
+        return name, renderer_name
+    if online_renderer and not model_name:
+        return name, online_renderer
+    try:
+        return name, model_entry(name).default_renderer
+    except Exception as exc:
+        raise ConfigurationError(f"model_name={name!r}: {exc}; set renderer_name=") from None
+
+
+def make_renderer(model_name: str, renderer_name: str) -> Any:
+    """The renderer for ``model_name`` (a toy model's tokenizer comes from its bundled folder)."""
+    from cookbook.mock.tiny_chat import tiny_chat_dir
+    from cookbook.renderers import get_renderer
+
+    toy = model_name in _toy_renderers()
+    return get_renderer(renderer_name, str(tiny_chat_dir(model=model_name)) if toy else model_name)
+
+
+def with_models(cfg: Any, kind: str, online_default: str, online_renderer: str | None = None, **defaults: Any) -> Any:
+    """``cfg`` with model_name / renderer_name resolved and every ``None`` key in ``defaults`` filled with
+    ``defaults[key] = (mock value, online value)``."""
+    import chz
+
+    model, renderer = resolve_model_names(cfg.model_name, cfg.renderer_name, kind, online_default, online_renderer)
+    fills = {k: (mock if kind == "mock" else online) for k, (mock, online) in defaults.items()
+             if getattr(cfg, k) is None}
+    return chz.replace(cfg, model_name=model, renderer_name=renderer, **fills)
 
 
 def parse_config(cls: Any, argv: Sequence[str]) -> Any:
-    """``key=value`` arguments into a chz config, with a readable error."""
+    """``key=value`` arguments into a chz config; an unknown key gets chz's "did you mean"."""
     import chz
 
     try:
         return chz.Blueprint(cls).make_from_argv(list(argv))
     except Exception as exc:  # chz raises its own exception types
-        fields = ", ".join(sorted(chz.chz_fields(cls)))
-        raise ConfigurationError(f"bad recipe argument: {exc}. Valid keys: {fields}") from exc
+        first = "\n".join(line for line in str(exc).splitlines() if line.strip() and "--help" not in line)
+        raise ConfigurationError(f"bad recipe argument: {first}\n(--help lists every key)") from exc
+
+
+def _type_name(t: Any) -> str:
+    name = getattr(t, "__name__", None) if not hasattr(t, "__args__") else None
+    return name or str(t).replace("typing.", "").replace("cookbook.rl.train.", "")
+
+
+def config_help(cls: Any, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """``(key, type, default, doc)`` of every key of a chz config, nested configs expanded (``async_config.*``)."""
+    import typing
+
+    import chz
+
+    rows: list[tuple[str, str, str, str]] = []
+    for f in chz.chz_fields(cls).values():
+        default = f._default if f._default is not chz_missing() else (
+            "[]" if f._default_factory is not chz_missing() else "(required)")
+        rows.append((prefix + f.logical_name, _type_name(f.final_type), repr(default) if isinstance(default, str | int | float | bool | type(None)) else str(default), f._doc or ""))
+        for arg in typing.get_args(f.final_type) or (f.final_type,):
+            if hasattr(arg, "__chz_fields__"):
+                rows += config_help(arg, prefix + f.logical_name + ".")
+    return rows
+
+
+def chz_missing() -> Any:
+    from chz.util import MISSING
+
+    return MISSING
+
+
+def recipe_help(name: str, cls: Any, doc: str | None) -> str:
+    rows = config_help(cls)
+    w1 = max(len(r[0]) for r in rows)
+    w2 = min(28, max(len(r[1]) for r in rows))
+    lines = [f"usage: cookbook run {name} [key=value ...] [--debug]", ""]
+    if doc:
+        lines += [doc.strip().splitlines()[0], ""]
+    lines += ["keys (type, default, description):"]
+    lines += [f"  {k:<{w1}}  {t:<{w2}}  {d:<12}  {doc_}" for k, t, d, doc_ in rows]
+    lines += ["", "Rerunning the same command resumes the run in log_path; --debug shows tracebacks."]
+    return "\n".join(lines)
+
+
+def run_recipe(
+    name: str,
+    cls: Any,
+    argv: Sequence[str],
+    body: Callable[[Any, Service, Any], dict[str, Any]],
+    *,
+    kind: str,
+    resolve: Callable[[Any, str], Any] | None = None,
+    validate: Callable[[Any], None] | None = None,
+    prepare: Callable[[Any], Any] | None = None,
+    doc: str | None = None,
+) -> dict[str, Any]:
+    """The recipe skeleton: parse and validate the config and load the data (before anything starts), open
+    the run directory (lock, ``behavior_if_log_dir_exists``, config comparison), print the banner, start the
+    service, run ``body(cfg, service, prepare(cfg))``. ``resolve(cfg, service_kind)`` fills service-dependent
+    defaults (model, renderer, learning rate)."""
+    import chz
+
+    from cookbook.loop import expand_path, logging_spec_of, opened
+
+    argv = [a for a in argv if a != "--debug"]
+    if any(a in ("--help", "-h") for a in argv):
+        print(recipe_help(name, cls, doc))
+        return {}
+    cfg = parse_config(cls, argv)
+    cfg = chz.replace(cfg, log_path=expand_path(cfg.log_path))
+    skind = service_kind(cfg.base_url)
+    if resolve is not None:
+        cfg = resolve(cfg, skind)
+    if validate is not None:
+        validate(cfg)
+    prepared = prepare(cfg) if prepare is not None else None
+    with opened(cfg.log_path, kind, cfg, cfg.behavior_if_log_dir_exists, logging_spec_of(cfg)):
+        print(f"{name}: {describe_service(skind, cfg.base_url)}; model {getattr(cfg, 'model_name', None)}; "
+              f"log_path {cfg.log_path}", file=sys.stderr)
+        with tinker_service(cfg.log_path, cfg.base_url) as service:
+            return body(cfg, service, prepared)
+
+
+def main_guard(run: Callable[[Sequence[str]], Any], argv: Sequence[str], name: str) -> int:
+    """Exit codes and messages for a recipe command: a :class:`~cookbook.errors.CookbookError` is one line
+    (exit 2), Ctrl-C names the step and how to resume (exit 130), any other error is one line (exit 1);
+    ``--debug`` shows tracebacks."""
+    from cookbook.errors import CookbookError
+    from cookbook.loop import current_steps
+
+    debug = "--debug" in argv or os.environ.get("COOKBOOK_DEBUG") == "1"
+    try:
+        run(argv)
+        return 0
+    except KeyboardInterrupt:
+        steps = [s for s in current_steps().values() if s is not None]
+        where = f" at step {steps[-1]}" if steps else ""
+        print(f"\n{name}: interrupted{where}; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except CookbookError as exc:
+        if debug:
+            raise
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"{name}: error: {type(exc).__name__}: {exc}\n(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 def bundled(name: str) -> Path:

@@ -17,34 +17,32 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import chz
 
-from cookbook.recipes.common import Progress, bundled, parse_config, print_summary, tinker_service
-from cookbook.wandb_log import from_config as wandb_from_config
+from cookbook.preference.train_dpo import DPOConfig, validate_dpo_config
+from cookbook.recipes.common import (
+    Progress,
+    bundled,
+    main_guard,
+    make_renderer,
+    print_summary,
+    run_recipe,
+    with_models,
+)
 
 
 @chz.chz
-class Config:
-    log_path: str = "runs/dpo"
-    model_name: str | None = None  # default: cookbook/tiny-chat on the mock, meta-llama/Llama-3.2-1B on Tinker
-    renderer_name: str | None = None  # default: the model's recommended renderer
-    dataset: str | None = None  # a {"prompt", "chosen", "rejected"} JSONL file (or hub dataset); default: bundled
-    learning_rate: float | None = None  # default: 2e-2 on the mock, 1e-5 on Tinker
-    lr_schedule: str = "linear"
-    num_epochs: int = 4
-    batch_size: int = 8  # pairs per step
-    max_length: int = 512
-    lora_rank: int = 8
-    dpo_beta: float = 0.1
-    loss_type: str = "sigmoid"  # sigmoid | ipo | hinge | robust
-    label_smoothing: float = 0.0
-    save_every: int = 4
-    max_steps: int | None = None
-    seed: int = 0
-    base_url: str | None = None
-    wandb_project: str | None = None  # set: mirror metrics to W&B (the 'wandb' extra)
-    wandb_name: str | None = None
+class Config(DPOConfig):
+    log_path: str = chz.field(default="runs/dpo", doc="run directory")
+    dataset: str | None = chz.field(default=None, doc='{"prompt", "chosen", "rejected"} JSONL (None: bundled)')
+    test_size: int = chz.field(default=0, doc="comparisons held out; their chosen completions' NLL is test/nll")
+    learning_rate: float | None = chz.field(default=None, doc="Adam learning rate (None: 2e-2 on the mock, 1e-5 on Tinker)")  # type: ignore[assignment]
+    num_epochs: int = chz.field(default=4, doc="passes over the comparisons")
+    max_length: int | None = chz.field(default=512, doc="truncate examples to this many tokens")
+    save_every: int = chz.field(default=4, doc="checkpoint every N steps (0: only the final one)")
+    eval_every: int = chz.field(default=4, doc="evaluate every N steps (0: only at the end)")
 
 
 KEYS = ("dpo_loss", "accuracy", "margin", "chosen_reward", "rejected_reward")
@@ -52,27 +50,42 @@ ONLINE_MODEL = "meta-llama/Llama-3.2-1B"
 MOCK_LR, ONLINE_LR = 2e-2, 1e-5
 
 
-def main(cfg: Config) -> dict[str, object]:
-    from cookbook.preference.train_dpo import ComparisonDataset, DPOConfig, load_comparisons, train_dpo
-    from cookbook.recipes.common import resolve_model
+def _resolve(cfg: Config, kind: str) -> Config:
+    out: Config = with_models(cfg, kind, ONLINE_MODEL, learning_rate=(MOCK_LR, ONLINE_LR))
+    validate_dpo_config(out)
+    return out
+
+
+def _prepare(cfg: Config) -> Any:
+    from cookbook.errors import ConfigurationError
+    from cookbook.preference.train_dpo import load_comparisons
 
     comparisons = load_comparisons(cfg.dataset or bundled("comparisons.jsonl"))
-    with tinker_service(cfg.log_path, cfg.base_url) as service, wandb_from_config(cfg):
-        model_name, renderer_name, renderer = resolve_model(cfg.model_name, cfg.renderer_name, service, ONLINE_MODEL)
-        lr = cfg.learning_rate if cfg.learning_rate is not None else (MOCK_LR if service.kind == "mock" else ONLINE_LR)
-        dpo_cfg = DPOConfig(
-            log_path=cfg.log_path, model_name=model_name, renderer_name=renderer_name, learning_rate=lr,
-            lr_schedule=cfg.lr_schedule, num_epochs=cfg.num_epochs, batch_size=cfg.batch_size,
-            max_length=cfg.max_length, lora_rank=cfg.lora_rank, dpo_beta=cfg.dpo_beta, loss_type=cfg.loss_type,
-            label_smoothing=cfg.label_smoothing, save_every=cfg.save_every, max_steps=cfg.max_steps, seed=cfg.seed,
-        )
-        train_dpo(dpo_cfg, service.client, ComparisonDataset(comparisons, cfg.batch_size), renderer, Progress(KEYS))
-        return print_summary("dpo", cfg.log_path, service, KEYS)
+    if not 0 <= cfg.test_size < len(comparisons):
+        raise ConfigurationError(f"test_size={cfg.test_size} must be in [0, {len(comparisons)})")
+    return comparisons[: cfg.test_size], comparisons[cfg.test_size :]
+
+
+def _body(cfg: Config, service: Any, data: Any) -> dict[str, object]:
+    from cookbook.preference.train_dpo import ComparisonDataset, train_dpo
+    from cookbook.supervised.data import conversation_to_datum
+    from cookbook.supervised.evaluators import NLLEvaluator
+
+    test, comparisons = data
+    renderer = make_renderer(str(cfg.model_name), str(cfg.renderer_name))
+    evaluators = []
+    if test:
+        held = [conversation_to_datum([*c.prompt, *c.chosen], renderer, cfg.max_length, "last_assistant_message")
+                for c in test]
+        evaluators.append(NLLEvaluator(held, "test"))
+    train_dpo(cfg, service.client, ComparisonDataset(comparisons, cfg.batch_size), renderer, Progress(KEYS),
+              evaluators)
+    return print_summary("dpo", cfg.log_path, service, KEYS)
 
 
 def run(argv: Sequence[str]) -> dict[str, object]:
-    return main(parse_config(Config, argv))
+    return run_recipe("dpo", Config, argv, _body, kind="dpo", resolve=_resolve, prepare=_prepare, doc=__doc__)
 
 
 if __name__ == "__main__":
-    run(sys.argv[1:])
+    sys.exit(main_guard(run, sys.argv[1:], "dpo"))

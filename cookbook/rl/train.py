@@ -1,45 +1,60 @@
 """RL training loops: synchronous, streaming minibatches, and asynchronous off-policy.
 
-Semantics (pinned by ``specs/loops/rl.yaml``):
+Semantics (pinned by ``specs/loops/rl.yaml``; the run directory, resume, checkpoints and logging are the
+shared skeleton of :mod:`cookbook.loop`):
 
 * **sync** — step ``i``: roll out every group of batch ``i`` with the current sampler, compute advantages
   (group-centred by default; constant-reward groups optionally removed over the *whole batch*), assemble datums,
   then ``num_substeps`` × (forward_backward + optim_step) on consecutive slices, then publish new sampler weights.
-* **stream** — groups are trained in ``num_minibatches`` minibatches as soon as enough of them have finished
-  (forward_backward per minibatch), with one optim_step per substep at the end, so gradients accumulate across
-  the minibatches of a substep: in expectation equal to sync mode, with less idle time.
-* **async** — rollout workers keep sampling with whatever sampler is current; step ``i`` trains on the oldest
-  ``groups_per_batch`` finished groups (sorted by the sampler step that produced them). A group produced by
-  sampler ``j`` has staleness ``i - j``; groups more than ``max_steps_off_policy`` behind are never produced
-  because a worker waits before starting a group that could not be trained in time. Nothing is discarded.
-  ``async/staleness_{min,mean,max}`` is logged.
+* **stream** (``stream_minibatch_config``) — the batch's groups are split in index order into
+  ``num_minibatches`` minibatches; a minibatch's ``forward_backward`` is submitted as soon as all of its groups
+  have finished (while later groups are still sampling), then one ``optim_step``. Gradients accumulate across
+  the minibatches, so in expectation this is sync mode with less idle time.
+* **async** (``async_config``) — a **fixed lag**: batch ``b`` is sampled with the sampler published after
+  step ``v(b) = max(0, b - max_steps_off_policy)``, as soon as that sampler exists, i.e. while steps
+  ``v(b)..b-1`` train. Staleness ``b - v(b)`` is logged as ``async/staleness_{min,mean,max}``. Nothing is
+  discarded. (tinker-cookbook's async mode samples with whichever sampler is current, so its staleness
+  depends on timing and no run can be reproduced; the fixed lag makes a run, and its resume, deterministic.)
+* **Checkpoints and resume.** After step ``i`` trains, a checkpoint named ``{i+1:06d}`` records
+  ``batch: i + 1`` (the next step) with ``state_path`` and ``sampler_path``. An async checkpoint also records
+  ``sampler_versions``: the sampler paths of versions ``v(i+1) .. i+1``, the samplers of the batches still in
+  flight. In-flight *samples* are not stored: they are a function of (sampler weights, prompt, seed) and are
+  re-sampled on resume (spec R8). Seeds come from ``(seed, step, group, turn, rollout)`` (spec R7).
+* Rollouts are :func:`cookbook.rl.rollouts.do_group_rollout`: one sampling request per group turn for the
+  rollouts sharing an observation (``num_samples = group_size`` for problem environments).
 * KL penalty (``kl_penalty_coef > 0``): the reference model's logprobs of every datum come from
-  ``compute_logprobs`` on a sampling client of ``kl_reference_model`` (default: the base model itself, i.e. the
-  policy without its adapters); ``advantages += coef·mask·(batch_mean(diff) - diff)`` with
-  ``diff = (sampled - reference)·mask`` (``cookbook.rl.kl.incorporate_kl_penalty``); ``kl_policy_base`` is logged.
+  ``compute_logprobs`` on a sampling client of ``kl_reference_config.base_model`` (default: the base model);
+  ``advantages += coef·mask·(batch_mean(diff) - diff)`` (``cookbook.rl.kl.incorporate_kl_penalty``).
+* ``compute_post_kl``: after the update, the new sampler scores the step's data; ``kl_pre_post_v1`` /
+  ``kl_pre_post_v2`` are the k1 / k2 estimates between the sampling and post-update logprobs (tinker-cookbook).
+* ``eval_every``: every evaluator built by ``evaluator_builders`` runs on the current sampler before step ``i``
+  when ``i % eval_every == 0``, and after the last step; its metrics join that step's row.
 * A rollout worker that raises fails the run with a :class:`~cookbook.errors.TrainingError` naming the group —
-  never a hang (workers are tasks whose exceptions propagate; queues are never awaited without them).
-* Sampling seeds are derived from ``(seed, step, group, rollout)``, so a resumed run samples what an
-  uninterrupted run would have sampled. Checkpoints are taken after step ``i`` finishes and record
-  ``batch: i + 1`` (the next step to run); resume loads weights + optimizer state and continues there.
-* ``init_state_path`` (optional): a fresh run (no checkpoint to resume from) starts from these saved weights
-  (``create_training_client_from_state``: weights only, a fresh optimizer), e.g. the final state of an SFT
-  warm-up. A resumed run ignores it: its own checkpoint already descends from that state.
+  never a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import chz
 import numpy as np
 
-from cookbook.errors import ConfigurationError, TrainingError
-from cookbook.rl.advantages import compute_advantages, filter_constant_reward_groups
+from cookbook.errors import ConfigurationError
+from cookbook.loop import (
+    Run,
+    adam_params,
+    check_choice,
+    check_finite_loss,
+    logging_spec_of,
+    open_run,
+    resolve,
+)
+from cookbook.losses import LOSS_INPUTS
+from cookbook.rl.advantages import ADVANTAGE_METHODS, compute_advantages, filter_constant_reward_groups
 from cookbook.rl.data import (
     assemble_training_data,
     reference_logprobs,
@@ -48,96 +63,117 @@ from cookbook.rl.data import (
     with_advantages,
 )
 from cookbook.rl.kl import incorporate_kl_penalty, kl_sample_train
-from cookbook.rl.rollouts import TinkerTokenCompleter, run_rollout
+from cookbook.rl.rollouts import TinkerTokenCompleter, derive_seed, rollout_groups
 from cookbook.rl.types import EnvGroupBuilder, RLDataset, TrajectoryGroup
 from cookbook.runlog import RunLog
 
+MODES = ("sync", "stream", "async")
+LOSSES: tuple[str, ...] = tuple(k for k in LOSS_INPUTS if k != "cross_entropy")
 
-@dataclass
+
+@chz.chz
+class AsyncConfig:
+    """tinker-cookbook ``AsyncConfig``: sampling runs ``max_steps_off_policy`` steps ahead of training."""
+
+    max_steps_off_policy: int = chz.field(default=1, doc="how many steps sampling runs ahead of training")
+    groups_per_batch: int | None = chz.field(
+        default=None, doc="groups per training step; must equal the dataset's batch size (None: that size)")
+    loss_fn: str | None = chz.field(default=None, doc="loss for async runs (None: the config's loss_fn)")
+
+
+@chz.chz
+class StreamMinibatchConfig:
+    """tinker-cookbook ``StreamMinibatchConfig``: train minibatches as their groups finish."""
+
+    groups_per_batch: int | None = chz.field(
+        default=None, doc="groups per step; must equal the dataset's batch size (None: that size)")
+    num_minibatches: int = chz.field(default=2, doc="forward_backward calls per step")
+
+
+@chz.chz
+class KLReferenceConfig:
+    base_model: str | None = chz.field(default=None, doc="reference base model (None: model_name, no adapters)")
+
+
+@chz.chz
 class RLConfig:
-    log_path: str
-    model_name: str
-    renderer_name: str
-    learning_rate: float = 4e-5
-    max_tokens: int = 16
-    temperature: float = 1.0
-    lora_rank: int = 8
-    loss_fn: str = "importance_sampling"
-    loss_fn_config: dict[str, float] | None = None
-    num_substeps: int = 1
-    advantage_method: str = "centred"
-    remove_constant_reward_groups: bool = False
-    save_every: int = 5
-    max_steps: int | None = None
-    seed: int = 0
-    mode: Literal["sync", "stream", "async"] = "sync"
-    num_minibatches: int = 2  # stream mode
-    max_steps_off_policy: int = 1  # async mode
-    max_concurrency: int = 64
-    kl_penalty_coef: float = 0.0  # > 0: penalise KL to a reference policy (centred on the batch mean)
-    kl_discount_factor: float = 0.0  # > 0: discounted future sum of the KL penalty
-    kl_reference_model: str | None = None  # reference base model (default: model_name without adapters)
-    samples_to_log: int = 2
-    init_state_path: str | None = None  # start a fresh run from these weights (no optimizer state)
-    extra: dict[str, Any] = field(default_factory=dict)
+    """The RL loop's configuration (tinker-cookbook ``rl.train.Config`` key names and defaults)."""
+
+    log_path: str = chz.field(default="runs/rl", doc="run directory (metrics, checkpoints, config, report)")
+    model_name: str | None = chz.field(default=None, doc="base model")
+    renderer_name: str | None = chz.field(default=None, doc="renderer (None: the model's recommended one)")
+    learning_rate: float = chz.field(default=4e-5, doc="Adam learning rate")
+    max_tokens: int = chz.field(default=16, doc="max sampled tokens per turn")
+    temperature: float = chz.field(default=1.0, doc="sampling temperature")
+    lora_rank: int = chz.field(default=32, doc="LoRA rank")
+    loss_fn: str = chz.field(default="importance_sampling", doc="Tinker loss: importance_sampling, ppo, cispo, dro")
+    loss_fn_config: dict[str, float] | None = chz.field(default=None, doc="loss options (e.g. clip thresholds)")
+    num_substeps: int = chz.field(default=1, doc="optimizer steps per training iteration")
+    advantage_method: str = chz.field(default="centred", doc="group advantages: centred, grpo, rloo, dr_grpo")
+    remove_constant_reward_groups: bool = chz.field(default=False, doc="drop groups whose rewards are all equal")
+    save_every: int = chz.field(default=20, doc="checkpoint every N steps (0: only the final one)")
+    eval_every: int = chz.field(default=20, doc="run the evaluators every N steps (0: only at the end)")
+    max_steps: int | None = chz.field(default=None, doc="stop after this many steps")
+    seed: int = chz.field(default=0, doc="seed of the LoRA init and of every sampling request")
+    mode: str | None = chz.field(default=None, doc="sync, stream or async (None: from async_config / "
+                                                     "stream_minibatch_config, else sync)")
+    async_config: AsyncConfig | None = chz.field(default=None, doc="async (off-policy) mode settings")
+    stream_minibatch_config: StreamMinibatchConfig | None = chz.field(default=None, doc="stream mode settings")
+    max_concurrency: int = chz.field(default=64, doc="groups rolled out at once")
+    kl_penalty_coef: float = chz.field(default=0.0, doc="> 0: KL penalty against the reference model")
+    kl_discount_factor: float = chz.field(default=0.0, doc="> 0: discounted future sum of the KL penalty")
+    kl_reference_config: KLReferenceConfig | None = chz.field(default=None, doc="the KL reference model")
+    compute_post_kl: bool = chz.field(default=False, doc="log kl_pre_post_v1/v2 after each update")
+    num_groups_to_log: int = chz.field(default=4, doc="groups written to samples.jsonl per step")
+    load_checkpoint_path: str | None = chz.field(
+        default=None, doc="start a fresh run from these weights (fresh optimizer), e.g. an SFT final state")
+    evaluator_builders: list[Any] = chz.field(default_factory=list, doc="sampling-client evaluator builders")
+    wandb_project: str | None = chz.field(default=None, doc="W&B project (None: no W&B logging)")
+    wandb_name: str | None = chz.field(default=None, doc="W&B run name")
+    behavior_if_log_dir_exists: str = chz.field(default="ask", doc="ask, raise, resume or delete")
+    base_url: str | None = chz.field(default=None, doc="Tinker (or mock) server URL")
+    adam_beta1: float = chz.field(default=0.9, doc="Adam beta1")
+    adam_beta2: float = chz.field(default=0.95, doc="Adam beta2")
+    adam_eps: float = chz.field(default=1e-8, doc="Adam epsilon")
+
+    @property
+    def run_mode(self) -> str:
+        return self.mode or ("async" if self.async_config else "stream" if self.stream_minibatch_config else "sync")
+
+    @property
+    def max_steps_off_policy(self) -> int:
+        return (self.async_config or AsyncConfig()).max_steps_off_policy
+
+    @property
+    def num_minibatches(self) -> int:
+        return (self.stream_minibatch_config or StreamMinibatchConfig()).num_minibatches
+
+    @property
+    def training_loss_fn(self) -> str:
+        if self.run_mode == "async" and self.async_config is not None and self.async_config.loss_fn:
+            return self.async_config.loss_fn
+        return self.loss_fn
 
 
-def _seed(*parts: int) -> int:
-    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-class _SeededPolicy:
-    """A sampler policy whose seed depends only on (run seed, step, group, rollout, turn)."""
-
-    def __init__(
-        self, sampling_client: Any, cfg: RLConfig, step: int, group: int, rollout: int, sem: asyncio.Semaphore
-    ):
-        self.sem = sem
-        self.sampling_client = sampling_client
-        self.cfg = cfg
-        self.key = (cfg.seed, step, group, rollout)
-        self.turn = 0
-
-    async def __call__(self, ob: Any, stop: Any) -> Any:
-        completer = TinkerTokenCompleter(
-            self.sampling_client, self.cfg.max_tokens, self.cfg.temperature, seed=_seed(*self.key, self.turn)
-        )
-        self.turn += 1
-        async with self.sem:  # at most cfg.max_concurrency sampling requests in flight
-            return await completer(ob, stop)
-
-
-async def _rollout_group(
-    builder: EnvGroupBuilder, sampling_client: Any, cfg: RLConfig, step: int, gi: int, sem: asyncio.Semaphore
-) -> TrajectoryGroup:
-    envs = await builder.make_envs()
-
-    async def one(ri: int) -> Any:
-        try:
-            return await run_rollout(_SeededPolicy(sampling_client, cfg, step, gi, ri, sem), envs[ri])
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise TrainingError(
-                f"step {step}: rollout {ri} of group {gi} ({type(builder).__name__}) failed: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-
-    trajectories = list(await asyncio.gather(*(one(ri) for ri in range(len(envs)))))
-    rewards = await builder.compute_group_rewards(trajectories, envs)
-    return TrajectoryGroup(trajectories, [r for r, _ in rewards], [m for _, m in rewards])
-
-
-async def _gather_all(coros: Sequence[Any]) -> list[Any]:
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+def validate_rl_config(cfg: RLConfig) -> None:
+    """Everything checkable without a service (called before anything starts)."""
+    if cfg.mode is not None:
+        check_choice("mode", cfg.mode, MODES)
+        implied = "async" if cfg.async_config else "stream" if cfg.stream_minibatch_config else None
+        if implied and implied != cfg.mode:
+            raise ConfigurationError(f"mode={cfg.mode!r} conflicts with the {implied} settings given; drop one")
+    if cfg.async_config and cfg.stream_minibatch_config:
+        raise ConfigurationError("async_config and stream_minibatch_config are exclusive; set one")
+    check_choice("loss_fn", cfg.training_loss_fn, LOSSES)
+    check_choice("advantage_method", cfg.advantage_method, ADVANTAGE_METHODS)
+    for key, value, low in (("lora_rank", cfg.lora_rank, 1), ("max_tokens", cfg.max_tokens, 1),
+                            ("num_substeps", cfg.num_substeps, 1), ("max_concurrency", cfg.max_concurrency, 1),
+                            ("max_steps_off_policy", cfg.max_steps_off_policy, 0),
+                            ("num_minibatches", cfg.num_minibatches, 1)):
+        if value < low:
+            raise ConfigurationError(f"{key}={value} must be >= {low}")
+    if not cfg.learning_rate > 0:
+        raise ConfigurationError(f"learning_rate={cfg.learning_rate} must be > 0")
 
 
 def _group_metrics(groups: Sequence[TrajectoryGroup]) -> dict[str, float]:
@@ -162,49 +198,85 @@ def _group_metrics(groups: Sequence[TrajectoryGroup]) -> dict[str, float]:
     return metrics
 
 
+def _floats(td: Any) -> np.ndarray:
+    return np.asarray(td.tolist(), dtype=np.float64)
+
+
+def _mean_metrics(parts: Sequence[dict[str, float]]) -> dict[str, float]:
+    keys = {k for p in parts for k in p}
+    return {k: float(np.mean([p[k] for p in parts if k in p])) for k in keys}
+
+
+SamplingEvaluator = Callable[[Any], Any]  # sampling_client -> metrics (dict, or an awaitable of one)
+
+
 class RLTrainer:
-    """The loop machinery shared by every RL variant: resume, rollouts, datum assembly, training, checkpoints.
+    """The RL step logic on top of the skeleton; subclasses adapt one step by overriding :meth:`prepare`
+    (groups -> datums + metrics), as on-policy distillation does to add the teacher's reverse-KL."""
 
-    Subclasses adapt one step by overriding :meth:`prepare` (groups -> datums + metrics), as on-policy
-    distillation does to add the teacher's reverse-KL to the advantages.
-    """
+    kind = "rl"
 
-    def __init__(self, cfg: RLConfig, service_client: Any, dataset: RLDataset, renderer: Any, progress: Any):
-        import tinker
-
+    def __init__(self, cfg: RLConfig, service_client: Any, dataset: RLDataset, renderer: Any, progress: Any = None,
+                 evaluators: Sequence[SamplingEvaluator] = ()):
+        validate_rl_config(cfg)
+        if not cfg.model_name or not cfg.renderer_name:
+            raise ConfigurationError("the RL loop needs model_name and renderer_name")
         if len(dataset) == 0:
             raise ConfigurationError("the RL dataset is empty")
         self.cfg, self.dataset, self.renderer, self.progress = cfg, dataset, renderer, progress
-        self.log = RunLog(cfg.log_path)
+        self.service_client = service_client
+        self.mode = cfg.run_mode
+        self.k = cfg.max_steps_off_policy if self.mode == "async" else 0
+        self.evaluators = [*evaluators, *(b() for b in cfg.evaluator_builders)]
+        self.run: Run = open_run(cfg.log_path, self.kind, cfg, cfg.behavior_if_log_dir_exists,
+                                 logging_spec=logging_spec_of(cfg))
+        self.log: RunLog = self.run.log
         self.end = len(dataset) if cfg.max_steps is None else min(len(dataset), cfg.max_steps)
-        last = self.log.last_checkpoint()
-        self.done = bool(last and last.get("final"))
+        self.start = self.run.begin(self.end)
+        self.done = self.run.done
         if self.done:
             return
-        if last is not None:
-            self.start = int(last["batch"])
-            self.log.truncate_metrics(self.start)
-            self.tc = _resolve(service_client.create_training_client_from_state_with_optimizer(last["state_path"]))
-        else:
-            self.start = 0
-            self.log.write_config({"kind": "rl", **cfg.__dict__})
-            if cfg.init_state_path:
-                self.tc = _resolve(service_client.create_training_client_from_state(cfg.init_state_path))
-            else:
-                self.tc = _resolve(
-                    service_client.create_lora_training_client(
-                        base_model=cfg.model_name, rank=cfg.lora_rank, seed=cfg.seed,
-                        user_metadata={"renderer_name": cfg.renderer_name},
-                    )
-                )
+        self._check_group_counts()
+        self.tc = self.run.training_client(service_client, cfg)
         self.reference = None
         if cfg.kl_penalty_coef > 0:
-            self.reference = _resolve(
-                service_client.create_sampling_client(base_model=cfg.kl_reference_model or cfg.model_name)
-            )
-        self.adam = tinker.AdamParams(learning_rate=cfg.learning_rate, beta1=0.9, beta2=0.95, eps=1e-8)
-        self.sampler = _resolve(self.tc.save_weights_and_get_sampling_client())
-        self.sampler_step = self.start
+            ref = (cfg.kl_reference_config.base_model if cfg.kl_reference_config else None) or cfg.model_name
+            self.reference = resolve(service_client.create_sampling_client(base_model=ref))
+        self.samplers: dict[int, Any] = {}
+        self.sampler_paths: dict[int, str] = {}
+        if self.mode == "async" and self.run.last is not None:
+            for v, path in (self.run.last.get("sampler_versions") or {}).items():
+                self.sampler_paths[int(v)] = path
+                self.samplers[int(v)] = resolve(service_client.create_sampling_client(model_path=path))
+        if self.start not in self.samplers:
+            self._publish(self.start)
+
+    def _check_group_counts(self) -> None:
+        conf = self.cfg.async_config if self.mode == "async" else self.cfg.stream_minibatch_config
+        gpb = getattr(conf, "groups_per_batch", None)
+        if gpb is not None:
+            n = len(self.dataset.get_batch(self.start))
+            if gpb != n:
+                raise ConfigurationError(
+                    f"groups_per_batch={gpb} but the dataset's batches have {n} groups; cookbook trains one dataset "
+                    "batch per step (set groups_per_batch to the batch size, or leave it unset)"
+                )
+
+    # ------------------------------------------------------------------------------------ samplers
+    def _publish(self, version: int) -> None:
+        """New sampler weights for ``version`` (= steps trained). Async runs keep persistent, named sampler
+        checkpoints so a resume can rebuild the in-flight samplers."""
+        if self.mode == "async":
+            path = self.tc.save_weights_for_sampler(f"sampler_{version:06d}").result().path
+            self.sampler_paths[version] = path
+            self.samplers[version] = resolve(self.service_client.create_sampling_client(model_path=path))
+        else:
+            self.samplers[version] = resolve(self.tc.save_weights_and_get_sampling_client())
+        for v in [v for v in self.samplers if v < version - self.k]:
+            del self.samplers[v]
+
+    def version_for(self, batch: int) -> int:
+        return max(0, batch - self.k)
 
     # ------------------------------------------------------------------------------------ one step
     def prepare(self, groups: list[TrajectoryGroup]) -> tuple[list[Any], dict[str, float]]:
@@ -216,222 +288,250 @@ class RLTrainer:
         advs = compute_advantages(
             [g.total_rewards() for g in groups], method=self.cfg.advantage_method  # type: ignore[arg-type]
         )
-        data, _ = assemble_training_data(groups, [list(a) for a in advs])
+        data, meta = assemble_training_data(groups, [list(a) for a in advs])
+        self.datum_groups = [groups[m["group_idx"]] for m in meta]
         if self.reference is not None and data:
             data, kl_metrics = self._kl_penalty(data)
             metrics.update(kl_metrics)
         return data, metrics
 
     def _kl_penalty(self, data: list[Any]) -> tuple[list[Any], dict[str, float]]:
-        def floats(d: Any, key: str) -> np.ndarray:
-            return np.asarray(d.loss_fn_inputs[key].tolist(), dtype=np.float64)
-
         new_advs, metrics = incorporate_kl_penalty(
-            [floats(d, "advantages") for d in data],
-            [floats(d, "logprobs") for d in data],
+            [_floats(d.loss_fn_inputs["advantages"]) for d in data],
+            [_floats(d.loss_fn_inputs["logprobs"]) for d in data],
             reference_logprobs(self.reference, data),
-            [floats(d, "mask") for d in data],
+            [_floats(d.loss_fn_inputs["mask"]) for d in data],
             self.cfg.kl_penalty_coef,
             self.cfg.kl_discount_factor,
         )
         return [with_advantages(d, a) for d, a in zip(data, new_advs)], metrics
 
-    def train_on(self, data: list[Any]) -> dict[str, float]:
-        cfg = self.cfg
-        if not data:
-            return {"optim/skipped": 1.0}
+    def _fb(self, data: list[Any]) -> Any:
+        return self.tc.forward_backward([remove_mask(d) for d in data], self.cfg.training_loss_fn,
+                                        self.cfg.loss_fn_config)
+
+    def _collect(self, step: int, data: list[Any], fbs: Sequence[Any], metrics: dict[str, float]) -> None:
         out_lps: list[np.ndarray] = []
-        chunks = split_list(data, cfg.num_substeps)
-        futures = []
-        for chunk in chunks:
-            fb = self.tc.forward_backward([remove_mask(d) for d in chunk], cfg.loss_fn, cfg.loss_fn_config)
-            futures.append((chunk, fb, self.tc.optim_step(self.adam)))
-        metrics: dict[str, float] = {}
-        for _chunk, fb, optim in futures:
+        for fb in fbs:
             res = fb.result()
-            optim.result()
-            out_lps += [np.asarray(o["logprobs"].tolist(), dtype=np.float64) for o in res.loss_fn_outputs]
+            out_lps += [_floats(o["logprobs"]) for o in res.loss_fn_outputs]
             for k, v in res.metrics.items():
                 metrics[f"train/{k}"] = metrics.get(f"train/{k}", 0.0) + float(v)
-        sampling = [np.asarray(d.loss_fn_inputs["logprobs"].tolist(), dtype=np.float64) for d in data]
-        mask = [np.asarray(d.loss_fn_inputs["mask"].tolist(), dtype=np.float64) for d in data]
+        for k, v in metrics.items():
+            if k.startswith("train/loss"):
+                check_finite_loss(step, k, v, lambda: f"of batch {step}")
+        mask = [_floats(d.loss_fn_inputs["mask"]) for d in data]
         if any(m.sum() > 0 for m in mask):
-            kl = kl_sample_train(sampling, out_lps, mask)
-            metrics.update({k: float(v) for k, v in kl.items()})
+            metrics.update(kl_sample_train([_floats(d.loss_fn_inputs["logprobs"]) for d in data], out_lps, mask))
         metrics["optim/num_datums"] = float(len(data))
-        metrics["optim/lr"] = cfg.learning_rate
+        metrics["optim/lr"] = self.cfg.learning_rate
+
+    def train_on(self, step: int, data: list[Any]) -> dict[str, float]:
+        if not data:
+            return {"optim/skipped": 1.0}
+        fbs, optims = [], []
+        for chunk in split_list(data, self.cfg.num_substeps):
+            fbs.append(self._fb(chunk))
+            optims.append(self.tc.optim_step(adam_params(self.cfg, self.cfg.learning_rate)))
+        metrics: dict[str, float] = {}
+        self._collect(step, data, fbs, metrics)
+        for o in optims:
+            o.result()
         return metrics
 
-    def publish(self, step_done: int) -> None:
-        """After step ``step_done`` trained: checkpoint if due, and new sampler weights."""
-        nxt = step_done + 1
+    def after_update(self, step: int, data: list[Any], metrics: dict[str, float]) -> None:
+        """Checkpoint when due, publish the sampler of version ``step + 1``, post-update KL."""
+        nxt = step + 1
+        self._publish(nxt)
+        if self.cfg.compute_post_kl and data:
+            post = reference_logprobs(self.samplers[nxt], data)
+            kl = kl_sample_train([_floats(d.loss_fn_inputs["logprobs"]) for d in data], post,
+                                 [_floats(d.loss_fn_inputs["mask"]) for d in data])
+            metrics["kl_pre_post_v1"] = kl["optim/kl_sample_train_v1"]
+            metrics["kl_pre_post_v2"] = kl["optim/kl_sample_train_v2"]
         if self.cfg.save_every > 0 and nxt % self.cfg.save_every == 0 and nxt < self.end:
             self._save(f"{nxt:06d}", nxt)
-        self.sampler = _resolve(self.tc.save_weights_and_get_sampling_client())
-        self.sampler_step = nxt
 
     def _save(self, name: str, batch: int, final: bool = False) -> None:
-        state = self.tc.save_state(name).result().path
-        sampler = self.tc.save_weights_for_sampler(name).result().path
-        self.log.record_checkpoint(
-            {"name": name, "batch": batch, "final": final or None, "state_path": state, "sampler_path": sampler}
-        )
+        extra: dict[str, Any] = {}
+        if self.mode == "async" and not final:
+            extra["sampler_versions"] = {str(v): self.sampler_paths[v]
+                                         for v in range(self.version_for(batch), batch + 1)}
+        self.run.save(self.tc, name, batch, final=final, **extra)
+
+    def evaluate(self, step: int) -> None:
+        if not self.evaluators:
+            return
+        sampler = self.samplers[max(self.samplers)] if step >= self.end else self.samplers.get(step)
+        if sampler is None:
+            return
+        metrics: dict[str, float] = {}
+        for ev in self.evaluators:
+            out = ev(sampler)
+            if asyncio.iscoroutine(out):
+                out = asyncio.run(out)
+            metrics.update(out)
+        self.run.add(step, metrics)
+
+    def _eval_due(self, step: int) -> bool:
+        return self.cfg.eval_every > 0 and step % self.cfg.eval_every == 0
 
     def record(self, step: int, metrics: dict[str, float], groups: Sequence[TrajectoryGroup], t0: float) -> None:
         metrics["time/step"] = time.perf_counter() - t0
-        metrics["progress"] = (step + 1) / self.end
-        self.log.log_metrics(step, metrics)
+        row = self.run.log_step(step, metrics)
         self._log_samples(step, groups)
         if self.progress is not None:
-            self.progress(step, self.end, metrics)
+            self.progress(step, self.end, row)
 
     def _log_samples(self, step: int, groups: Sequence[TrajectoryGroup]) -> None:
+        """The report's ``rl_group`` rows (:func:`cookbook.samples.log_rl_groups`) on :func:`sample_steps`: the
+        first ``num_groups_to_log`` groups with their rewards and advantages before any KL penalty."""
         from cookbook.samples import log_rl_groups, sample_steps
 
-        if self.cfg.samples_to_log <= 0 or step not in sample_steps(self.end):
+        if self.cfg.num_groups_to_log <= 0 or step not in sample_steps(self.end):
             return
-        shown = list(groups)[: self.cfg.samples_to_log]
+        shown = list(groups)[: self.cfg.num_groups_to_log]
         advs = compute_advantages([g.total_rewards() for g in shown], method=self.cfg.advantage_method)  # type: ignore[arg-type]
         log_rl_groups(self.log.dir, step, self.renderer, shown, [list(a) for a in advs])
 
     def finish(self) -> None:
+        self.evaluate(self.end)
+        self.run.flush()
         self._save("final", self.end, final=True)
+
+    # ------------------------------------------------------------------------------------ rollouts
+    async def rollout(self, batch: int) -> list[TrajectoryGroup]:
+        sampler = self.samplers[self.version_for(batch)]
+        policy = TinkerTokenCompleter(sampler, self.cfg.max_tokens, self.cfg.temperature)
+        return await rollout_groups(self.dataset.get_batch(batch), policy, self.cfg.max_concurrency,
+                                    seed_key=(self.cfg.seed, batch), where=f"step {batch}: ")
 
     # ------------------------------------------------------------------------------------ modes
     def run_sync(self) -> None:
         for i in range(self.start, self.end):
+            self.run.step = i
+            if self._eval_due(i):
+                self.evaluate(i)
             t0 = time.perf_counter()
-            builders = self.dataset.get_batch(i)
-            groups = asyncio.run(self._rollout_batch(builders, i))
+            groups = asyncio.run(self.rollout(i))
             data, metrics = self.prepare(groups)
-            metrics.update(self.train_on(data))
-            self.publish(i)
+            metrics.update(self.train_on(i, data))
+            self.after_update(i, data, metrics)
             self.record(i, metrics, groups, t0)
         self.finish()
 
-    async def _rollout_batch(self, builders: Sequence[EnvGroupBuilder], step: int) -> list[TrajectoryGroup]:
-        sem = asyncio.Semaphore(self.cfg.max_concurrency)
-        return await _gather_all([_rollout_group(b, self.sampler, self.cfg, step, gi, sem) for gi, b in enumerate(builders)])
-
     def run_stream(self) -> None:
-        cfg = self.cfg
         for i in range(self.start, self.end):
+            self.run.step = i
+            if self._eval_due(i):
+                self.evaluate(i)
             t0 = time.perf_counter()
-            builders = list(self.dataset.get_batch(i))
-            n_mb = max(1, min(cfg.num_minibatches, len(builders)))
-            per_mb = -(-len(builders) // n_mb)
-            groups_done: list[TrajectoryGroup] = []
-            futures: list[tuple[list[Any], Any]] = []
-            metrics: dict[str, float] = {}
-
-            async def produce(i: int = i, builders: list[EnvGroupBuilder] = builders, per_mb: int = per_mb,
-                              groups_done: list[TrajectoryGroup] = groups_done,
-                              futures: list[tuple[list[Any], Any]] = futures,
-                              metrics: dict[str, float] = metrics) -> None:
-                sem = asyncio.Semaphore(cfg.max_concurrency)
-                pending = [
-                    asyncio.ensure_future(_rollout_group(b, self.sampler, cfg, i, gi, sem)) for gi, b in enumerate(builders)
-                ]
-                buffer: list[TrajectoryGroup] = []
-                try:
-                    for fut in asyncio.as_completed(pending):
-                        buffer.append(await fut)
-                        if len(buffer) == per_mb or len(groups_done) + len(buffer) == len(builders):
-                            data, m = self.prepare(buffer)
-                            metrics.update(m)
-                            if data:
-                                fb = self.tc.forward_backward([remove_mask(d) for d in data], cfg.loss_fn, cfg.loss_fn_config)
-                                futures.append((data, fb))
-                            groups_done.extend(buffer)
-                            buffer = []
-                except BaseException:
-                    for p in pending:
-                        p.cancel()
-                    await asyncio.gather(*pending, return_exceptions=True)
-                    raise
-
-            asyncio.run(produce())
-            optim = self.tc.optim_step(self.adam)
-            for _data, fb in futures:
-                res = fb.result()
-                for k, v in res.metrics.items():
-                    metrics[f"train/{k}"] = metrics.get(f"train/{k}", 0.0) + float(v)
-            optim.result()
-            metrics["env/all/reward/total"] = float(np.mean([r for g in groups_done for r in g.total_rewards()]))
-            metrics["stream/minibatches"] = float(len(futures))
-            self.publish(i)
-            self.record(i, metrics, groups_done, t0)
+            groups, data, metrics = asyncio.run(self._stream_step(i))
+            self.after_update(i, data, metrics)
+            self.record(i, metrics, groups, t0)
         self.finish()
+
+    async def _stream_step(self, i: int) -> tuple[list[TrajectoryGroup], list[Any], dict[str, float]]:
+        builders = list(self.dataset.get_batch(i))
+        sampler = self.samplers[i]
+        policy = TinkerTokenCompleter(sampler, self.cfg.max_tokens, self.cfg.temperature)
+        n_mb = max(1, min(self.cfg.num_minibatches, len(builders)))
+        bounds = np.linspace(0, len(builders), n_mb + 1).astype(int)
+        from cookbook.rl.rollouts import do_group_rollout
+
+        sem = asyncio.Semaphore(self.cfg.max_concurrency)
+
+        async def one(gi: int) -> TrajectoryGroup:
+            async with sem:
+                return await do_group_rollout(builders[gi], policy, gi, seed_key=(self.cfg.seed, i, gi),
+                                              where=f"step {i}: ")
+
+        tasks = [asyncio.ensure_future(one(gi)) for gi in range(len(builders))]
+        try:
+            groups: list[TrajectoryGroup] = []
+            data: list[Any] = []
+            fbs: list[Any] = []
+            parts: list[dict[str, float]] = []
+            for m in range(n_mb):  # minibatch m: groups bounds[m]..bounds[m+1]-1, in index order
+                mb = [await tasks[g] for g in range(bounds[m], bounds[m + 1])]
+                mb_data, mb_metrics = await asyncio.to_thread(self.prepare, mb)
+                parts.append(mb_metrics)
+                if mb_data:
+                    fbs.append(self._fb(mb_data))
+                groups += mb
+                data += mb_data
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        optim = self.tc.optim_step(adam_params(self.cfg, self.cfg.learning_rate))
+        metrics = _mean_metrics(parts)
+        metrics.update(_group_metrics(groups))
+        self._collect(i, data, fbs, metrics)
+        optim.result()
+        metrics["stream/minibatches"] = float(len(fbs))
+        return groups, data, metrics
 
     def run_async(self) -> None:
         asyncio.run(self._run_async())
         self.finish()
 
     async def _run_async(self) -> None:
-        cfg = self.cfg
-        queue: asyncio.Queue[tuple[int, int, TrajectoryGroup]] = asyncio.Queue()
         published = asyncio.Condition()
-        sem = asyncio.Semaphore(cfg.max_concurrency)
-        state = {"step": self.start}
+        state = {"version": self.start}
+        results: dict[int, asyncio.Task[list[TrajectoryGroup]]] = {}
 
-        async def worker(batch_idx: int) -> None:
-            """Rolls out batch ``batch_idx`` once the current sampler is recent enough for it."""
+        async def worker(batch: int) -> list[TrajectoryGroup]:
+            v = self.version_for(batch)
             async with published:
-                await published.wait_for(lambda: state["step"] >= batch_idx - cfg.max_steps_off_policy)
-            sampler, produced_by = self.sampler, self.sampler_step
-            builders = self.dataset.get_batch(batch_idx)
-            groups = await _gather_all(
-                [_rollout_group(b, sampler, cfg, batch_idx, gi, sem) for gi, b in enumerate(builders)]
-            )
-            for g in groups:
-                await queue.put((produced_by, batch_idx, g))
+                await published.wait_for(lambda: state["version"] >= v)
+            return await self.rollout(batch)
 
-        workers = [asyncio.ensure_future(worker(b)) for b in range(self.start, self.end)]
+        for b in range(self.start, self.end):
+            results[b] = asyncio.ensure_future(worker(b))
         try:
             for i in range(self.start, self.end):
+                self.run.step = i
+                if self._eval_due(i):
+                    await asyncio.to_thread(self.evaluate, i)
                 t0 = time.perf_counter()
-                n_groups = len(self.dataset.get_batch(i))
-                got: list[tuple[int, int, TrajectoryGroup]] = []
-                while len(got) < n_groups:
-                    getter = asyncio.ensure_future(queue.get())
-                    done, _ = await asyncio.wait([getter, *[w for w in workers if not w.done()]],
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    for w in workers:
-                        if w.done() and not w.cancelled() and w.exception() is not None:
-                            getter.cancel()
-                            raise w.exception()  # type: ignore[misc]
-                    if getter in done:
-                        got.append(getter.result())
-                    else:
-                        getter.cancel()
-                got.sort(key=lambda x: (x[0], x[1]))
-                groups = [g for _, _, g in got]
-                staleness = [i - produced for produced, _, _ in got]
-                data, metrics = self.prepare(groups)
-                metrics.update(await asyncio.to_thread(self.train_on, data))
-                metrics.update({
-                    "async/staleness_min": float(min(staleness)),
-                    "async/staleness_mean": float(np.mean(staleness)),
-                    "async/staleness_max": float(max(staleness)),
-                })
-                await asyncio.to_thread(self.publish, i)
+                groups = await results.pop(i)
+                staleness = float(i - self.version_for(i))
+                data, metrics = await asyncio.to_thread(self.prepare, groups)
+                metrics.update(await asyncio.to_thread(self.train_on, i, data))
+                metrics.update({"async/staleness_min": staleness, "async/staleness_mean": staleness,
+                                "async/staleness_max": staleness})
+                await asyncio.to_thread(self.after_update, i, data, metrics)
                 async with published:
-                    state["step"] = i + 1
+                    state["version"] = i + 1
                     published.notify_all()
                 self.record(i, metrics, groups, t0)
         finally:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            for t in results.values():
+                t.cancel()
+            await asyncio.gather(*results.values(), return_exceptions=True)
+
+    def train(self) -> RunLog:
+        if not self.done:
+            {"sync": self.run_sync, "stream": self.run_stream, "async": self.run_async}[self.mode]()
+        return self.log
 
 
-def _resolve(client_or_future: Any) -> Any:
-    result = getattr(client_or_future, "result", None)
-    return result() if callable(result) else client_or_future
+def eval_seed(seed: int, step: int, index: int) -> int:
+    """Seeds of evaluation requests (independent of the training seeds)."""
+    return derive_seed(seed, -1, step, index)
 
 
-def train_rl(config: RLConfig, service_client: Any, dataset: RLDataset, renderer: Any, progress: Any = None) -> RunLog:
-    trainer = RLTrainer(config, service_client, dataset, renderer, progress)
-    if not trainer.done:
-        {"sync": trainer.run_sync, "stream": trainer.run_stream, "async": trainer.run_async}[config.mode]()
-    return trainer.log
+def train_rl(config: RLConfig, service_client: Any, dataset: RLDataset, renderer: Any, progress: Any = None,
+             evaluators: Sequence[SamplingEvaluator] = ()) -> RunLog:
+    """Run (or resume) RL training; returns the run log."""
+    from cookbook.loop import opened
+
+    with opened(config.log_path, RLTrainer.kind, config, config.behavior_if_log_dir_exists,
+                logging_spec_of(config)):
+        return RLTrainer(config, service_client, dataset, renderer, progress, evaluators).train()
+
+
+__all__ = ["AsyncConfig", "EnvGroupBuilder", "KLReferenceConfig", "RLConfig", "RLTrainer", "StreamMinibatchConfig",
+           "train_rl", "validate_rl_config"]

@@ -12,6 +12,7 @@ Semantics (tinker-cookbook 0.6.1 ``datum_from_model_input_weights``):
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +79,27 @@ def conversation_to_datum(
 # ----------------------------------------------------------------------------------------------- JSON messages
 
 
+KNOWN_ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool", "developer", "tool_declare")
+#: Role names of other chat formats (ShareGPT's ``from`` values) and what they are called here.
+ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "ai": "assistant",
+                "function": "tool", "observation": "tool"}
+
+
+def check_role(role: str, where: str) -> None:
+    """Unknown roles are refused at load (a ShareGPT ``human``/``gpt`` file would otherwise train on 0 tokens)."""
+    if role in KNOWN_ROLES:
+        return
+    hint = f"; did you mean {ROLE_ALIASES[role]!r}? (convert the file's roles)" if role in ROLE_ALIASES else ""
+    raise DataError(f"{where}: unknown role {role!r}; roles are {', '.join(KNOWN_ROLES)}{hint}")
+
+
 def message_from_json(obj: Any, where: str) -> Message:
     """A message from OpenAI-style JSON: ``{"role", "content", "tool_calls"?: [{"id", "function": {...}}]}``
-    or the flat ``{"name", "arguments"}`` tool-call form; ``reasoning_content`` becomes a thinking part."""
+    or the flat ``{"name", "arguments"}`` tool-call form; ``reasoning_content`` becomes a thinking part.
+    The role must be one of :data:`KNOWN_ROLES`."""
     if not isinstance(obj, dict) or not isinstance(obj.get("role"), str):
         raise DataError(f"{where}: a message must be an object with a string 'role', got {obj!r:.200}")
+    check_role(obj["role"], where)
     content = obj.get("content", "")
     if content is None:
         content = ""
@@ -111,24 +128,75 @@ def message_from_json(obj: Any, where: str) -> Message:
     return msg  # type: ignore[return-value]
 
 
-def read_conversations_jsonl(path: str | Path) -> list[list[Message]]:
-    """``{"messages": [...]}`` per line (tinker-cookbook's conversations.jsonl format)."""
+class Conversation(list):  # type: ignore[type-arg]
+    """A list of messages that remembers where it was read from (``file:line``), for error messages."""
+
+    where: str = ""
+
+
+def _sourced(messages: list[Message], where: str) -> list[Message]:
+    conv = Conversation(messages)
+    conv.where = where
+    return conv
+
+
+def where_of(conversation: Any, default: str) -> str:
+    return getattr(conversation, "where", "") or default
+
+
+def read_jsonl_rows(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """``(file:line, row)`` for every non-blank line; a malformed line is a :class:`DataError` naming it."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"conversation file {p} does not exist")
+    if not p.is_file():
+        raise DataError(f"{p} does not exist (or is not a file); check the path")
+    with open(p, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{p}:{i}: not valid JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from None
+            yield f"{p}:{i}", row
+
+
+def read_conversations_jsonl(path: str | Path, message_field: str = "messages") -> list[list[Message]]:
+    """``{"messages": [...]}`` per line (tinker-cookbook's conversations.jsonl format)."""
     out: list[list[Message]] = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p}:{i}: not valid JSON ({exc})") from exc
-        msgs = row.get("messages") if isinstance(row, dict) else None
+    for where, row in read_jsonl_rows(path):
+        msgs = row.get(message_field) if isinstance(row, dict) else None
         if not isinstance(msgs, list) or not msgs:
-            raise DataError(f"{p}:{i}: expected an object with a non-empty 'messages' list")
-        out.append([message_from_json(m, f"{p}:{i} message {j}") for j, m in enumerate(msgs)])
+            raise DataError(f"{where}: expected an object with a non-empty {message_field!r} list")
+        out.append(_sourced([message_from_json(m, f"{where} message {j}") for j, m in enumerate(msgs)], where))
+    if not out:
+        raise DataError(f"{path}: no conversations")
     return out
+
+
+def _looks_local(source: str) -> bool:
+    return source.endswith((".json", ".jsonl")) or source.startswith((".", "/", "~")) or os.sep in source
+
+
+def load_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, Any]]:
+    """``(where, row)`` from a local JSONL file (``file:line``), a local JSON file or a hub dataset
+    (``source row i``). A local-looking path that does not exist is a :class:`DataError`, not a hub lookup."""
+    text = os.path.expanduser(str(source))
+    p = Path(text)
+    if p.suffix == ".jsonl" or (p.is_file() and p.suffix != ".json"):
+        yield from read_jsonl_rows(p)
+        return
+    if not p.exists() and _looks_local(str(source)):
+        raise DataError(f"{source} does not exist; check the path (a hub dataset name has no file suffix)")
+    import datasets
+
+    try:
+        ds = datasets.load_dataset("json", data_files=str(p), split=split) if p.exists() else \
+            datasets.load_dataset(str(source), split=split)
+    except Exception as exc:  # datasets raises many types; report the first line
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{source}: cannot load the dataset (split {split!r}): {first}") from exc
+    for i, row in enumerate(ds):
+        yield f"{source} row {i}", dict(row)
 
 
 @dataclass
@@ -161,18 +229,14 @@ class ConversationDataset:
 
 
 def load_conversations(source: str | Path, split: str = "train", message_field: str = "messages") -> list[list[Message]]:
-    """Conversations from a local JSON/JSONL file through ``datasets`` (or a hub dataset when online)."""
-    import datasets
-
-    p = Path(source)
-    if p.exists():
-        ds = datasets.load_dataset("json", data_files=str(p), split=split)
-    else:
-        ds = datasets.load_dataset(str(source), split=split)
-    out = []
-    for i, row in enumerate(ds):
-        msgs = row.get(message_field)
+    """Conversations from a local JSONL/JSON file or a hub dataset (when online); every message is checked
+    (:func:`message_from_json`) and errors name ``file:line``."""
+    out: list[list[Message]] = []
+    for where, row in load_rows(source, split):
+        msgs = row.get(message_field) if isinstance(row, dict) else None
         if not isinstance(msgs, list) or not msgs:
-            raise DataError(f"{source} row {i}: no '{message_field}' list")
-        out.append([message_from_json(m, f"{source} row {i} message {j}") for j, m in enumerate(msgs)])
+            raise DataError(f"{where}: no non-empty {message_field!r} list")
+        out.append(_sourced([message_from_json(m, f"{where} message {j}") for j, m in enumerate(msgs)], where))
+    if not out:
+        raise DataError(f"{source}: no conversations")
     return out

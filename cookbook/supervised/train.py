@@ -9,8 +9,13 @@ Loop semantics (pinned by ``specs/loops/supervised.yaml``):
 * The learning rate of step ``s`` is ``learning_rate * multiplier(schedule, s, total)``.
 * Evaluation (``test/nll``) runs with ``forward`` before step ``s`` is submitted, so it sees the weights
   produced by steps ``0..s-1``.
+* Evaluators (``evaluator_builders`` and the held-out ``test_data``, :class:`cookbook.supervised.evaluators.NLLEvaluator`)
+  are training-client evaluators; their metrics join step ``s``'s metrics row (one row per step).
+* Guards: a batch that trains on 0 tokens, or a NaN loss, stops the run with an error naming the rows.
+* Run directory, lock, ``behavior_if_log_dir_exists``, config comparison, ``load_checkpoint_path`` and
+  ``logs.log``: the shared skeleton, :mod:`cookbook.loop`.
 * Checkpoints: before step ``N`` is submitted (``N % save_every == 0``, ``N > 0``) the pipeline is drained, the
-  state (weights + optimizer) is saved as ``{N:06d}`` and the record says ``batch: N`` = *the next step to
+  state (weights + optimizer) and sampler weights are saved as ``{N:06d}`` and the record says ``batch: N`` = *the next step to
   run*. On resume the loop loads that state with its optimizer and continues at step ``N``; metrics rows with
   ``step >= N`` are dropped first. (tinker-cookbook's pipelined loop records the batch it has just submitted
   and re-runs it; we record a point where nothing is in flight, so a resumed run equals an uninterrupted one.)
@@ -22,46 +27,81 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import chz
 import numpy as np
 
 from cookbook.errors import ConfigurationError
+from cookbook.loop import (
+    adam_params,
+    check_finite_loss,
+    check_trained_tokens,
+    logging_spec_of,
+    opened,
+)
 from cookbook.runlog import RunLog
 from cookbook.samples import log_sft_samples, sample_steps
 from cookbook.schedules import compute_schedule_lr_multiplier
-from cookbook.supervised.data import ConversationDataset, conversation_to_datum
+from cookbook.supervised.data import ConversationDataset, conversation_to_datum, where_of
+from cookbook.supervised.evaluators import NLLEvaluator
 from cookbook.supervised.nll import weighted_mean_nll
 
+TrainingEvaluator = Callable[[Any], dict[str, Any]]  # training_client -> metrics
 
-@dataclass
+
+@chz.chz
 class SupervisedConfig:
-    log_path: str
-    model_name: str
-    renderer_name: str
-    learning_rate: float = 1e-4
-    lr_schedule: str = "linear"
-    num_epochs: int = 1
-    batch_size: int = 8
-    max_length: int | None = 1024
-    lora_rank: int = 32
-    train_on_what: str = "all_assistant_messages"
-    save_every: int = 20
-    eval_every: int = 10
-    max_steps: int | None = None
-    seed: int = 0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    adam_eps: float = 1e-8
-    extra: dict[str, Any] = field(default_factory=dict)
+    """The supervised loop's configuration (tinker-cookbook ``supervised.train.Config`` key names)."""
+
+    log_path: str = chz.field(default="runs/sl", doc="run directory (metrics, checkpoints, config, report)")
+    model_name: str | None = chz.field(default=None, doc="base model")
+    renderer_name: str | None = chz.field(default=None, doc="renderer (None: the model's recommended one)")
+    learning_rate: float = chz.field(default=1e-4, doc="Adam learning rate at step 0")
+    lr_schedule: str = chz.field(default="linear", doc="linear, cosine or constant")
+    num_epochs: int = chz.field(default=1, doc="passes over the training set")
+    batch_size: int = chz.field(default=8, doc="conversations per step")
+    max_length: int | None = chz.field(default=1024, doc="truncate examples to this many tokens")
+    lora_rank: int = chz.field(default=32, doc="LoRA rank")
+    train_on_what: str = chz.field(default="all_assistant_messages", doc="which tokens are trained")
+    save_every: int = chz.field(default=20, doc="checkpoint every N steps (0: only the final one)")
+    eval_every: int = chz.field(default=10, doc="run the evaluators every N steps (0: only at the end)")
+    max_steps: int | None = chz.field(default=None, doc="stop after this many steps")
+    seed: int = chz.field(default=0, doc="seed of the LoRA init and of the epoch shuffles")
+    adam_beta1: float = chz.field(default=0.9, doc="Adam beta1")
+    adam_beta2: float = chz.field(default=0.95, doc="Adam beta2")
+    adam_eps: float = chz.field(default=1e-8, doc="Adam epsilon")
+    load_checkpoint_path: str | None = chz.field(default=None, doc="start a fresh run from these weights")
+    evaluator_builders: list[Any] = chz.field(default_factory=list, doc="training-client evaluator builders")
+    wandb_project: str | None = chz.field(default=None, doc="W&B project (None: no W&B logging)")
+    wandb_name: str | None = chz.field(default=None, doc="W&B run name")
+    behavior_if_log_dir_exists: str = chz.field(default="ask", doc="ask, raise, resume or delete")
+    base_url: str | None = chz.field(default=None, doc="Tinker (or mock) server URL")
+
+
+def validate_supervised_config(cfg: SupervisedConfig) -> None:
+    from cookbook.loop import check_choice
+    from cookbook.renderers.base import TrainOnWhat
+    from cookbook.schedules import SCHEDULES
+
+    check_choice("train_on_what", cfg.train_on_what, [t.value for t in TrainOnWhat])
+    check_choice("lr_schedule", cfg.lr_schedule, SCHEDULES)
+    for key, value in (("batch_size", cfg.batch_size), ("num_epochs", cfg.num_epochs), ("lora_rank", cfg.lora_rank)):
+        if value < 1:
+            raise ConfigurationError(f"{key}={value} must be >= 1")
+    if cfg.max_length is not None and cfg.max_length < 2:
+        raise ConfigurationError(f"max_length={cfg.max_length} must be >= 2")
+    if not cfg.learning_rate > 0:
+        raise ConfigurationError(f"learning_rate={cfg.learning_rate} must be > 0")
 
 
 @dataclass
 class _InFlight:
     step: int
+    rows: list[str]
     data: list[Any]
     fb: Any
     optim: Any
@@ -83,123 +123,101 @@ def train(
     test_data: Sequence[Any] = (),
     renderer: Any = None,
     progress: Any = None,
+    evaluators: Sequence[TrainingEvaluator] = (),
 ) -> RunLog:
     """Run (or resume) supervised training; returns the run log."""
-    import tinker
-
     from cookbook.renderers import get_renderer
 
+    validate_supervised_config(config)
     if len(train_set) == 0:
         raise ConfigurationError(
             f"the training set has fewer conversations than one batch ({config.batch_size}); lower batch_size"
         )
-    log = RunLog(config.log_path)
+    if not config.model_name or not config.renderer_name:
+        raise ConfigurationError("the supervised loop needs model_name and renderer_name")
     n_batches = len(train_set)
     total = n_batches * config.num_epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
     if renderer is None:
         renderer = get_renderer(config.renderer_name, config.model_name)
-
-    last = log.last_checkpoint()
-    if last is not None and last.get("final"):
-        return log
-    if last is not None:
-        start = int(last["batch"])
-        log.truncate_metrics(start)
-        tc = _resolve(service_client.create_training_client_from_state_with_optimizer(last["state_path"]))
-    else:
-        start = 0
-        log.write_config({"kind": "supervised", **config.__dict__})
-        tc = _resolve(
-            service_client.create_lora_training_client(
-                base_model=config.model_name,
-                rank=config.lora_rank,
-                seed=config.seed,
-                user_metadata={"renderer_name": config.renderer_name},
-            )
-        )
-
-    def adam(lr: float) -> Any:
-        return tinker.AdamParams(
-            learning_rate=lr, beta1=config.adam_beta1, beta2=config.adam_beta2, eps=config.adam_eps
-        )
-
-    def datums(batch: list[Any]) -> list[Any]:
-        return [
-            conversation_to_datum(c, renderer, config.max_length, config.train_on_what, "mean") for c in batch
-        ]
-
-    def finish(job: _InFlight) -> None:
-        fb = job.fb.result()
-        optim = job.optim.result()
-        lps, ws = _logprobs_weights(job.data, fb)
-        metrics: dict[str, Any] = {
-            "train_mean_nll": weighted_mean_nll(lps, ws),
-            "num_sequences": len(job.data),
-            "num_tokens": int(sum(d.model_input.length for d in job.data)),
-            "num_loss_tokens": int(sum(int((w > 0).sum()) for w in ws)),
-            "learning_rate": job.lr,
-            "epoch": job.epoch,
-            "progress": (job.step + 1) / total,
-            "time/step": time.perf_counter() - job.t0,
-        }
-        metrics.update({f"optim/{k}": v for k, v in (getattr(optim, "metrics", None) or {}).items()})
-        metrics.update({f"train/{k}": v for k, v in fb.metrics.items()})
-        log.log_metrics(job.step, metrics)
-        if job.step in sample_steps(total):
-            log_sft_samples(log.dir, job.step, renderer, job.data)
-        if progress is not None:
-            progress(job.step, total, metrics)
-
-    def save(step: int, name: str, final: bool = False) -> None:
-        path = tc.save_state(name).result().path
-        epoch = config.num_epochs if final else step // n_batches
-        log.record_checkpoint({"name": name, "batch": step, "epoch": epoch, "final": final or None,
-                               "state_path": path})
-
-    pending: list[_InFlight] = []
-    epoch_seeded = -1
-    for step in range(start, total):
-        epoch, b = divmod(step, n_batches)
-        if step > start and config.save_every > 0 and step % config.save_every == 0:
-            while pending:
-                finish(pending.pop(0))
-            save(step, f"{step:06d}")
-        if test_data and config.eval_every > 0 and step % config.eval_every == 0:
-            while pending:
-                finish(pending.pop(0))
-            _evaluate(tc, test_data, log, step)
-        if epoch != epoch_seeded:
-            train_set.set_epoch(config.seed + epoch)
-            epoch_seeded = epoch
-        data = datums(train_set.get_batch(b))
-        lr = config.learning_rate * compute_schedule_lr_multiplier(config.lr_schedule, step, total)
-        t0 = time.perf_counter()
-        fb = tc.forward_backward(data, "cross_entropy")
-        optim = tc.optim_step(adam(lr))
-        pending.append(_InFlight(step, data, fb, optim, lr, epoch, t0))
-        while len(pending) > 1:  # one step ahead
-            finish(pending.pop(0))
-    while pending:
-        finish(pending.pop(0))
+    evals: list[TrainingEvaluator] = [*evaluators, *(b() for b in config.evaluator_builders)]
     if test_data:
-        _evaluate(tc, test_data, log, total)
-    save(total, "final", final=True)
-    return log
+        evals.insert(0, NLLEvaluator(test_data))
 
+    with opened(config.log_path, "supervised", config, config.behavior_if_log_dir_exists,
+                logging_spec_of(config)) as run:
+        start = run.begin(total)
+        if run.done:
+            return run.log
+        tc = run.training_client(service_client, config)
 
-def _resolve(client_or_future: Any) -> Any:
-    """SDK 0.38 returns client futures from create_*; older SDKs return the client itself."""
-    result = getattr(client_or_future, "result", None)
-    return result() if callable(result) else client_or_future
+        def evaluate(step: int) -> None:
+            for ev in evals:
+                run.add(step, ev(tc))
 
+        def finish(job: _InFlight) -> None:
+            fb = job.fb.result()
+            optim = job.optim.result()
+            lps, ws = _logprobs_weights(job.data, fb)
+            n_loss = int(sum(int((w > 0).sum()) for w in ws))
+            check_trained_tokens(job.step, n_loss, lambda: ", ".join(job.rows))
+            nll = weighted_mean_nll(lps, ws) if all(np.isfinite(lp).all() for lp in lps) else math.nan
+            check_finite_loss(job.step, "train_mean_nll", nll, lambda: ", ".join(job.rows))
+            metrics: dict[str, Any] = {
+                "train_mean_nll": nll,
+                "num_sequences": len(job.data),
+                "num_tokens": int(sum(d.model_input.length for d in job.data)),
+                "num_loss_tokens": n_loss,
+                "learning_rate": job.lr,
+                "epoch": job.epoch,
+                "time/step": time.perf_counter() - job.t0,
+            }
+            metrics.update({f"optim/{k}": v for k, v in (getattr(optim, "metrics", None) or {}).items()})
+            metrics.update({f"train/{k}": v for k, v in fb.metrics.items()})
+            row = run.log_step(job.step, metrics)
+            if job.step in sample_steps(total):
+                log_sft_samples(run.log.dir, job.step, renderer, job.data)
+            if progress is not None:
+                progress(job.step, total, row)
 
-def _evaluate(tc: Any, test_data: Sequence[Any], log: RunLog, step: int) -> None:
-    out = tc.forward(list(test_data), "cross_entropy").result()
-    lps, ws = _logprobs_weights(test_data, out)
-    nll = weighted_mean_nll(lps, ws)
-    log.log_metrics(step, {"test/nll": nll if math.isfinite(nll) else None})
+        def save(step: int, name: str, final: bool = False) -> None:
+            run.save(tc, name, step, epoch=config.num_epochs if final else step // n_batches, final=final)
+
+        pending: list[_InFlight] = []
+        epoch_seeded = -1
+        for step in range(start, total):
+            run.step = step
+            epoch, b = divmod(step, n_batches)
+            if step > start and config.save_every > 0 and step % config.save_every == 0:
+                while pending:
+                    finish(pending.pop(0))
+                save(step, f"{step:06d}")
+            if evals and config.eval_every > 0 and step % config.eval_every == 0:
+                while pending:
+                    finish(pending.pop(0))
+                evaluate(step)
+            if epoch != epoch_seeded:
+                train_set.set_epoch(config.seed + epoch)
+                epoch_seeded = epoch
+            batch = train_set.get_batch(b)
+            rows = [where_of(c, f"batch {b} item {k}") for k, c in enumerate(batch)]
+            data = [conversation_to_datum(c, renderer, config.max_length, config.train_on_what, "mean") for c in batch]
+            lr = config.learning_rate * compute_schedule_lr_multiplier(config.lr_schedule, step, total)
+            t0 = time.perf_counter()
+            fb = tc.forward_backward(data, "cross_entropy")
+            optim = tc.optim_step(adam_params(config, lr))
+            pending.append(_InFlight(step, rows, data, fb, optim, lr, epoch, t0))
+            while len(pending) > 1:  # one step ahead
+                finish(pending.pop(0))
+        while pending:
+            finish(pending.pop(0))
+        run.step = total
+        if evals:
+            evaluate(total)
+        run.flush()
+        save(total, "final", final=True)
+        return run.log
 
 
 def final_metrics(log_path: str | Path) -> dict[str, Any]:

@@ -49,6 +49,9 @@ def test_supervised_loop_spec(case: dict[str, Any], tinker_mock: Any, tmp_path: 
     train_steps = [r["step"] for r in rows if "train_mean_nll" in r]
     assert train_steps == list(range(exp["total_steps"]))
     assert all(next(iter(r)) == "step" for r in rows)
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows}), "R6: one row per step"
+    assert all(r["progress/done_frac"] == pytest.approx(min(r["step"] + 1, exp["total_steps"]) / exp["total_steps"])
+               for r in rows)
     assert _ckpt_view(log) == exp["checkpoints"]
     assert [r["step"] for r in rows if "test/nll" in r] == exp["eval_steps"]
     lrs = {r["step"]: r["learning_rate"] for r in rows if "learning_rate" in r}
@@ -83,13 +86,15 @@ def test_supervised_resume_spec(case: dict[str, Any], tinker_mock: Any, tmp_path
 
 def _rl(tmp: Path, run: dict[str, Any], renderer: Any, client: Any) -> RunLog:
     from cookbook.rl.envs import ArithmeticDataset
-    from cookbook.rl.train import RLConfig, train_rl
+    from cookbook.rl.train import AsyncConfig, RLConfig, StreamMinibatchConfig, train_rl
 
     dataset = ArithmeticDataset(renderer, run["batch_size"], run["group_size"], run["n_batches"])
     cfg = RLConfig(
         log_path=str(tmp), model_name=TINY_CHAT, renderer_name="llama3", learning_rate=0.05, max_tokens=4,
         lora_rank=4, save_every=run["save_every"], mode=run["mode"],
-        max_steps_off_policy=run.get("max_steps_off_policy", 1), num_minibatches=run.get("num_minibatches", 2),
+        async_config=AsyncConfig(max_steps_off_policy=run["max_steps_off_policy"]) if run["mode"] == "async" else None,
+        stream_minibatch_config=StreamMinibatchConfig(num_minibatches=run["num_minibatches"])
+        if run["mode"] == "stream" else None,
     )
     return train_rl(cfg, client, dataset, renderer)
 
@@ -108,6 +113,14 @@ def test_rl_loop_spec(case: dict[str, Any], tinker_mock: Any, tmp_path: Path, re
         assert min(r["async/staleness_min"] for r in rows) >= exp["staleness_min_at_least"]
         assert rows[0]["async/staleness_max"] == exp["step0_staleness"]
         assert all(r["env/all/total_episodes"] == exp["groups_per_step"] * case["run"]["group_size"] for r in rows)
+    if "staleness_by_step" in exp:
+        assert [r["async/staleness_max"] for r in rows] == exp["staleness_by_step"]
+        assert [r["async/staleness_min"] for r in rows] == exp["staleness_by_step"]
+    if "sampler_versions" in exp:
+        recs = {r["name"]: r for r in log.checkpoints()}
+        for name, versions in exp["sampler_versions"].items():
+            assert sorted(recs[name]["sampler_versions"]) == versions
+            assert all(p.startswith("tinker://") for p in recs[name]["sampler_versions"].values())
     if "minibatches_per_step" in exp:
         assert all(r["stream/minibatches"] == exp["minibatches_per_step"] for r in rows)
 
@@ -124,3 +137,41 @@ def test_kl_penalty_against_the_base_model(tinker_mock: Any, tmp_path: Path, ren
     kl = [r["kl_policy_base"] for r in log.metrics()]
     assert len(kl) == 8 and abs(kl[0]) < 1e-6
     assert sum(kl[4:]) / 4 > 0.01, kl
+
+
+class _RecordingSampler:
+    """A sampling client stand-in that records every request (what the RL loop asks the SDK for)."""
+
+    def __init__(self, stop_token: int):
+        self.calls: list[tuple[int, int | None]] = []
+        self.stop_token = stop_token
+
+    async def sample(self, prompt: Any, num_samples: int, sampling_params: Any) -> Any:
+        import types
+
+        self.calls.append((num_samples, sampling_params.seed))
+        seq = types.SimpleNamespace(tokens=[self.stop_token], logprobs=[-0.5], stop_reason="stop")
+        return types.SimpleNamespace(sequences=[seq] * num_samples)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in RL["requests"]])
+def test_rl_requests_spec(case: dict[str, Any], renderer: Any) -> None:
+    import asyncio
+    import hashlib
+
+    from cookbook.rl.envs import ArithmeticDataset
+    from cookbook.rl.rollouts import TinkerTokenCompleter, rollout_groups
+
+    sampler = _RecordingSampler(renderer.get_stop_sequences()[0])
+    builders = ArithmeticDataset(renderer, case["n_groups"], case["group_size"], 1).get_batch(0)
+    policy = TinkerTokenCompleter(sampler, max_tokens=4)
+    groups = asyncio.run(rollout_groups(builders, policy, seed_key=(case["seed"], case["step"])))
+    assert [len(g.trajectories) for g in groups] == [case["group_size"]] * case["n_groups"]
+    assert len(sampler.calls) == case["expect"]["requests"]
+    assert sorted(n for n, _ in sampler.calls) == case["expect"]["num_samples"]
+
+    def r7(*parts: int) -> int:  # the formula as the spec states it
+        return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+    expected = {r7(case["seed"], case["step"], g, 0, 0) for g in range(case["n_groups"])}
+    assert {s for _, s in sampler.calls} == expected

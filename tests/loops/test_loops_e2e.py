@@ -139,7 +139,7 @@ def test_a_crashing_rollout_worker_fails_the_run_without_hanging(tinker_mock: An
 
 
 def test_rl_basic_reward_rises(tmp_path: Path) -> None:
-    out = _run_recipe("cookbook.recipes.rl_basic", [f"log_path={tmp_path}"])
+    out = _run_recipe("cookbook.recipes.rl_basic", [f"log_path={tmp_path}", "lora_rank=8"], timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [r for r in RunLog(tmp_path).metrics() if "env/all/reward/total" in r]
     reward = [r["env/all/reward/total"] for r in rows]

@@ -66,7 +66,7 @@ def _mean(xs: list[float]) -> float:
 
 def test_math_rl_warms_up_then_reward_rises_and_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    out = _run(["-m", "cookbook.recipes.math_rl", f"log_path={run}"])
+    out = _run(["-m", "cookbook.recipes.math_rl", f"log_path={run}", "lora_rank=8"], timeout=900)
     _assert_run_files(run, out)
     reward = _series(run, "env/all/reward/total")
     assert len(reward) == 20
@@ -76,13 +76,12 @@ def test_math_rl_warms_up_then_reward_rises_and_resumes(tmp_path: Path) -> None:
     warm = RunLog(run / "warmup").last_checkpoint()
     assert warm is not None and warm["final"] is True
     config = json.loads((run / "config.json").read_text())
-    assert config["kind"] == "rl" and config["init_state_path"] == warm["state_path"]
-    assert config["extra"]["warmup_sft_steps"] == 16
+    assert config["kind"] == "rl" and config["warmup_sft_steps"] == 16
 
     # resume: a crash after the step-10 checkpoint, then the same command again
     reference = _by_step(run, "env/all/reward/total")
     _cut_after(run, 10)
-    _run(["-m", "cookbook.recipes.math_rl", f"log_path={run}"])
+    _run(["-m", "cookbook.recipes.math_rl", f"log_path={run}", "lora_rank=8"], timeout=900)
     assert _by_step(run, "env/all/reward/total") == reference
     steps = [r["step"] for r in RunLog(run).metrics()]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
@@ -158,7 +157,7 @@ def test_chat_sl_on_a_jsonl_file_through_the_cli(tmp_path: Path) -> None:
     test_nll = _series(run, "test/nll")
     assert len(test_nll) >= 2 and test_nll[-1] < 0.7 * test_nll[0], test_nll
     config = json.loads((run / "config.json").read_text())
-    assert config["train_on_what"] == "last_assistant_message" and config["extra"]["dataset"] == str(data)
+    assert config["train_on_what"] == "last_assistant_message" and config["dataset"] == str(data)
 
 
 def test_chat_sl_default_bundled_data(tmp_path: Path) -> None:
@@ -172,7 +171,7 @@ def test_a_bad_train_on_what_is_a_clear_error(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "cookbook", "run", "chat_sl", f"log_path={tmp_path}",
                           "train_on_what=everything"], env=ENV, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
-    assert "train_on_what='everything' is not one of" in out.stderr
+    assert "train_on_what='everything'" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_the_new_recipes_are_registered() -> None:

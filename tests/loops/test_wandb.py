@@ -11,8 +11,9 @@ import pytest
 
 pytest.importorskip("wandb", reason="wandb is not installed (optional extra 'wandb')")
 
+from cookbook.loop import opened
 from cookbook.runlog import RunLog
-from cookbook.wandb_log import wandb_logging
+from cookbook.wandb_log import WandbLogger
 
 OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true",
            "WANDB_DISABLE_CODE": "true"}
@@ -32,10 +33,13 @@ def _run_dirs(log_path: Path) -> list[Path]:
 
 def test_metrics_rows_are_mirrored_to_an_offline_run(offline: None, tmp_path: Path) -> None:
     log_path = tmp_path / "run"
-    with wandb_logging(log_path, "cookbook-test", "unit", {"learning_rate": 0.1}) as run:
-        log = RunLog(log_path)
+    spec = {"wandb_project": "cookbook-test", "wandb_name": "unit"}
+    with opened(str(log_path), "sl", {"learning_rate": 0.1}, "raise", spec) as opened_run:
+        (logger,) = opened_run.log.loggers  # the built-in W&B factory took wandb_project
+        assert isinstance(logger, WandbLogger)
+        run = logger.run
         for step in range(3):
-            log.log_metrics(step, {"loss": 1.0 / (step + 1), "tag": "text is skipped", "nan": float("nan")})
+            opened_run.log.log_metrics(step, {"loss": 1.0 / (step + 1), "tag": "text is skipped", "nan": float("nan")})
         assert run.config["learning_rate"] == 0.1
         # W&B commits a step when the next one arrives (or at finish): the summary holds a logged value,
         # and neither the text value nor the NaN was sent
@@ -43,15 +47,16 @@ def test_metrics_rows_are_mirrored_to_an_offline_run(offline: None, tmp_path: Pa
         assert "tag" not in run.summary.keys() and "nan" not in run.summary.keys()
     (folder,) = _run_dirs(log_path)
     assert list(folder.glob("run-*.wandb")), list(folder.iterdir())
-    # after the block the sink is gone: later rows only go to metrics.jsonl
+    # after the run closed its logger is gone: later rows only go to metrics.jsonl
     RunLog(log_path).log_metrics(3, {"loss": 0.1})
     assert len(RunLog(log_path).metrics()) == 4
 
 
 def test_no_project_means_no_wandb(tmp_path: Path) -> None:
-    with wandb_logging(tmp_path, None) as run:
-        RunLog(tmp_path).log_metrics(0, {"loss": 1.0})
-    assert run is None and not (tmp_path / "wandb").exists()
+    with opened(str(tmp_path), "sl", {"learning_rate": 0.1}, "raise", {"wandb_project": None}) as run:
+        run.log.log_metrics(0, {"loss": 1.0})
+        assert run.log.loggers == []
+    assert not (tmp_path / "wandb").exists()
 
 
 @pytest.mark.e2e
