@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cookbook.errors import RendererError
+from cookbook.renderers.vision import ImageSegment
 from cookbook.renderers.base import (
     ContentPart,
     Message,
@@ -175,6 +176,7 @@ class DeepSeekV3Renderer(Renderer):
         self,
         messages: Sequence[Message],
         train_on_what: TrainOnWhat | str = TrainOnWhat.LAST_ASSISTANT_MESSAGE,
+        _images: list[tuple[int, ImageSegment]] | None = None,
     ) -> tuple[list[int], list[float]]:
         if not self.thinking and messages:
             mode = TrainOnWhat(train_on_what)
@@ -192,7 +194,7 @@ class DeepSeekV3Renderer(Renderer):
                             f"trained assistant message {i} reasons; the model could never have produced it. Use "
                             "'deepseekv3_thinking' or remove the reasoning"
                         )
-        return super().supervised_tokens(messages, train_on_what)
+        return super().supervised_tokens(messages, train_on_what, _images)
 
     # ------------------------------------------------------------------------------------------ rendering
     def _after_user(self, ctx: RenderContext) -> bool:

@@ -50,6 +50,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cookbook.errors import RendererError
+from cookbook.renderers.vision import QWEN3_VL, image_segment
 from cookbook.renderers.base import (
     ContentPart,
     Message,
@@ -63,6 +64,7 @@ from cookbook.renderers.base import (
     ToolSpec,
     TrainOnWhat,
     UnparsedToolCall,
+    has_images,
     last_user_index,
     text_of,
     thinking_of,
@@ -259,6 +261,7 @@ class Qwen3_5Renderer(Renderer):
     name = "qwen3_5"
     supports_thinking = True
     supports_tools = True
+    supports_images = True
     has_extension_property = False
     #: the header of an assistant message after the last user message (``<think>\n`` or the empty block)
     think_opening: str = "<think>\n"
@@ -266,6 +269,7 @@ class Qwen3_5Renderer(Renderer):
     CONTROL_TOKENS = (
         "<|im_start|>", "<|im_end|>", "<think>", "</think>",
         "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
+        "<|vision_start|>", "<|vision_end|>",
     )
 
     def __init__(self, tokenizer: Any):
@@ -273,6 +277,7 @@ class Qwen3_5Renderer(Renderer):
         self.w = SegmentWriter(self.enc, self.CONTROL_TOKENS)
         self.im_end = self.w.ids["<|im_end|>"]
         self.endoftext = self.enc.special("<|endoftext|>")
+        self.image_pad = self.enc.special("<|image_pad|>")
 
     # ------------------------------------------------------------------------------------------ rendering
     def _open(self, role: str, ctx: RenderContext) -> str:
@@ -284,9 +289,31 @@ class Qwen3_5Renderer(Renderer):
             return self._render_tool_response(msg, ctx)
         if role == "assistant":
             return self._render_assistant(msg, ctx)
+        if role != "system" and has_images(msg["content"]):
+            return RenderedMessage(header=self.w(self._open(role, ctx)), output=self._vision_content(msg, ctx))
         text = text_of(msg["content"]).strip()
         body = declaration_pieces(text, QWEN3_5_TOOLS_PREAMBLE) if role == "system" else [Lit(text)]
         return RenderedMessage(header=self.w(self._open(role, ctx)), output=self.w(*body, "<|im_end|>"))
+
+    def _vision_content(self, msg: Message, ctx: RenderContext) -> list[Segment]:
+        """Text and images in order, ``{text}<|vision_start|>[image]<|vision_end|>...<|im_end|>``; the content is
+        trimmed as a whole (the template's ``|trim``), so only its first and last text parts lose whitespace."""
+        parts = [p for p in msg["content"] if p["type"] != "thinking"]  # type: ignore[union-attr]
+        out: list[Segment] = []
+        for j, p in enumerate(parts):
+            if p["type"] == "image":
+                where = f"message {ctx.idx} part {j}"
+                out += self.w("<|vision_start|>")
+                out.append(image_segment(p["image"], QWEN3_VL, self.image_pad, where))
+                out += self.w("<|vision_end|>")
+                continue
+            text = p["text"]  # type: ignore[typeddict-item]
+            if j == 0:
+                text = text.lstrip()
+            if j == len(parts) - 1:
+                text = text.rstrip()
+            out += self.w(Lit(text))
+        return out + self.w("<|im_end|>")
 
     def _render_assistant(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
         reasoning, text = split_reasoning(msg)
