@@ -156,12 +156,25 @@ class AdamHyper:
     grad_clip_norm: float = 0.0
 
 
+@dataclass(frozen=True)
+class ImageInput:
+    """An image chunk of a model input: ``length`` positions from ``start`` (their token ids are 0)."""
+
+    start: int
+    length: int
+    data: bytes
+    format: str
+    width: int
+    height: int
+
+
 @dataclass
 class DatumArrays:
     """One datum: the flattened model input tokens and the loss inputs as numpy arrays."""
 
     tokens: np.ndarray  # int64 [N]
     inputs: dict[str, np.ndarray]
+    images: tuple[ImageInput, ...] = ()
 
 
 @dataclass
@@ -186,6 +199,7 @@ class SampleSpec:
     topk_sample_logprobs: int = 0
     prompt_logprobs_last_n: int | None = None
     scripted: list[np.ndarray] | None = None  # forced completions, one per sample (teacher forcing)
+    images: tuple[ImageInput, ...] = ()  # image chunks of the prompt
 
 
 @dataclass
@@ -324,9 +338,9 @@ class Engine:
     # ---------------------------------------------------------------- model pieces
 
     @staticmethod
-    def _hidden(bw: BaseWeights, tokens: np.ndarray) -> np.ndarray:
+    def _hidden(bw: BaseWeights, tokens: np.ndarray, images: Sequence[ImageInput] = ()) -> np.ndarray:
         """Context vectors ``h_i`` for every position (sequential, deterministic)."""
-        e = bw.E[tokens]  # [T, d]
+        e = _embed(bw, tokens, images)  # [T, d]
         H = np.empty_like(e)
         c = np.zeros(e.shape[1])
         for i in range(e.shape[0]):
@@ -395,6 +409,7 @@ class Engine:
                     f"{where}.model_input: {n} tokens exceeds the context length {spec.max_context_length}"
                 )
             _check_token_range(d.tokens, V, f"{where}.model_input")
+            _check_images(spec, d.images, f"{where}.model_input")
             for key in required:
                 if key not in d.inputs:
                     raise LossInputError(
@@ -557,7 +572,7 @@ class Engine:
         adapter = trainer.adapter
         V = bw.spec.vocab_size
         targets = d.inputs["target_tokens"].astype(np.int64, copy=False)
-        H = self._hidden(bw, d.tokens)
+        H = self._hidden(bw, d.tokens, d.images)
         HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
         T = H.shape[0]
         lp = np.empty(targets.shape)
@@ -688,6 +703,7 @@ class Engine:
         """
         V = spec.vocab_size
         _check_token_range(req.prompt, V, "prompt")
+        _check_images(spec, req.images, "prompt")
         if req.prompt.shape[0] == 0:
             raise DataError("prompt: empty prompt")
         if req.stop_strings and decode is None:
@@ -713,11 +729,11 @@ class Engine:
         result = SampleResult(sequences=[])
         if req.prompt_logprobs or req.topk_prompt_logprobs > 0:
             self._score_prompt(bw, adapter, req, result)
-        e = bw.E
+        e = _embed(bw, prompt, req.images)
         c = np.zeros(spec.d_model)
         for i in range(1, P):
-            c = GAMMA * (c + e[prompt[i - 1]])
-        h_last = e[prompt[-1]] + BETA * c
+            c = GAMMA * (c + e[i - 1])
+        h_last = e[P - 1] + BETA * c
         job = _Job(req, decode, [])
         for si in range(req.num_samples):
             rng = np.random.Generator(np.random.PCG64([req.seed & 0xFFFFFFFFFFFFFFFF, si]))
@@ -736,7 +752,7 @@ class Engine:
         tids = np.zeros((P, k), dtype=np.int64) if k > 0 else None
         tlps = np.full((P, k), EMPTY_TOPK_LOGPROB) if k > 0 else None
         if P > 1:
-            H = self._hidden(bw, prompt[:-1])
+            H = self._hidden(bw, prompt[:-1], req.images)
             HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
             rb = max(1, min(ROW_BLOCK, BLOCK_ELEMS // V))
             C = self._col_chunk(rb, V)
@@ -1115,3 +1131,41 @@ def trainer_from_arrays(
             v_B=np.array(arrays["v_B"], dtype=np.float64),
         )
     return tr
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def _embed(bw: BaseWeights, tokens: np.ndarray, images: Sequence[ImageInput] = ()) -> np.ndarray:
+    """Token embeddings ``E[x_i]``; an image's positions get vectors seeded from ``sha256(image bytes, position)``
+    (same scale as ``E``), so equal images embed equally and different images differently."""
+    e = bw.E[tokens]
+    T, d = e.shape
+    for img in images:
+        seed = int.from_bytes(hashlib.sha256(img.data).digest()[:8], "little")
+        rows = np.random.Generator(np.random.PCG64([seed, bw.spec.seed()])).standard_normal((img.length, d))
+        r1 = min(T, img.start + img.length)
+        if r1 > img.start:
+            e[img.start : r1] = rows[: r1 - img.start] / math.sqrt(d)
+    return e
+
+
+def _check_images(spec: BaseModelSpec, images: Sequence[ImageInput], where: str) -> None:
+    """Each image's ``expected_tokens`` must be what the model's image processor makes of its size."""
+    if not images:
+        return
+    from cookbook.renderers.vision import vision_config_for_model
+
+    config = vision_config_for_model(spec.name)
+    if config is None:
+        raise DataError(f"{where}: {spec.name} is a text-only model; it does not accept image chunks")
+    for img in images:
+        try:
+            n = config.num_tokens(img.width, img.height)
+        except ValueError as exc:  # RendererError: an aspect ratio the processor refuses
+            raise DataError(f"{where}: image at position {img.start}: {exc}") from exc
+        if n != img.length:
+            raise DataError(
+                f"{where}: image at position {img.start} ({img.format} {img.width}x{img.height}) has "
+                f"expected_tokens={img.length}, but {spec.name}'s image processor makes {n} tokens of it"
+            )

@@ -33,7 +33,7 @@ from cookbook.mock.wire import (
     BadRequest,
     Fields,
     decode_forward_backward,
-    model_input_tokens,
+    model_input_arrays,
     parse_json_object,
 )
 
@@ -413,7 +413,7 @@ async def asample(request: Request, st: MockState, ctx: Ctx) -> Response:
     seq_id = f.int_("seq_id", None, 0, 1 << 62)
     ctx.seq_id = seq_id
     spec = sampler.spec
-    prompt = model_input_tokens(f, "prompt", spec.max_context_length)
+    prompt, images = model_input_arrays(f, "prompt", spec.max_context_length)
     if prompt.size == 0:
         raise BadRequest("prompt: empty prompt", "prompt")
     lo, hi = int(prompt.min()), int(prompt.max())
@@ -441,6 +441,7 @@ async def asample(request: Request, st: MockState, ctx: Ctx) -> Response:
     last_n = f.int_("prompt_logprobs_last_n", None, 1, max(1, prompt.size - 1))
     s = SampleSpec(
         prompt=prompt,
+        images=images,
         num_samples=f.int_("num_samples", 1, 1, MAX_SAMPLES) or 1,
         max_tokens=sp.int_("max_tokens", DEFAULT_MAX_TOKENS, 1, MAX_NEW_TOKENS) or DEFAULT_MAX_TOKENS,
         temperature=sp.float_("temperature", 1.0, 0.0, 100.0),

@@ -47,7 +47,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from cookbook.errors import RendererError
-from cookbook.renderers.vision import ImageSegment
 from cookbook.renderers.base import (
     ContentPart,
     Message,
@@ -64,6 +63,7 @@ from cookbook.renderers.base import (
     text_of,
     thinking_of,
 )
+from cookbook.renderers.vision import ImageSegment
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"

@@ -50,7 +50,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from cookbook.errors import RendererError
-from cookbook.renderers.vision import QWEN3_VL, image_segment
 from cookbook.renderers.base import (
     ContentPart,
     Message,
@@ -69,6 +68,7 @@ from cookbook.renderers.base import (
     text_of,
     thinking_of,
 )
+from cookbook.renderers.vision import QWEN3_VL, image_segment
 
 
 class Lit(str):
@@ -298,7 +298,8 @@ class Qwen3_5Renderer(Renderer):
     def _vision_content(self, msg: Message, ctx: RenderContext) -> list[Segment]:
         """Text and images in order, ``{text}<|vision_start|>[image]<|vision_end|>...<|im_end|>``; the content is
         trimmed as a whole (the template's ``|trim``), so only its first and last text parts lose whitespace."""
-        parts = [p for p in msg["content"] if p["type"] != "thinking"]  # type: ignore[union-attr]
+        content = msg["content"]
+        parts: list[dict[str, Any]] = [dict(p) for p in content if p["type"] != "thinking"] if isinstance(content, list) else []
         out: list[Segment] = []
         for j, p in enumerate(parts):
             if p["type"] == "image":
@@ -307,7 +308,7 @@ class Qwen3_5Renderer(Renderer):
                 out.append(image_segment(p["image"], QWEN3_VL, self.image_pad, where))
                 out += self.w("<|vision_end|>")
                 continue
-            text = p["text"]  # type: ignore[typeddict-item]
+            text = str(p["text"])
             if j == 0:
                 text = text.lstrip()
             if j == len(parts) - 1:

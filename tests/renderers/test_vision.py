@@ -23,8 +23,8 @@ import pytest
 
 from cookbook.errors import RendererError
 from cookbook.renderers import TrainOnWhat
-from cookbook.renderers.qwen3_5 import Qwen3_5Renderer
 from cookbook.renderers.qwen3 import Qwen3Renderer
+from cookbook.renderers.qwen3_5 import Qwen3_5Renderer
 from cookbook.renderers.vision import QWEN3_VL, data_uri, image_header, make_png
 from cookbook.tokenizers import get_tokenizer
 
