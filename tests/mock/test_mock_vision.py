@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,7 @@ def test_vl_sft_step_loss_falls(tinker_mock: Any, renderer: Qwen3_5Renderer) -> 
         fb = tc.forward_backward([datum], "cross_entropy").result()
         losses.append(fb.metrics["loss:sum"])
         tc.optim_step(types.AdamParams(learning_rate=5e-2)).result()
-    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert all(b < a for a, b in itertools.pairwise(losses)), losses
     assert losses[-1] < 0.9 * losses[0], losses
 
 

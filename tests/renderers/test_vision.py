@@ -141,9 +141,9 @@ def test_two_images_and_history(renderer: Qwen3_5Renderer, tml: Any) -> None:
     convo = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": [
-            {"type": "text", "text": "Compare "},
+            {"type": "text", "text": "Compare"},
             {"type": "image", "image": make_png(40, 40, 1)},
-            {"type": "text", "text": " and "},
+            {"type": "text", "text": "and"},
             {"type": "image", "image": make_png(300, 90, 2)},
         ]},
         {"role": "assistant", "content": "The second is wider."},
