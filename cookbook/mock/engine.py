@@ -409,7 +409,7 @@ class Engine:
                     f"{where}.model_input: {n} tokens exceeds the context length {spec.max_context_length}"
                 )
             _check_token_range(d.tokens, V, f"{where}.model_input")
-            _check_images(spec, d.images, f"{where}.model_input")
+            check_images(spec, d.images, f"{where}.model_input")
             for key in required:
                 if key not in d.inputs:
                     raise LossInputError(
@@ -703,7 +703,7 @@ class Engine:
         """
         V = spec.vocab_size
         _check_token_range(req.prompt, V, "prompt")
-        _check_images(spec, req.images, "prompt")
+        check_images(spec, req.images, "prompt")
         if req.prompt.shape[0] == 0:
             raise DataError("prompt: empty prompt")
         if req.stop_strings and decode is None:
@@ -1150,7 +1150,7 @@ def _embed(bw: BaseWeights, tokens: np.ndarray, images: Sequence[ImageInput] = (
     return e
 
 
-def _check_images(spec: BaseModelSpec, images: Sequence[ImageInput], where: str) -> None:
+def check_images(spec: BaseModelSpec, images: Sequence[ImageInput], where: str) -> None:
     """Each image's ``expected_tokens`` must be what the model's image processor makes of its size."""
     if not images:
         return

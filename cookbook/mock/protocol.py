@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cookbook.errors import CookbookError
-from cookbook.mock.engine import AdamHyper, SampleSpec
+from cookbook.errors import CookbookError, DataError
+from cookbook.mock.engine import AdamHyper, SampleSpec, check_images
 from cookbook.mock.faults import Faults
 from cookbook.mock.state import CheckpointStore, MockState, RequestLogEntry
 from cookbook.mock.wire import (
@@ -414,6 +414,10 @@ async def asample(request: Request, st: MockState, ctx: Ctx) -> Response:
     ctx.seq_id = seq_id
     spec = sampler.spec
     prompt, images = model_input_arrays(f, "prompt", spec.max_context_length)
+    try:
+        check_images(spec, images, "prompt")
+    except DataError as exc:
+        raise BadRequest(str(exc), "prompt") from exc
     if prompt.size == 0:
         raise BadRequest("prompt: empty prompt", "prompt")
     lo, hi = int(prompt.min()), int(prompt.max())

@@ -66,7 +66,7 @@ def test_image_bytes_change_forward_and_sampling(tinker_mock: Any, renderer: Qwe
     lp = [o["logprobs"].to_numpy() for o in out]
     np.testing.assert_array_equal(lp[0], lp[2])  # deterministic
     assert not np.array_equal(lp[0], lp[1])  # the image matters
-    sampler = service.create_sampling_client(base_model=BASE)
+    sampler = service.create_sampling_client(base_model=BASE).result()
     params = types.SamplingParams(max_tokens=4, seed=3)
     a = sampler.sample(_image_prompt(renderer, 0), num_samples=1, sampling_params=params).result()
     b = sampler.sample(_image_prompt(renderer, 0), num_samples=1, sampling_params=params).result()
@@ -86,7 +86,7 @@ def _with_image(prompt: types.ModelInput, **change: Any) -> types.ModelInput:
 def test_bad_image_chunks_are_400(tinker_mock: Any, renderer: Qwen3_5Renderer) -> None:
     service = tinker_mock.service_client()
     tc = service.create_lora_training_client(base_model=BASE, rank=4, seed=0).result()
-    sampler = service.create_sampling_client(base_model=BASE)
+    sampler = service.create_sampling_client(base_model=BASE).result()
     good = conversation_to_datum(_convo(), renderer, train_on_what="last_assistant_message")
     prompt = _image_prompt(renderer, 0)
     bad_prompts = [
