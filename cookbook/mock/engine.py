@@ -739,7 +739,7 @@ class Engine:
             rng = np.random.Generator(np.random.PCG64([req.seed & 0xFFFFFFFFFFFFFFFF, si]))
             forced = req.scripted[si] if req.scripted is not None and si < len(req.scripted) else None
             limit = req.max_tokens if forced is None else min(req.max_tokens, len(forced))
-            job.seqs.append(_Seq(job, rng, c.copy(), h_last.copy(), int(prompt[-1]), forced, limit))
+            job.seqs.append(_Seq(job, rng, c.copy(), h_last.copy(), e[P - 1].copy(), forced, limit))
         return bw, result, job
 
     def _score_prompt(self, bw: BaseWeights, adapter: Adapter, req: SampleSpec, result: SampleResult) -> None:
@@ -917,7 +917,7 @@ class _Seq:
     rng: np.random.Generator
     c: np.ndarray  # context for the next position
     h: np.ndarray  # hidden vector of the position being predicted from
-    prompt_last: int
+    prompt_last: np.ndarray  # embedding of the prompt's last position (an image position's own vector)
     forced: np.ndarray | None
     limit: int
     toks: list[int] = field(default_factory=list)
@@ -962,8 +962,8 @@ class _Seq:
         if len(self.toks) >= self.limit:
             self.done = True
         if not self.done:
-            prev = self.prompt_last if step == 0 else self.toks[-2]
-            self.c = GAMMA * (self.c + bw.E[prev])
+            prev = self.prompt_last if step == 0 else bw.E[self.toks[-2]]
+            self.c = GAMMA * (self.c + prev)
             self.h = bw.E[tok] + BETA * self.c
 
     def finish(self) -> SampledSequence:
