@@ -47,12 +47,7 @@ def datum_from_tokens_weights(
     if not np.all(np.isfinite(w)):
         raise DataError("weights contain NaN or inf")
     target_w = w[1:]
-    if reduction == "mean":
-        total = float(target_w.sum())
-        if total > 0:
-            target_w = target_w / total
-    elif reduction != "none":
-        raise DataError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    target_w = _reduced(target_w, reduction)
     return tinker.Datum(
         model_input=tinker.ModelInput.from_ints(toks[:-1]),
         loss_fn_inputs={
@@ -75,6 +70,16 @@ def conversation_to_datum(
     if any(getattr(ch, "type", "encoded_text") != "encoded_text" for ch in getattr(model_input, "chunks", [])):
         return datum_from_model_input_weights(model_input, np.asarray(weights), max_length, reduction)
     return datum_from_tokens_weights(model_input_tokens(model_input), np.asarray(weights), max_length, reduction)
+
+
+def _reduced(target_w: np.ndarray, reduction: Reduction) -> np.ndarray:
+    """Target weights under ``reduction``: ``mean`` divides by their sum (when positive), ``none`` keeps them."""
+    if reduction == "mean":
+        total = float(target_w.sum())
+        return target_w / total if total > 0 else target_w
+    if reduction != "none":
+        raise DataError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return target_w
 
 
 def datum_from_model_input_weights(
@@ -123,12 +128,7 @@ def datum_from_model_input_weights(
     target_w = w[1:n]
     if not np.all(np.isfinite(target_w)):
         raise DataError("weights contain NaN or inf")
-    if reduction == "mean":
-        total = float(target_w.sum())
-        if total > 0:
-            target_w = target_w / total
-    elif reduction != "none":
-        raise DataError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    target_w = _reduced(target_w, reduction)
     return tinker.Datum(
         model_input=tinker.ModelInput(chunks=chunks),
         loss_fn_inputs={
