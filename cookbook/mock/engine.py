@@ -157,12 +157,26 @@ class AdamHyper:
     grad_clip_norm: float = 0.0
 
 
+@dataclass(frozen=True)
+class ImageInput:
+    """An image chunk of a model input: ``length`` positions from ``start`` (their token ids are 0)."""
+
+    start: int
+    length: int
+    data: bytes
+    format: str
+    width: int
+    height: int
+    chunk: int = 0  # index of the chunk in the model input (for error fields)
+
+
 @dataclass
 class DatumArrays:
     """One datum: the flattened model input tokens and the loss inputs as numpy arrays."""
 
     tokens: np.ndarray  # int64 [N]
     inputs: dict[str, np.ndarray]
+    images: tuple[ImageInput, ...] = ()
 
 
 @dataclass
@@ -187,6 +201,7 @@ class SampleSpec:
     topk_sample_logprobs: int = 0
     prompt_logprobs_last_n: int | None = None
     scripted: list[np.ndarray] | None = None  # forced completions, one per sample (teacher forcing)
+    images: tuple[ImageInput, ...] = ()  # image chunks of the prompt
 
 
 @dataclass
@@ -325,9 +340,9 @@ class Engine:
     # ---------------------------------------------------------------- model pieces
 
     @staticmethod
-    def _hidden(bw: BaseWeights, tokens: np.ndarray) -> np.ndarray:
+    def _hidden(bw: BaseWeights, tokens: np.ndarray, images: Sequence[ImageInput] = ()) -> np.ndarray:
         """Context vectors ``h_i`` for every position (sequential, deterministic)."""
-        e = bw.E[tokens]  # [T, d]
+        e = _embed(bw, tokens, images)  # [T, d]
         H = np.empty_like(e)
         c = np.zeros(e.shape[1])
         for i in range(e.shape[0]):
@@ -394,6 +409,7 @@ class Engine:
                     f"{where}.model_input", f"{n} tokens exceeds the context length {spec.max_context_length}"
                 )
             _check_token_range(d.tokens, V, f"{where}.model_input")
+            check_images(spec, d.images, f"{where}.model_input")
             for key in required:
                 if key not in d.inputs:
                     raise InvalidLossInput(
@@ -555,7 +571,7 @@ class Engine:
         adapter = trainer.adapter
         V = bw.spec.vocab_size
         targets = d.inputs["target_tokens"].astype(np.int64, copy=False)
-        H = self._hidden(bw, d.tokens)
+        H = self._hidden(bw, d.tokens, d.images)
         HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
         T = H.shape[0]
         lp = np.empty(targets.shape)
@@ -686,6 +702,7 @@ class Engine:
         """
         V = spec.vocab_size
         _check_token_range(req.prompt, V, "prompt")
+        check_images(spec, req.images, "prompt")
         if req.prompt.shape[0] == 0:
             raise InvalidData("prompt", "empty prompt")
         if req.stop_strings and decode is None:
@@ -711,17 +728,17 @@ class Engine:
         result = SampleResult(sequences=[])
         if req.prompt_logprobs or req.topk_prompt_logprobs > 0:
             self._score_prompt(bw, adapter, req, result)
-        e = bw.E
+        e = _embed(bw, prompt, req.images)
         c = np.zeros(spec.d_model)
         for i in range(1, P):
-            c = GAMMA * (c + e[prompt[i - 1]])
-        h_last = e[prompt[-1]] + BETA * c
+            c = GAMMA * (c + e[i - 1])
+        h_last = e[P - 1] + BETA * c
         job = _Job(req, decode, [])
         for si in range(req.num_samples):
             rng = np.random.Generator(np.random.PCG64([req.seed & 0xFFFFFFFFFFFFFFFF, si]))
             forced = req.scripted[si] if req.scripted is not None and si < len(req.scripted) else None
             limit = req.max_tokens if forced is None else min(req.max_tokens, len(forced))
-            job.seqs.append(_Seq(job, rng, c.copy(), h_last.copy(), int(prompt[-1]), forced, limit))
+            job.seqs.append(_Seq(job, rng, c.copy(), h_last.copy(), e[P - 1].copy(), forced, limit))
         return bw, result, job
 
     def _score_prompt(self, bw: BaseWeights, adapter: Adapter, req: SampleSpec, result: SampleResult) -> None:
@@ -734,7 +751,7 @@ class Engine:
         tids = np.zeros((P, k), dtype=np.int64) if k > 0 else None
         tlps = np.full((P, k), EMPTY_TOPK_LOGPROB) if k > 0 else None
         if P > 1:
-            H = self._hidden(bw, prompt[:-1])
+            H = self._hidden(bw, prompt[:-1], req.images)
             HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
             rb = max(1, min(ROW_BLOCK, BLOCK_ELEMS // V))
             C = self._col_chunk(rb, V)
@@ -899,7 +916,7 @@ class _Seq:
     rng: np.random.Generator
     c: np.ndarray  # context for the next position
     h: np.ndarray  # hidden vector of the position being predicted from
-    prompt_last: int
+    prompt_last: np.ndarray  # embedding of the prompt's last position (an image position's own vector)
     forced: np.ndarray | None
     limit: int
     toks: list[int] = field(default_factory=list)
@@ -944,8 +961,8 @@ class _Seq:
         if len(self.toks) >= self.limit:
             self.done = True
         if not self.done:
-            prev = self.prompt_last if step == 0 else self.toks[-2]
-            self.c = GAMMA * (self.c + bw.E[prev])
+            prev = self.prompt_last if step == 0 else bw.E[self.toks[-2]]
+            self.c = GAMMA * (self.c + prev)
             self.h = bw.E[tok] + BETA * self.c
 
     def finish(self) -> SampledSequence:
@@ -1136,3 +1153,43 @@ def trainer_from_state_arrays(spec: BaseModelSpec, arrays: Mapping[str, np.ndarr
     tr.grad_B = np.array(arrays["grad_B"], dtype=np.float64)
     tr.pending_grads = int(arrays["pending_grads"])
     return tr
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def _embed(bw: BaseWeights, tokens: np.ndarray, images: Sequence[ImageInput] = ()) -> np.ndarray:
+    """Token embeddings ``E[x_i]``; an image's positions get vectors seeded from ``sha256(image bytes, position)``
+    (same scale as ``E``), so equal images embed equally and different images differently."""
+    e = bw.E[tokens]
+    T, d = e.shape
+    for img in images:
+        seed = int.from_bytes(hashlib.sha256(img.data).digest()[:8], "little")
+        rows = np.random.Generator(np.random.PCG64([seed, bw.spec.seed()])).standard_normal((img.length, d))
+        r1 = min(T, img.start + img.length)
+        if r1 > img.start:
+            e[img.start : r1] = rows[: r1 - img.start] / math.sqrt(d)
+    return e
+
+
+def check_images(spec: BaseModelSpec, images: Sequence[ImageInput], where: str) -> None:
+    """Each image's ``expected_tokens`` must be what the model's image processor makes of its size."""
+    if not images:
+        return
+    from cookbook.renderers.kit.vision import vision_config_for_model
+
+    config = vision_config_for_model(spec.name)
+    for img in images:
+        chunk = f"{where}.chunks[{img.chunk}]"
+        if config is None:
+            raise InvalidData(chunk, f"{spec.name} is a text-only model; it does not accept image chunks")
+        try:
+            n = config.num_tokens(img.width, img.height)
+        except ValueError as exc:  # RendererError: an aspect ratio the processor refuses
+            raise InvalidData(f"{chunk}.data", f"image at position {img.start}: {exc}") from exc
+        if n != img.length:
+            raise InvalidData(
+                f"{chunk}.expected_tokens",
+                f"image at position {img.start} ({img.format} {img.width}x{img.height}) has "
+                f"expected_tokens={img.length}, but {spec.name}'s image processor makes {n} tokens of it",
+            )

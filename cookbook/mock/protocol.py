@@ -31,7 +31,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cookbook.errors import CookbookError
-from cookbook.mock.engine import AdamHyper, BaseModelSpec, ForwardResult, SampleResult, SampleSpec
+from cookbook.mock.engine import (
+    AdamHyper,
+    BaseModelSpec,
+    ForwardResult,
+    SampleResult,
+    SampleSpec,
+    check_images,
+)
 from cookbook.mock.errors import Kind, MockError, unsupported
 from cookbook.mock.faults import Faults
 from cookbook.mock.state import (
@@ -58,7 +65,7 @@ from cookbook.mock.wire import (
     encode_forward_backward_output,
     encode_sample_response,
     forward_backward_request,
-    model_input_tokens,
+    model_input_arrays,
     parse_forward_backward,
     parse_json_object,
 )
@@ -501,7 +508,8 @@ def _stop(f: Fields, vocab: int, eos: int | None) -> tuple[frozenset[int], tuple
 
 
 def _sample_spec(f: Fields, spec: BaseModelSpec) -> tuple[SampleSpec, bool]:
-    prompt = model_input_tokens(f, "prompt", spec.max_context_length)
+    prompt, images = model_input_arrays(f, "prompt", spec.max_context_length)
+    check_images(spec, images, "prompt")  # InvalidData (400) before the request is queued
     if prompt.size == 0:
         raise MockError("prompt", "empty prompt")
     lo, hi = int(prompt.min()), int(prompt.max())
@@ -524,6 +532,7 @@ def _sample_spec(f: Fields, spec: BaseModelSpec) -> tuple[SampleSpec, bool]:
     last_n = f.int_("prompt_logprobs_last_n", None, 1, max(1, prompt.size - 1))
     s = SampleSpec(
         prompt=prompt,
+        images=images,
         num_samples=f.int_("num_samples", 1, 1, MAX_SAMPLES) or 1,
         max_tokens=sp.int_("max_tokens", DEFAULT_MAX_TOKENS, 1, MAX_NEW_TOKENS) or DEFAULT_MAX_TOKENS,
         temperature=sp.float_("temperature", 1.0, 0.0, 100.0),

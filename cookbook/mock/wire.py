@@ -6,6 +6,7 @@ Every decoding error is a :class:`~cookbook.mock.errors.MockError` (a kind and t
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tinker.proto import tinker_public_pb2 as pb
 
-from cookbook.mock.engine import DatumArrays, ForwardResult, SampleResult
+from cookbook.mock.engine import DatumArrays, ForwardResult, ImageInput, SampleResult
 from cookbook.mock.errors import MockError
 
 MAX_TENSOR_ELEMENTS = 50_000_000
@@ -143,21 +144,64 @@ class Fields:
             raise MockError(self.name(unknown[0]), f"unknown keys {unknown} (allowed: {sorted(allowed)})")
 
 
+def decode_image_chunk(data: Any, fmt: Any, expected: Any, start: int, where: str, chunk: int = 0) -> ImageInput:
+    """An image chunk (bytes or base64 text, ``png``/``jpeg``, ``expected_tokens``) -> :class:`ImageInput`;
+    the width and height come from the image header. The engine checks the token count against the model."""
+    from cookbook.renderers.kit.vision import image_header
+
+    if isinstance(data, str):
+        try:
+            data = base64.b64decode(data, validate=True)
+        except ValueError as exc:
+            raise MockError(f"{where}.data", f"not valid base64 ({exc})") from exc
+    if not isinstance(data, bytes) or not data:
+        raise MockError(f"{where}.data", "expected the image bytes (base64)")
+    if fmt not in ("png", "jpeg"):
+        raise MockError(f"{where}.format", f"expected 'png' or 'jpeg', got {fmt!r}")
+    try:
+        found, width, height = image_header(data)
+    except ValueError as exc:
+        raise MockError(f"{where}.data", f"cannot decode the image ({exc})") from exc
+    if found != fmt:
+        raise MockError(f"{where}.format", f"says {fmt!r} but the data is {found}")
+    if not isinstance(expected, int) or isinstance(expected, bool) or not (1 <= expected <= MAX_TENSOR_ELEMENTS):
+        raise MockError(f"{where}.expected_tokens", "required (a positive integer; the mock places the image by it)")
+    return ImageInput(start, expected, data, fmt, width, height, chunk)
+
+
 def model_input_tokens(f: Fields, key: str = "prompt", max_tokens: int = 1_000_000) -> np.ndarray:
     """Flatten a JSON ``ModelInput`` (encoded_text chunks only) to int64 tokens."""
+    tokens, images = model_input_arrays(f, key, max_tokens)
+    if images:
+        raise MockError(f.name(key), "image chunks are not accepted here")
+    return tokens
+
+
+def model_input_arrays(
+    f: Fields, key: str = "prompt", max_tokens: int = 1_000_000
+) -> tuple[np.ndarray, tuple[ImageInput, ...]]:
+    """Flatten a JSON ``ModelInput`` to int64 tokens (0 at image positions) and its image chunks."""
     mi = f.obj_(key, required=True)
     assert mi is not None
     chunks = mi.obj.get("chunks")
     if not isinstance(chunks, list):
         raise MockError(mi.name("chunks"), "expected a list of chunks")
     toks: list[int] = []
+    images: list[ImageInput] = []
     for j, ch in enumerate(chunks):
         where = f"{mi.name('chunks')}[{j}]"
         if not isinstance(ch, dict):
             raise MockError(where, "expected an object")
         ctype = ch.get("type", "encoded_text")
+        if ctype == "image":
+            img = decode_image_chunk(ch.get("data"), ch.get("format"), ch.get("expected_tokens"), len(toks), where, j)
+            if len(toks) + img.length > max_tokens:
+                raise MockError(mi.name("chunks"), f"more than {max_tokens} tokens")
+            images.append(img)
+            toks.extend([0] * img.length)
+            continue
         if ctype != "encoded_text":
-            raise MockError(f"{where}.type", f"{ctype!r} chunks are not supported by the text-only mock model")
+            raise MockError(f"{where}.type", f"{ctype!r} chunks are not supported by the mock model")
         t = ch.get("tokens")
         if not isinstance(t, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in t):
             raise MockError(f"{where}.tokens", "expected a list of integers")
@@ -165,7 +209,7 @@ def model_input_tokens(f: Fields, key: str = "prompt", max_tokens: int = 1_000_0
         if len(toks) > max_tokens:
             raise MockError(mi.name("chunks"), f"more than {max_tokens} tokens")
     try:
-        return np.asarray(toks, dtype=np.int64)
+        return np.asarray(toks, dtype=np.int64), tuple(images)
     except OverflowError as exc:
         raise MockError(mi.name("chunks"), "token id does not fit in int64") from exc
 
@@ -215,15 +259,28 @@ def forward_backward_request(msg: pb.ForwardBackwardRequest) -> FwdBwdRequest:
     total = 0
     for i, d in enumerate(msg.data):
         toks: list[np.ndarray] = []
+        images: list[ImageInput] = []
+        pos = 0
         for j, ch in enumerate(d.model_input):
             kind = ch.WhichOneof("chunk") if ch.DESCRIPTOR.oneofs else None
             where = f"data[{i}].model_input[{j}]"
+            if kind == "image":
+                im = ch.image
+                expected = int(im.expected_tokens) if im.HasField("expected_tokens") else None
+                img = decode_image_chunk(bytes(im.data), im.format, expected, pos, where, j)
+                if total + pos + img.length > MAX_TENSOR_ELEMENTS:
+                    raise MockError("data", "too many tokens in one request")
+                images.append(img)
+                toks.append(np.zeros(img.length, dtype=np.int64))
+                pos += img.length
+                continue
             if kind != "encoded_text":
-                raise MockError(where, f"{kind or 'empty'} chunks are not supported (text tokens only)")
+                raise MockError(where, f"{kind or 'empty'} chunks are not supported (text and image only)")
             raw = ch.encoded_text.tokens
             if len(raw) % 4:
                 raise MockError(f"{where}.tokens", f"byte length {len(raw)} is not a multiple of 4 (int32)")
             toks.append(np.frombuffer(raw, dtype="<i4").astype(np.int64))
+            pos += toks[-1].size
         tokens = np.concatenate(toks) if toks else np.zeros(0, dtype=np.int64)
         total += tokens.size
         if total > MAX_TENSOR_ELEMENTS:
@@ -231,7 +288,7 @@ def forward_backward_request(msg: pb.ForwardBackwardRequest) -> FwdBwdRequest:
         inputs: dict[str, np.ndarray] = {}
         for key, t in d.loss_fn_inputs.items():
             inputs[key] = _tensor(t, f"data[{i}].loss_fn_inputs.{key}")
-        data.append(DatumArrays(tokens, inputs))
+        data.append(DatumArrays(tokens, inputs, tuple(images)))
     return FwdBwdRequest(msg.model_id, int(msg.seq_id), msg.loss_fn, bool(msg.forward_only), config, data)
 
 

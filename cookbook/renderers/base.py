@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypeAlias
 import numpy as np
 
 from cookbook.errors import RendererError
+from cookbook.renderers.kit.vision import ImageSegment, model_input_from_tokens
 
 if TYPE_CHECKING:
     import tinker
@@ -52,7 +53,8 @@ class ThinkingPart(TypedDict):
 
 class ImagePart(TypedDict):
     type: Literal["image"]
-    image: Any  # URL, data URI or PIL image: accepted by the type, refused by text-only renderers
+    image: Any  # PNG/JPEG bytes, data URI, local path or PIL image (cookbook.renderers.kit.vision.image_bytes);
+    # rendered by vision-language renderers (supports_images), refused by text-only ones
 
 
 ContentPart: TypeAlias = TextPart | ThinkingPart | ImagePart
@@ -161,7 +163,8 @@ class ParseTermination(StrEnum):
 
 # ----------------------------------------------------------------------------------------------- rendering
 
-Segment: TypeAlias = list[int] | str
+#: token ids, ordinary text, or an image (``expected_tokens`` pad positions; an ``ImageChunk`` in the ModelInput)
+Segment: TypeAlias = list[int] | str | ImageSegment
 
 
 @dataclass
@@ -275,15 +278,25 @@ _Piece = tuple[Segment, float]
 
 
 def _flatten(
-    enc: TextEncoder, pieces: list[_Piece], memo: dict[str, list[int]] | None = None
+    enc: TextEncoder,
+    pieces: list[_Piece],
+    memo: dict[str, list[int]] | None = None,
+    images: list[tuple[int, ImageSegment]] | None = None,
 ) -> tuple[list[int], list[float]]:
-    """Concatenate segments; text segments are encoded in one batch (``memo`` reuses earlier encodings)."""
+    """Concatenate segments; text segments are encoded in one batch (``memo`` reuses earlier encodings).
+    An image becomes ``expected_tokens`` pad tokens of weight 0 (never trained); its start goes to ``images``."""
     memo = {} if memo is None else memo
     todo = list(dict.fromkeys(seg for seg, _ in pieces if isinstance(seg, str) and seg and seg not in memo))
     memo.update(zip(todo, enc.encode_batch(todo)))
     tokens: list[int] = []
     weights: list[float] = []
     for seg, w in pieces:
+        if isinstance(seg, ImageSegment):
+            if images is not None:
+                images.append((len(tokens), seg))
+            tokens.extend([seg.pad_token] * seg.expected_tokens)
+            weights.extend([0.0] * seg.expected_tokens)
+            continue
         if isinstance(seg, str):
             if not seg:
                 continue
@@ -318,6 +331,8 @@ class Renderer:
     #: refusal of a trained turn that reasons)
     disabled_thinking_prefill: str = "an empty think block"
     thinking_renderer: str = "a thinking renderer"
+    #: the renderer writes ImageParts (as ImageChunks); text-only renderers refuse them
+    supports_images: bool = False
 
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
@@ -377,7 +392,7 @@ class Renderer:
             content = m["content"]
             if not isinstance(content, str | list):
                 raise RendererError(f"message {i}: content must be a str or a list of parts, got {type(content).__name__}")
-            if has_images(content):
+            if has_images(content) and not self.supports_images:
                 raise RendererError(
                     f"message {i} ({m['role']}) has an image part, but renderer {self.name!r} is text-only; "
                     "use a vision-language renderer or remove the image"
@@ -420,6 +435,7 @@ class Renderer:
         role: str = "assistant",
         prefill: str | None = None,
         _memo: dict[str, list[int]] | None = None,
+        _images: list[tuple[int, ImageSegment]] | None = None,
     ) -> list[int]:
         self.check_messages(messages)
         pieces: list[_Piece] = [(self.bos_tokens(), 0.0)]
@@ -439,18 +455,22 @@ class Renderer:
         pieces += [(s, 0.0) for s in self.generation_suffix(role, suffix_ctx)]
         if prefill:
             pieces.append((prefill, 0.0))
-        return _flatten(self.enc, pieces, _memo)[0]
+        return _flatten(self.enc, pieces, _memo, _images)[0]
 
     def build_generation_prompt(
         self, messages: Sequence[Message], role: str = "assistant", prefill: str | None = None
     ) -> tinker.ModelInput:
-        import tinker
-
-        return tinker.ModelInput.from_ints(self.generation_prompt_tokens(messages, role, prefill))
+        images: list[tuple[int, ImageSegment]] = []
+        tokens = self.generation_prompt_tokens(messages, role, prefill, _images=images)
+        return model_input_from_tokens(tokens, images)
 
     def supervised_tokens(
-        self, messages: Sequence[Message], train_on_what: TrainOnWhat | str = TrainOnWhat.LAST_ASSISTANT_MESSAGE
+        self,
+        messages: Sequence[Message],
+        train_on_what: TrainOnWhat | str = TrainOnWhat.LAST_ASSISTANT_MESSAGE,
+        _images: list[tuple[int, ImageSegment]] | None = None,
     ) -> tuple[list[int], list[float]]:
+        """Tokens and weights; an image is ``expected_tokens`` pad tokens (weight 0), its start in ``_images``."""
         mode = TrainOnWhat(train_on_what)
         self.check_messages(messages)
         if not messages:
@@ -483,7 +503,7 @@ class Renderer:
         if last_r is not None and last_r.stop_overlap:
             pieces += [(s, last_w) for s in last_r.stop_overlap]
         memo: dict[str, list[int]] = {}
-        tokens, weights = _flatten(self.enc, pieces, memo)
+        tokens, weights = _flatten(self.enc, pieces, memo, _images)
         if mode in (TrainOnWhat.LAST_ASSISTANT_MESSAGE, TrainOnWhat.LAST_ASSISTANT_TURN):
             weights = self._untrain_generation_prompt(messages, mode, tokens, weights, memo)
         return tokens, weights
@@ -522,10 +542,9 @@ class Renderer:
     def build_supervised_example(
         self, messages: Sequence[Message], train_on_what: TrainOnWhat | str = TrainOnWhat.LAST_ASSISTANT_MESSAGE
     ) -> tuple[tinker.ModelInput, np.ndarray]:
-        import tinker
-
-        tokens, weights = self.supervised_tokens(messages, train_on_what)
-        return tinker.ModelInput.from_ints(tokens), np.asarray(weights, dtype=np.float32)
+        images: list[tuple[int, ImageSegment]] = []
+        tokens, weights = self.supervised_tokens(messages, train_on_what, _images=images)
+        return model_input_from_tokens(tokens, images), np.asarray(weights, dtype=np.float32)
 
     # ---------------------------------------------------------------------------------- parsing helpers
     def decode(self, tokens: Sequence[int]) -> str:

@@ -54,6 +54,7 @@ from cookbook.renderers.base import (
     Renderer,
     Segment,
     ToolSpec,
+    has_images,
     text_of,
 )
 from cookbook.renderers.kit.parsing import parse_think_and_calls
@@ -68,6 +69,7 @@ from cookbook.renderers.kit.tools import (
     xml_parameter_value,
     xml_tool_call_pieces,
 )
+from cookbook.renderers.kit.vision import QWEN3_VL, image_segment
 
 __all__ = ["Qwen3_5Renderer", "parse_xml_tool_call", "xml_parameter_value"]
 
@@ -80,6 +82,7 @@ class Qwen3_5Renderer(Renderer):
     name = "qwen3_5"
     supports_thinking = True
     supports_tools = True
+    supports_images = True
     has_extension_property = False
     thinking_renderer = "qwen3_5"
     disabled_thinking_prefill = "its generation prompt pre-fills an empty <think></think> block"
@@ -87,6 +90,7 @@ class Qwen3_5Renderer(Renderer):
     CONTROL_TOKENS = (
         "<|im_start|>", "<|im_end|>", "<think>", "</think>",
         "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
+        "<|vision_start|>", "<|vision_end|>",
     )
 
     def __init__(self, tokenizer: Any, enable_thinking: bool = True):
@@ -100,6 +104,7 @@ class Qwen3_5Renderer(Renderer):
         self.w = SegmentWriter(self.enc, self.CONTROL_TOKENS)
         self.im_end = self.w.ids["<|im_end|>"]
         self.eos_token_id = self.endoftext = self.enc.special("<|endoftext|>")
+        self.image_pad = self.enc.special("<|image_pad|>")
 
     # ------------------------------------------------------------------------------------------ rendering
     def _open(self, role: str, ctx: RenderContext) -> str:
@@ -111,9 +116,32 @@ class Qwen3_5Renderer(Renderer):
             return self._render_tool_response(msg, ctx)
         if role == "assistant":
             return self._render_assistant(msg, ctx)
+        if role != "system" and has_images(msg["content"]):
+            return RenderedMessage(header=self.w(self._open(role, ctx)), output=self._vision_content(msg, ctx))
         text = text_of(msg["content"]).strip()
         body = declaration_pieces(text, XML_TOOLS_PREAMBLE, XML_TOOLS_INSTRUCTIONS) if role == "system" else [Lit(text)]
         return RenderedMessage(header=self.w(self._open(role, ctx)), output=self.w(*body, "<|im_end|>"))
+
+    def _vision_content(self, msg: Message, ctx: RenderContext) -> list[Segment]:
+        """Text and images in order, ``{text}<|vision_start|>[image]<|vision_end|>...<|im_end|>``; the content is
+        trimmed as a whole (the template's ``|trim``), so only its first and last text parts lose whitespace."""
+        content = msg["content"]
+        parts: list[dict[str, Any]] = [dict(p) for p in content if p["type"] != "thinking"] if isinstance(content, list) else []
+        out: list[Segment] = []
+        for j, p in enumerate(parts):
+            if p["type"] == "image":
+                where = f"message {ctx.idx} part {j}"
+                out += self.w("<|vision_start|>")
+                out.append(image_segment(p["image"], QWEN3_VL, self.image_pad, where))
+                out += self.w("<|vision_end|>")
+                continue
+            text = str(p["text"])
+            if j == 0:
+                text = text.lstrip()
+            if j == len(parts) - 1:
+                text = text.rstrip()
+            out += self.w(Lit(text))
+        return out + self.w("<|im_end|>")
 
     def _render_assistant(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
         reasoning, text = split_reasoning(msg)

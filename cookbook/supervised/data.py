@@ -48,12 +48,7 @@ def datum_from_tokens_weights(
     if not np.all(np.isfinite(w)):
         raise DataError("weights contain NaN or inf")
     target_w = w[1:]
-    if reduction == "mean":
-        total = float(target_w.sum())
-        if total > 0:
-            target_w = target_w / total
-    elif reduction != "none":
-        raise DataError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    target_w = _reduced(target_w, reduction)
     return tinker.Datum(
         model_input=tinker.ModelInput.from_ints(toks[:-1]),
         loss_fn_inputs={
@@ -73,7 +68,77 @@ def conversation_to_datum(
     reduction: Reduction = "mean",
 ) -> Any:
     model_input, weights = renderer.build_supervised_example(messages, TrainOnWhat(train_on_what))
+    if any(getattr(ch, "type", "encoded_text") != "encoded_text" for ch in getattr(model_input, "chunks", [])):
+        return datum_from_model_input_weights(model_input, np.asarray(weights), max_length, reduction)
     return datum_from_tokens_weights(model_input_tokens(model_input), np.asarray(weights), max_length, reduction)
+
+
+def _reduced(target_w: np.ndarray, reduction: Reduction) -> np.ndarray:
+    """Target weights under ``reduction``: ``mean`` divides by their sum (when positive), ``none`` keeps them."""
+    if reduction == "mean":
+        total = float(target_w.sum())
+        return target_w / total if total > 0 else target_w
+    if reduction != "none":
+        raise DataError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return target_w
+
+
+def datum_from_model_input_weights(
+    model_input: Any,
+    weights: Sequence[float] | np.ndarray,
+    max_length: int | None = None,
+    reduction: Reduction = "mean",
+) -> Any:
+    """A cross-entropy ``tinker.Datum`` from a ``ModelInput`` with image chunks and one weight per position.
+
+    The input drops the last position; the targets are the next position's token (0 under an image, whose
+    positions must have weight 0: an image is never a target). Truncation to ``max_length`` never splits an
+    image: an image that would be cut is dropped with everything after it."""
+    import tinker
+
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or len(w) != model_input.length:
+        raise DataError(f"need one weight per position: {model_input.length} positions, weights of shape {w.shape}")
+    limit = model_input.length if max_length is None else max_length
+    chunks: list[Any] = []
+    ids: list[int] = []  # the token id at each kept position (0 for image positions)
+    for ch in model_input.chunks:
+        room = limit - len(ids)
+        if room <= 0:
+            break
+        if ch.type == "encoded_text":
+            toks = [int(t) for t in ch.tokens[:room]]
+            chunks.append(tinker.types.EncodedTextChunk(tokens=toks))
+            ids += toks
+        elif ch.length <= room:
+            if np.any(w[len(ids) : len(ids) + ch.length] != 0):
+                raise DataError(f"image positions {len(ids)}..{len(ids) + ch.length - 1} have non-zero weights")
+            chunks.append(ch)
+            ids += [0] * ch.length
+        else:
+            break
+    n = len(ids)
+    if n < 2:
+        raise DataError(f"a supervised example needs at least 2 positions after truncation, got {n}")
+    last = chunks[-1]
+    if last.type != "encoded_text":
+        raise DataError("a supervised example cannot end with an image: the last position must be a text token")
+    chunks[-1] = tinker.types.EncodedTextChunk(tokens=list(last.tokens[:-1]))
+    if not chunks[-1].tokens:
+        chunks.pop()
+    target_w = w[1:n]
+    if not np.all(np.isfinite(target_w)):
+        raise DataError("weights contain NaN or inf")
+    target_w = _reduced(target_w, reduction)
+    return tinker.Datum(
+        model_input=tinker.ModelInput(chunks=chunks),
+        loss_fn_inputs={
+            "target_tokens": tinker.TensorData(data=ids[1:], dtype="int64", shape=[n - 1]),
+            "weights": tinker.TensorData(
+                data=[float(x) for x in target_w.astype(np.float32)], dtype="float32", shape=[n - 1]
+            ),
+        },
+    )
 
 
 # ----------------------------------------------------------------------------------------------- JSON messages
