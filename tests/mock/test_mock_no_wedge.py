@@ -32,10 +32,10 @@ def _refused(call: Callable[[], Any], wait: float = HANG) -> None:
     assert not isinstance(info.value, TimeoutError)
 
 
-def _next_training_call_completes(tc: tinker.TrainingClient) -> None:
-    out = tc.forward_backward([ce_datum([1, 2, 3, 4])], "cross_entropy").result(timeout=HANG)
+def _next_training_call_completes(tc: tinker.TrainingClient, wait: float = HANG) -> None:
+    out = tc.forward_backward([ce_datum([1, 2, 3, 4])], "cross_entropy").result(timeout=wait)
     assert out.metrics["loss:sum"] > 0
-    tc.optim_step(types.AdamParams(learning_rate=1e-3)).result(timeout=HANG)
+    tc.optim_step(types.AdamParams(learning_rate=1e-3)).result(timeout=wait)
 
 
 def _bad_datum() -> types.Datum:
@@ -93,7 +93,8 @@ def test_refused_chunk_of_a_chunked_forward_backward_does_not_wedge(tinker_mock)
     data[1050] = _bad_datum()
     # the refused batch itself does real work on its 1,049 good datums first: a generous bound for it alone
     _refused(lambda: tc.forward_backward(data, "cross_entropy"), wait=12 * HANG)
-    _next_training_call_completes(tc)
+    # ops run in seq_id order, so the follow-up also waits for the refused batch's good chunks to finish
+    _next_training_call_completes(tc, wait=12 * HANG)
 
 
 def test_sampling_refusals_do_not_wedge(tinker_mock):
