@@ -461,7 +461,10 @@ class Renderer:
         self, messages: Sequence[Message], role: str = "assistant", prefill: str | None = None
     ) -> tinker.ModelInput:
         images: list[tuple[int, ImageSegment]] = []
-        tokens = self.generation_prompt_tokens(messages, role, prefill, _images=images)
+        if self.supports_images:
+            tokens = self.generation_prompt_tokens(messages, role, prefill, _images=images)
+        else:
+            tokens = self.generation_prompt_tokens(messages, role, prefill)
         return model_input_from_tokens(tokens, images)
 
     def supervised_tokens(
@@ -543,7 +546,12 @@ class Renderer:
         self, messages: Sequence[Message], train_on_what: TrainOnWhat | str = TrainOnWhat.LAST_ASSISTANT_MESSAGE
     ) -> tuple[tinker.ModelInput, np.ndarray]:
         images: list[tuple[int, ImageSegment]] = []
-        tokens, weights = self.supervised_tokens(messages, train_on_what, _images=images)
+        # only a vision renderer is handed the image list: subclasses written against the text-only signature
+        # (``supervised_tokens(messages, train_on_what)``) keep working
+        if self.supports_images:
+            tokens, weights = self.supervised_tokens(messages, train_on_what, _images=images)
+        else:
+            tokens, weights = self.supervised_tokens(messages, train_on_what)
         return model_input_from_tokens(tokens, images), np.asarray(weights, dtype=np.float32)
 
     # ---------------------------------------------------------------------------------- parsing helpers
