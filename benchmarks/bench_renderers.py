@@ -4,7 +4,12 @@ For each renderer: tokens/s of ``build_supervised_example`` (ours), of ``apply_c
 (the template baseline) and of the raw fast tokenizer's ``encode`` of the same rendered text (the floor: no
 rendering at all). Targets: ours >= 0.7x raw encode, >= 3x apply_chat_template.
 
-    python benchmarks/bench_renderers.py [--n 1000] [--renderers llama3 qwen3] [--profile]
+Contenders in the same run, on the same conversations: tinker-cookbook's and tml-renderers' renderers for the same
+name, where they are installed (the ``[peers]`` extra; tml-renderers needs torch) and offer the name, through the
+conformance adapters of ``cookbook.conformance.impls`` (their time includes the adapters' message translation,
+which is a dict copy per message). Each is printed as its ratio to the raw encode, like ours; no target applies.
+
+    python benchmarks/bench_renderers.py [--n 1000] [--renderers llama3 qwen3] [--peers/--no-peers] [--profile]
 
 Every built-in renderer that has a spec is measured (by default) with its spec's tokenizer and the spec's pinned
 template kwargs; the conversations are plain system/user/assistant text, so every family's template can render them.
@@ -72,6 +77,27 @@ def timed(fn: Callable[[], int], repeat: int = 3) -> tuple[float, int]:
     return best, count
 
 
+#: peer implementations measured as contenders (``--impl`` keys of the conformance runner)
+CONTENDERS = ("tinker-cookbook", "tml-renderers")
+
+
+def peer_renderers(name: str, tokenizer: Any) -> dict[str, Any]:
+    """The contenders that offer ``name`` here, built through the conformance adapters; a peer that is not
+    installed, does not have the name or fails to build is left out with a one-line note."""
+    from cookbook.conformance.impls import get_implementation
+
+    out: dict[str, Any] = {}
+    for key in CONTENDERS:
+        impl = get_implementation(key)
+        if impl.available() is not None or not impl.offers([name]):
+            continue
+        try:
+            out[key] = impl.make(name, tokenizer)
+        except Exception as exc:  # a peer's own limitation (Unsupported) or a failing import
+            print(f"  ({key} {name}: not measured: {type(exc).__name__}: {exc})")
+    return out
+
+
 def bench(
     name: str,
     model: str,
@@ -79,6 +105,7 @@ def bench(
     repeat: int,
     template_kwargs: dict[str, Any] | None = None,
     has_oracle: bool = True,
+    peers: bool = True,
 ) -> dict[str, float]:
     from cookbook.renderers import get_renderer
     from cookbook.tokenizers import MODELS, get_tokenizer
@@ -114,6 +141,17 @@ def bench(
     }
     res["vs_raw"] = res["ours_tok_s"] / res["raw_tok_s"]
     res["vs_template"] = res["ours_tok_s"] / res["template_tok_s"] if has_template else float("nan")
+    for key, peer in (peer_renderers(name, tok) if peers else {}).items():
+
+        def contender(peer: Any = peer) -> int:
+            return sum(len(peer.build_supervised_example(c)[0]) for c in convs)
+
+        try:
+            t_peer, n_peer = timed(contender, repeat)
+        except Exception as exc:  # a conversation the peer refuses: reported, never a crash of the benchmark
+            print(f"  ({key} {name}: not measured: {type(exc).__name__}: {exc})")
+            continue
+        res[f"{key}_vs_raw"] = (n_peer / t_peer) / res["raw_tok_s"]
     return res
 
 
@@ -123,12 +161,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--renderers", nargs="*", default=None, help="default: every built-in renderer with a spec")
     ap.add_argument("--profile", action="store_true", help="cProfile build_supervised_example (first renderer)")
+    ap.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure tinker-cookbook and tml-renderers where installed (default: on)")
     args = ap.parse_args()
     targets = spec_targets()
     names = args.renderers if args.renderers is not None else sorted(targets)
     convs = make_conversations(args.n)
     print(f"{args.n} conversations, best of {args.repeat}")
-    print(f"{'renderer':<28} {'ours tok/s':>12} {'raw encode':>12} {'template':>12} {'vs raw':>8} {'vs tmpl':>8}  targets")
+    print(f"{'renderer':<28} {'ours tok/s':>12} {'raw encode':>12} {'template':>12} {'vs raw':>8} {'vs tmpl':>8}  targets"
+          f"   contenders (tok/s ÷ raw encode)")
     missed = []
     for name in names:
         if name not in targets:
@@ -136,7 +177,7 @@ def main() -> None:
             continue
         model, tkw, oracle = targets[name]
         try:
-            r = bench(name, model, convs, args.repeat, tkw, oracle)
+            r = bench(name, model, convs, args.repeat, tkw, oracle, args.peers)
         except Exception as exc:  # a renderer still being written
             print(f"{name:<28} (skipped: {type(exc).__name__}: {exc})")
             continue
@@ -146,6 +187,7 @@ def main() -> None:
             f"{name:<28} {r['ours_tok_s']:>12,.0f} {r['raw_tok_s']:>12,.0f} {r['template_tok_s']:>12,.0f} "
             f"{r['vs_raw']:>7.2f}x {r['vs_template']:>7.2f}x  {'ok' if ok_raw else 'MISS >=0.7x raw'}"
             f"{'' if ok_tpl else ', MISS >=3x template'}"
+            + "".join(f"   {key} {r[f'{key}_vs_raw']:.2f}x" for key in CONTENDERS if f"{key}_vs_raw" in r)
         )
         if not (ok_raw and ok_tpl):
             missed.append(name)
