@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import chz
+
 from cookbook.errors import ConfigurationError, TrainingError
 from cookbook.runlog import RunLog, jsonable
 
@@ -56,6 +58,29 @@ MUTABLE_KEYS = frozenset({
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints.jsonl")
 
 log = logging.getLogger("cookbook.loop")
+
+
+# ----------------------------------------------------------------------------------------------- shared config
+
+
+@chz.chz
+class RunConfig:
+    """The keys every loop (SFT, RL, DPO, distillation) takes with the same meaning and default; each loop's config
+    subclasses it and adds (or re-declares, to change a default or doc) its own. The names are tinker-cookbook's."""
+
+    model_name: str | None = chz.field(default=None, doc="base model")
+    renderer_name: str | None = chz.field(default=None, doc="renderer (None: the model's recommended one)")
+    lora_rank: int = chz.field(default=32, doc="LoRA rank")
+    save_every: int = chz.field(default=20, doc="checkpoint every N steps (0: only the final one)")
+    max_steps: int | None = chz.field(default=None, doc="stop after this many steps")
+    load_checkpoint_path: str | None = chz.field(default=None, doc="start a fresh run from these weights")
+    wandb_project: str | None = chz.field(default=None, doc="W&B project (None: no W&B logging)")
+    wandb_name: str | None = chz.field(default=None, doc="W&B run name")
+    behavior_if_log_dir_exists: str = chz.field(default="ask", doc="ask, raise, resume or delete")
+    base_url: str | None = chz.field(default=None, doc="Tinker (or mock) server URL")
+    adam_beta1: float = chz.field(default=0.9, doc="Adam beta1")
+    adam_beta2: float = chz.field(default=0.95, doc="Adam beta2")
+    adam_eps: float = chz.field(default=1e-8, doc="Adam epsilon")
 
 
 # ----------------------------------------------------------------------------------------------- small helpers

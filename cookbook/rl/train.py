@@ -46,6 +46,7 @@ import numpy as np
 from cookbook.errors import ConfigurationError
 from cookbook.loop import (
     Run,
+    RunConfig,
     adam_params,
     check_choice,
     check_finite_loss,
@@ -96,24 +97,19 @@ class KLReferenceConfig:
 
 
 @chz.chz
-class RLConfig:
+class RLConfig(RunConfig):
     """The RL loop's configuration (tinker-cookbook ``rl.train.Config`` key names and defaults)."""
 
     log_path: str = chz.field(default="runs/rl", doc="run directory (metrics, checkpoints, config, report)")
-    model_name: str | None = chz.field(default=None, doc="base model")
-    renderer_name: str | None = chz.field(default=None, doc="renderer (None: the model's recommended one)")
     learning_rate: float = chz.field(default=4e-5, doc="Adam learning rate")
     max_tokens: int = chz.field(default=16, doc="max sampled tokens per turn")
     temperature: float = chz.field(default=1.0, doc="sampling temperature")
-    lora_rank: int = chz.field(default=32, doc="LoRA rank")
     loss_fn: str = chz.field(default="importance_sampling", doc="Tinker loss: importance_sampling, ppo, cispo, dro")
     loss_fn_config: dict[str, float] | None = chz.field(default=None, doc="loss options (e.g. clip thresholds)")
     num_substeps: int = chz.field(default=1, doc="optimizer steps per training iteration")
     advantage_method: str = chz.field(default="centred", doc="group advantages: centred, grpo, rloo, dr_grpo")
     remove_constant_reward_groups: bool = chz.field(default=False, doc="drop groups whose rewards are all equal")
-    save_every: int = chz.field(default=20, doc="checkpoint every N steps (0: only the final one)")
     eval_every: int = chz.field(default=20, doc="run the evaluators every N steps (0: only at the end)")
-    max_steps: int | None = chz.field(default=None, doc="stop after this many steps")
     seed: int = chz.field(default=0, doc="seed of the LoRA init and of every sampling request")
     mode: str | None = chz.field(default=None, doc="sync, stream or async (None: from async_config / "
                                                      "stream_minibatch_config, else sync)")
@@ -128,13 +124,6 @@ class RLConfig:
     load_checkpoint_path: str | None = chz.field(
         default=None, doc="start a fresh run from these weights (fresh optimizer), e.g. an SFT final state")
     evaluator_builders: list[Any] = chz.field(default_factory=list, doc="sampling-client evaluator builders")
-    wandb_project: str | None = chz.field(default=None, doc="W&B project (None: no W&B logging)")
-    wandb_name: str | None = chz.field(default=None, doc="W&B run name")
-    behavior_if_log_dir_exists: str = chz.field(default="ask", doc="ask, raise, resume or delete")
-    base_url: str | None = chz.field(default=None, doc="Tinker (or mock) server URL")
-    adam_beta1: float = chz.field(default=0.9, doc="Adam beta1")
-    adam_beta2: float = chz.field(default=0.95, doc="Adam beta2")
-    adam_eps: float = chz.field(default=1e-8, doc="Adam epsilon")
 
     @property
     def run_mode(self) -> str:

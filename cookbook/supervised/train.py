@@ -37,6 +37,7 @@ import numpy as np
 
 from cookbook.errors import ConfigurationError
 from cookbook.loop import (
+    RunConfig,
     adam_params,
     check_finite_loss,
     check_trained_tokens,
@@ -54,32 +55,19 @@ TrainingEvaluator = Callable[[Any], dict[str, Any]]  # training_client -> metric
 
 
 @chz.chz
-class SupervisedConfig:
+class SupervisedConfig(RunConfig):
     """The supervised loop's configuration (tinker-cookbook ``supervised.train.Config`` key names)."""
 
     log_path: str = chz.field(default="runs/sl", doc="run directory (metrics, checkpoints, config, report)")
-    model_name: str | None = chz.field(default=None, doc="base model")
-    renderer_name: str | None = chz.field(default=None, doc="renderer (None: the model's recommended one)")
     learning_rate: float = chz.field(default=1e-4, doc="Adam learning rate at step 0")
     lr_schedule: str = chz.field(default="linear", doc="linear, cosine or constant")
     num_epochs: int = chz.field(default=1, doc="passes over the training set")
     batch_size: int = chz.field(default=8, doc="conversations per step")
     max_length: int | None = chz.field(default=1024, doc="truncate examples to this many tokens")
-    lora_rank: int = chz.field(default=32, doc="LoRA rank")
     train_on_what: str = chz.field(default="all_assistant_messages", doc="which tokens are trained")
-    save_every: int = chz.field(default=20, doc="checkpoint every N steps (0: only the final one)")
     eval_every: int = chz.field(default=10, doc="run the evaluators every N steps (0: only at the end)")
-    max_steps: int | None = chz.field(default=None, doc="stop after this many steps")
     seed: int = chz.field(default=0, doc="seed of the LoRA init and of the epoch shuffles")
-    adam_beta1: float = chz.field(default=0.9, doc="Adam beta1")
-    adam_beta2: float = chz.field(default=0.95, doc="Adam beta2")
-    adam_eps: float = chz.field(default=1e-8, doc="Adam epsilon")
-    load_checkpoint_path: str | None = chz.field(default=None, doc="start a fresh run from these weights")
     evaluator_builders: list[Any] = chz.field(default_factory=list, doc="training-client evaluator builders")
-    wandb_project: str | None = chz.field(default=None, doc="W&B project (None: no W&B logging)")
-    wandb_name: str | None = chz.field(default=None, doc="W&B run name")
-    behavior_if_log_dir_exists: str = chz.field(default="ask", doc="ask, raise, resume or delete")
-    base_url: str | None = chz.field(default=None, doc="Tinker (or mock) server URL")
 
 
 def validate_supervised_config(cfg: SupervisedConfig) -> None:
