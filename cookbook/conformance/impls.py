@@ -31,6 +31,7 @@ Peers import torch and other heavy packages: they are imported here only inside 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import sys
@@ -220,18 +221,24 @@ class Implementation:
             return f"{self.package} cannot be imported: {type(exc).__name__}: {exc}"
         return None
 
+    def name_map(self) -> Mapping[str, Any] | None:
+        """``names``, or where an implementation reads its name map from elsewhere, that map."""
+        return self.names
+
     def offers(self, spec_names: Sequence[str]) -> list[str]:
         """The spec renderer names (of ``spec_names``) this implementation has."""
-        if self.names is None:
+        names = self.name_map()
+        if names is None:
             return list(spec_names)
-        return [n for n in spec_names if n in self.names]
+        return [n for n in spec_names if n in names]
 
     def native_name(self, spec_name: str) -> str:
-        if self.names is None:
+        names = self.name_map()
+        if names is None:
             return spec_name
-        if spec_name not in self.names:
-            raise Unsupported(f"{self.key} has no renderer for {spec_name!r} (it offers {', '.join(self.names)})")
-        n = self.names[spec_name]
+        if spec_name not in names:
+            raise Unsupported(f"{self.key} has no renderer for {spec_name!r} (it offers {', '.join(names)})")
+        n = names[spec_name]
         if isinstance(n, str):
             return n
         head, arg = n
@@ -373,24 +380,19 @@ class _TinkerCookbook(Implementation):
 
 # ----------------------------------------------------------------------------------------------- tml-renderers
 
-#: spec renderer name -> (class, constructor) in ``tml_renderers.renderers``. tml-renderers 0.2.1 has no Llama,
-#: role-colon, Gemma or GLM-4.7 renderer; gpt-oss always has a system message.
-TML_NAMES: dict[str, tuple[str, str | None]] = {
-    "qwen3": ("Qwen3", None),
-    "qwen3_disable_thinking": ("Qwen3", "disable_thinking"),
-    "qwen3_instruct": ("Qwen3", "instruct"),
-    "qwen3_5": ("Qwen35", None),
-    "qwen3_5_disable_thinking": ("Qwen35", "disable_thinking"),
-    "deepseekv3": ("DeepSeekV31", None),
-    "deepseekv3_disable_thinking": ("DeepSeekV31", None),
-    "deepseekv3_thinking": ("DeepSeekV31", "thinking"),
-    "kimi_k2_thinking": ("KimiK2", None),
-    "nemotron3": ("Nemotron3", None),
-    "nemotron3_disable_thinking": ("Nemotron3", "disable_thinking"),
-    "gpt_oss_low_reasoning": ("GptOss", "low"),
-    "gpt_oss_medium_reasoning": ("GptOss", "medium"),
-    "gpt_oss_high_reasoning": ("GptOss", "high"),
-}
+#: Which tml-renderers class renders a spec renderer name is stated once, in that spec's ``tml:`` section
+#: (class, constructor, keyword arguments; the same reference the differential run and the ``tml_renderers`` golden
+#: oracle use). A spec without one is a family tml-renderers 0.2.1 does not have (Llama, role-colon, Gemma 3,
+#: GLM-4.7, gpt-oss without a system message) and is not offered.
+
+
+@functools.lru_cache(maxsize=1)
+def tml_refs() -> Mapping[str, Any]:
+    """``{spec renderer name: its spec's TmlRef}`` for every spec with a ``tml:`` section."""
+    from cookbook.conformance.spec import all_spec_paths, load_spec
+
+    specs = (load_spec(p) for p in all_spec_paths())
+    return {s.renderer: s.tml for s in specs if s.tml is not None}
 
 
 def _tml_tokens(spans: Sequence[Any]) -> list[int]:
@@ -483,13 +485,23 @@ class TmlRenderer:
 
 
 class _Tml(Implementation):
+    def name_map(self) -> Mapping[str, Any]:
+        return tml_refs()
+
+    def native_name(self, spec_name: str) -> str:
+        ref = self.name_map().get(spec_name)
+        if ref is None:
+            raise Unsupported(f"{self.key} has no renderer for {spec_name!r} (no tml: section in its spec)")
+        args = ", ".join(f"{k}={v!r}" for k, v in ref.kwargs.items())
+        return f"{ref.cls}{'.' + ref.constructor if ref.constructor else ''}({args})"
+
     def make(self, spec_name: str, tokenizer: Any, spec: Any = None) -> Any:
-        mod = _import("tml_renderers.renderers", "tml-renderers==0.2.1")
-        self.native_name(spec_name)  # Unsupported for a family it does not have
-        cls_name, ctor = TML_NAMES[spec_name]
-        cls = getattr(mod, cls_name)
-        inner = getattr(cls, ctor)() if ctor else cls()
-        return TmlRenderer(inner, f"{cls_name}.{ctor}()" if ctor else f"{cls_name}()")
+        from cookbook.conformance.tml import load_tml_renderer
+
+        _import("tml_renderers.renderers", "tml-renderers==0.2.1")
+        name = self.native_name(spec_name)  # Unsupported for a family it does not have
+        ref = tml_refs()[spec_name]
+        return TmlRenderer(load_tml_renderer(ref.cls, ref.constructor, ref.kwargs), name)
 
 
 # ----------------------------------------------------------------------------------------------- pi-renderers
@@ -710,7 +722,7 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
     for i in (
         _Cookbook("cookbook", "cookbook's own renderers"),
         _TinkerCookbook("tinker-cookbook", "tinker-cookbook 0.6.1 renderers", "tinker_cookbook.renderers", TINKER_COOKBOOK_NAMES),
-        _Tml("tml-renderers", "Thinking Machines' tml-renderers 0.2.1", "tml_renderers.renderers", TML_NAMES),
+        _Tml("tml-renderers", "Thinking Machines' tml-renderers 0.2.1", "tml_renderers.renderers"),
         _Pi("pi-renderers", "PrimeIntellect renderers 0.1.12", "renderers", PI_NAMES),
         _HfTemplate("hf-template", "the model's own chat template (apply_chat_template)", "transformers"),
     )
