@@ -290,27 +290,34 @@ class UserFactory(Implementation):
 
 # ----------------------------------------------------------------------------------------------- tinker-cookbook
 
-#: spec renderer name -> tinker-cookbook 0.6.1 renderer name. Its ``kimi_k2`` renders the Kimi-K2-Thinking
-#: format (our ``kimi_k2_thinking``); it has no Kimi-K2-Instruct, Gemma 3 or GLM-4.7 renderer.
-TINKER_COOKBOOK_NAMES = {
-    "role_colon": "role_colon",
-    "llama3": "llama3",
-    "qwen3": "qwen3",
-    "qwen3_disable_thinking": "qwen3_disable_thinking",
-    "qwen3_instruct": "qwen3_instruct",
-    "qwen3_5": "qwen3_5",
-    "qwen3_5_disable_thinking": "qwen3_5_disable_thinking",
-    "deepseekv3": "deepseekv3",
-    "deepseekv3_disable_thinking": "deepseekv3_disable_thinking",
-    "deepseekv3_thinking": "deepseekv3_thinking",
-    "kimi_k2_thinking": "kimi_k2",
-    "nemotron3": "nemotron3",
-    "nemotron3_disable_thinking": "nemotron3_disable_thinking",
-    "gpt_oss_no_sysprompt": "gpt_oss_no_sysprompt",
-    "gpt_oss_low_reasoning": "gpt_oss_low_reasoning",
-    "gpt_oss_medium_reasoning": "gpt_oss_medium_reasoning",
-    "gpt_oss_high_reasoning": "gpt_oss_high_reasoning",
-}
+#: Where tinker-cookbook's name for a format is not ours: its ``kimi_k2`` renders the Kimi-K2-Thinking format (our
+#: ``kimi_k2_thinking``), so our ``kimi_k2`` (the Kimi-K2-Instruct format) has no counterpart there (None). Every
+#: other name is offered exactly when tinker-cookbook registers the same name (:func:`tinker_cookbook_names`).
+TINKER_COOKBOOK_RENAMES: Mapping[str, str | None] = {"kimi_k2_thinking": "kimi_k2", "kimi_k2": None}
+
+
+def names_compared_in(func: Any, parameter: str = "name") -> set[str]:
+    """The string constants ``func``'s source compares with ``==`` against its ``parameter``: how a registry
+    written as an ``if name == "..." / elif ...`` chain (tinker-cookbook's ``get_renderer``) lists its names."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == parameter:
+            for op, right in zip(node.ops, node.comparators, strict=True):
+                if isinstance(op, ast.Eq) and isinstance(right, ast.Constant) and isinstance(right.value, str):
+                    names.add(right.value)
+    return names
+
+
+@functools.lru_cache(maxsize=1)
+def tinker_cookbook_names() -> frozenset[str]:
+    """The renderer names the installed tinker-cookbook registers (read from its ``get_renderer``)."""
+    r = _import("tinker_cookbook.renderers", "tinker-cookbook==0.6.1 --no-deps")
+    return frozenset(names_compared_in(r.get_renderer))
 
 
 class TinkerCookbookRenderer:
@@ -366,6 +373,12 @@ class TinkerCookbookRenderer:
 
 
 class _TinkerCookbook(Implementation):
+    def name_map(self) -> Mapping[str, Any]:
+        theirs = tinker_cookbook_names()
+        same = {n: n for n in theirs if n not in TINKER_COOKBOOK_RENAMES}
+        renamed = {ours: t for ours, t in TINKER_COOKBOOK_RENAMES.items() if t is not None and t in theirs}
+        return {**same, **renamed}
+
     def make(self, spec_name: str, tokenizer: Any, spec: Any = None) -> Any:
         r = _import("tinker_cookbook.renderers", "tinker-cookbook==0.6.1 --no-deps")
         name = self.native_name(spec_name)
@@ -721,7 +734,7 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
     i.key: i
     for i in (
         _Cookbook("cookbook", "cookbook's own renderers"),
-        _TinkerCookbook("tinker-cookbook", "tinker-cookbook 0.6.1 renderers", "tinker_cookbook.renderers", TINKER_COOKBOOK_NAMES),
+        _TinkerCookbook("tinker-cookbook", "tinker-cookbook 0.6.1 renderers", "tinker_cookbook.renderers"),
         _Tml("tml-renderers", "Thinking Machines' tml-renderers 0.2.1", "tml_renderers.renderers"),
         _Pi("pi-renderers", "PrimeIntellect renderers 0.1.12", "renderers", PI_NAMES),
         _HfTemplate("hf-template", "the model's own chat template (apply_chat_template)", "transformers"),
