@@ -31,6 +31,7 @@ _GPT_OSS = "cookbook.renderers.gpt_oss:GptOssRenderer"
 _NEMOTRON3 = "cookbook.renderers.nemotron3:Nemotron3Renderer"
 _KIMI_K2 = "cookbook.renderers.kimi_k2:KimiK2Renderer"
 _DEEPSEEK_V4_1 = "cookbook.renderers.deepseek_v4_1:DeepSeekV41Renderer"
+_GLM = "cookbook.renderers.glm:GlmRenderer"
 
 _BUILTIN: dict[str, BuiltinRenderer] = {
     "role_colon": _entry("cookbook.renderers.role_colon:RoleColonRenderer"),
@@ -57,7 +58,10 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "nemotron3_disable_thinking": _entry(_NEMOTRON3, enable_thinking=False),
     "kimi_k2": _entry(_KIMI_K2),
     "kimi_k2_thinking": _entry(_KIMI_K2, thinking=True),
-    "glm": _entry("cookbook.renderers.glm:GlmRenderer"),
+    "glm": _entry(_GLM),
+    "glm5_3_max_reasoning": _entry(_GLM, reasoning_effort="max"),
+    "glm5_3_high_reasoning": _entry(_GLM, reasoning_effort="high"),
+    "glm5_3_low_reasoning": _entry(_GLM, reasoning_effort="low"),
 }
 _CUSTOM: dict[str, RendererFactory] = {}
 
