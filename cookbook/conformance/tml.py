@@ -32,6 +32,7 @@ FEATURES: dict[str, str] = {
     "thinking": "an assistant message with a thinking part",
     "thinking_without_text": "an assistant message with a thinking part, no text and no tool calls",
     "tools": "tools are declared",
+    "assistant_before_last_user": "an assistant message before the last user message",
 }
 
 
@@ -56,6 +57,9 @@ def conversation_features(messages: Sequence[Mapping[str, Any]], tools: Sequence
             out.add("empty_assistant")
     if assistants and not any(k == "thinking" and t for k, t in _text_parts(assistants[-1].get("content"))):
         out.add("no_thinking_last")
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+    if any(m["role"] == "assistant" for m in messages[:last_user]):
+        out.add("assistant_before_last_user")
     return out
 
 

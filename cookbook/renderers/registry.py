@@ -30,6 +30,8 @@ _DEEPSEEK_V3 = "cookbook.renderers.deepseek_v3:DeepSeekV3Renderer"
 _GPT_OSS = "cookbook.renderers.gpt_oss:GptOssRenderer"
 _NEMOTRON3 = "cookbook.renderers.nemotron3:Nemotron3Renderer"
 _KIMI_K2 = "cookbook.renderers.kimi_k2:KimiK2Renderer"
+_DEEPSEEK_V4_1 = "cookbook.renderers.deepseek_v4_1:DeepSeekV41Renderer"
+_GLM = "cookbook.renderers.glm:GlmRenderer"
 
 _BUILTIN: dict[str, BuiltinRenderer] = {
     "role_colon": _entry("cookbook.renderers.role_colon:RoleColonRenderer"),
@@ -40,6 +42,11 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "deepseekv3": _entry(_DEEPSEEK_V3),
     "deepseekv3_disable_thinking": _entry(_DEEPSEEK_V3),  # the same chat mode under tinker-cookbook's other name
     "deepseekv3_thinking": _entry(_DEEPSEEK_V3, thinking=True),
+    "deepseekv4_1": _entry(_DEEPSEEK_V4_1, reasoning_effort="high"),
+    "deepseekv4_1_low_reasoning": _entry(_DEEPSEEK_V4_1, reasoning_effort="low"),
+    "deepseekv4_1_max_reasoning": _entry(_DEEPSEEK_V4_1, reasoning_effort="max"),
+    "deepseekv4_1_disable_thinking": _entry(_DEEPSEEK_V4_1, reasoning_effort=None),
+    "deepseekv4_1_preserve_thinking": _entry(_DEEPSEEK_V4_1, reasoning_effort="high", preserve_thinking=True),
     "gpt_oss_low_reasoning": _entry(_GPT_OSS, reasoning_effort="low"),
     "gpt_oss_medium_reasoning": _entry(_GPT_OSS, reasoning_effort="medium"),
     "gpt_oss_high_reasoning": _entry(_GPT_OSS, reasoning_effort="high"),
@@ -51,7 +58,10 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "nemotron3_disable_thinking": _entry(_NEMOTRON3, enable_thinking=False),
     "kimi_k2": _entry(_KIMI_K2),
     "kimi_k2_thinking": _entry(_KIMI_K2, thinking=True),
-    "glm": _entry("cookbook.renderers.glm:GlmRenderer"),
+    "glm": _entry(_GLM),
+    "glm5_3_max_reasoning": _entry(_GLM, reasoning_effort="max"),
+    "glm5_3_high_reasoning": _entry(_GLM, reasoning_effort="high"),
+    "glm5_3_low_reasoning": _entry(_GLM, reasoning_effort="low"),
 }
 _CUSTOM: dict[str, RendererFactory] = {}
 
