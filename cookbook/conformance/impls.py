@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cookbook.errors import ConfigurationError
+from cookbook.errors import ConfigurationError, SpecError
 from cookbook.renderers.base import Message, ToolCall, TrainOnWhat, UnparsedToolCall
 
 TOOLS_ROLE = "tool_declare"  # the pseudo message that carries tool declarations into message-less APIs
@@ -428,23 +428,18 @@ class TmlRenderer:
         self.chat = importlib.import_module("tml_renderers.chat")
 
     def _message_list(self, messages: Sequence[Mapping[str, Any]], weights: Sequence[bool] | None = None) -> Any:
-        chat = self.chat
+        """The conversation in tml-renderers' own message model, by the one translation the tml oracle and the
+        differential run use (:func:`cookbook.conformance.tml.to_tml_messages`): thinking parts as ``Thinking``,
+        tool calls as ``StructuredToolCall``, the tool declaration after a leading system message."""
+        from cookbook.conformance.tml import to_tml_messages
+
         tools, rest = split_tools(messages)
+        trained = None if weights is None else {i for i, w in enumerate(weights) if w}
         with translating("messages to tml_renderers.chat.MessageList"):
-            dicts = []
-            if tools:
-                dicts.append({"role": TOOLS_ROLE, "content": json.dumps(openai_tools(tools), separators=(",", ":"))})
-            dicts += [openai_message(m) for m in rest]
-            if weights is None:
-                return chat.MessageList.from_oss_messages(dicts)
-            native: list[Any] = []
-            offset = 1 if tools else 0
-            for i, d in enumerate(dicts):
-                ms = chat.MessageList.from_oss_messages([d]).messages
-                w = 0.0 if i < offset else (1.0 if weights[i - offset] else 0.0)
-                meta = chat.MessageMetadata(training_metadata=chat.TrainingMetadata(w, False))
-                native += [m.copy(message_metadata=meta) for m in ms]
-            return chat.MessageList(native)
+            try:
+                return to_tml_messages(rest, tools, trained)
+            except SpecError as exc:  # content the translation has no native form for
+                raise Unsupported(f"tml-renderers: {exc}") from exc
 
     def build_generation_prompt(self, messages: Sequence[Message], role: str = "assistant", prefill: str | None = None) -> list[int]:
         if role != "assistant":
@@ -491,7 +486,11 @@ class TmlRenderer:
             body = [m for m in parsed if not isinstance(m.content, self.chat.ModelEndSampling)]
             dicts = self.chat.MessageList(body).to_oss_messages() if body else []
             msg = from_openai_message(dicts[-1]) if dicts else {"role": "assistant", "content": "", "tool_calls": []}
-        return msg, ("stop_sequence" if end else "malformed")  # type: ignore[return-value]
+        # a stop: the parser's end-of-sampling message, or (renderers whose parser consumes the stop token without
+        # one, e.g. DeepSeekV41) the response ending in one of the renderer's own stop() tokens
+        stops = {t for t in self.get_stop_sequences() if isinstance(t, int)}
+        stopped = bool(end) or (bool(response) and int(response[-1]) in stops)
+        return msg, ("stop_sequence" if stopped else "malformed")  # type: ignore[return-value]
 
     def create_conversation_prefix_with_tools(self, tools: Sequence[Mapping[str, Any]], system_prompt: str | None = None) -> list[Message]:
         return tools_prefix(tools, system_prompt)
