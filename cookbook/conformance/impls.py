@@ -303,6 +303,9 @@ TINKER_COOKBOOK_NAMES = {
     "gpt_oss_low_reasoning": "gpt_oss_low_reasoning",
     "gpt_oss_medium_reasoning": "gpt_oss_medium_reasoning",
     "gpt_oss_high_reasoning": "gpt_oss_high_reasoning",
+    **{n: n for n in ("deepseekv4_1", "deepseekv4_1_low_reasoning", "deepseekv4_1_max_reasoning",
+                      "deepseekv4_1_disable_thinking", "deepseekv4_1_preserve_thinking",
+                      "glm5_3_max_reasoning", "glm5_3_high_reasoning", "glm5_3_low_reasoning")},
 }
 
 
@@ -390,6 +393,21 @@ TML_NAMES: dict[str, tuple[str, str | None]] = {
     "gpt_oss_low_reasoning": ("GptOss", "low"),
     "gpt_oss_medium_reasoning": ("GptOss", "medium"),
     "gpt_oss_high_reasoning": ("GptOss", "high"),
+    "deepseekv4_1": ("DeepSeekV41", None),
+    "deepseekv4_1_low_reasoning": ("DeepSeekV41", None),
+    "deepseekv4_1_max_reasoning": ("DeepSeekV41", None),
+    "deepseekv4_1_disable_thinking": ("DeepSeekV41", "chat"),
+    "glm5_3_max_reasoning": ("Glm53", None),
+    "glm5_3_high_reasoning": ("Glm53", None),
+    "glm5_3_low_reasoning": ("Glm53Flash", None),
+}
+#: keyword arguments of the constructor, for the names whose official renderer needs them
+TML_KWARGS: dict[str, dict[str, Any]] = {
+    "deepseekv4_1_low_reasoning": {"reasoning_effort": "low"},
+    "deepseekv4_1_max_reasoning": {"reasoning_effort": "max"},
+    "glm5_3_max_reasoning": {"clear_thinking": False},
+    "glm5_3_high_reasoning": {"clear_thinking": False, "reasoning_effort": "high"},
+    "glm5_3_low_reasoning": {"clear_thinking": False, "reasoning_effort": "low"},
 }
 
 
@@ -488,8 +506,10 @@ class _Tml(Implementation):
         self.native_name(spec_name)  # Unsupported for a family it does not have
         cls_name, ctor = TML_NAMES[spec_name]
         cls = getattr(mod, cls_name)
-        inner = getattr(cls, ctor)() if ctor else cls()
-        return TmlRenderer(inner, f"{cls_name}.{ctor}()" if ctor else f"{cls_name}()")
+        kwargs = TML_KWARGS.get(spec_name, {})
+        inner = getattr(cls, ctor)(**kwargs) if ctor else cls(**kwargs)
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        return TmlRenderer(inner, f"{cls_name}.{ctor}({args})" if ctor else f"{cls_name}({args})")
 
 
 # ----------------------------------------------------------------------------------------------- pi-renderers
