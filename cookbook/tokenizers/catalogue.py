@@ -448,6 +448,10 @@ _NOTES = {
     "the Qwen3 text chat template, not the VL one",
     "Qwen/Qwen3-VL-235B-A22B-Instruct": "the Qwen3 tokenizer (same vocabulary and vision tokens); its folder carries "
     "the Qwen3 text chat template, not the VL one",
+    "zai-org/GLM-5.3": "the glm tokenizer folder carries the GLM-4.7-Flash chat template (no GLM-5.x template is in any "
+    "registry); the glm5_3_* renderers follow tml-renderers' Glm53 instead",
+    "zai-org/GLM-5.3-Flash": "the glm tokenizer folder carries the GLM-4.7-Flash chat template (no GLM-5.x template is in "
+    "any registry); the glm5_3_* renderers follow tml-renderers' Glm53Flash instead",
     "moonshotai/Kimi-K2-Thinking": "tinker-cookbook 0.6.1 recommends its renderer 'kimi_k2', which renders the "
     "Thinking format; ours of that format is 'kimi_k2_thinking' ('kimi_k2' here is the Instruct format)",
 }
