@@ -51,6 +51,8 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "nemotron3_disable_thinking": _entry(_NEMOTRON3, enable_thinking=False),
     "kimi_k2": _entry(_KIMI_K2),
     "kimi_k2_thinking": _entry(_KIMI_K2, thinking=True),
+    "kimi_k25": _entry(_KIMI_K2, k25=True),
+    "kimi_k25_disable_thinking": _entry(_KIMI_K2, k25=True, enable_thinking=False),
     "glm": _entry("cookbook.renderers.glm:GlmRenderer"),
 }
 _CUSTOM: dict[str, RendererFactory] = {}
