@@ -284,7 +284,9 @@ class UserFactory(Implementation):
 # ----------------------------------------------------------------------------------------------- tinker-cookbook
 
 #: spec renderer name -> tinker-cookbook 0.6.1 renderer name. Its ``kimi_k2`` renders the Kimi-K2-Thinking
-#: format (our ``kimi_k2_thinking``); it has no Kimi-K2-Instruct, Gemma 3 or GLM-4.7 renderer.
+#: format (our ``kimi_k2_thinking``; our ``kimi_k2`` is Kimi-K2-Instruct, which it does not have), so our
+#: ``kimi_k2`` is deliberately not mapped to its ``kimi_k2``; it has no Gemma 3 or GLM-4.7 renderer. Its Kimi K2.5 /
+#: K2.6 names are ours.
 TINKER_COOKBOOK_NAMES = {
     "role_colon": "role_colon",
     "llama3": "llama3",
@@ -297,6 +299,11 @@ TINKER_COOKBOOK_NAMES = {
     "deepseekv3_disable_thinking": "deepseekv3_disable_thinking",
     "deepseekv3_thinking": "deepseekv3_thinking",
     "kimi_k2_thinking": "kimi_k2",
+    "kimi_k25": "kimi_k25",
+    "kimi_k25_disable_thinking": "kimi_k25_disable_thinking",
+    "kimi_k26": "kimi_k26",
+    "kimi_k26_disable_thinking": "kimi_k26_disable_thinking",
+    "kimi_k26_preserve_thinking": "kimi_k26_preserve_thinking",
     "nemotron3": "nemotron3",
     "nemotron3_disable_thinking": "nemotron3_disable_thinking",
     "gpt_oss_no_sysprompt": "gpt_oss_no_sysprompt",
@@ -385,6 +392,12 @@ TML_NAMES: dict[str, tuple[str, str | None]] = {
     "deepseekv3_disable_thinking": ("DeepSeekV31", None),
     "deepseekv3_thinking": ("DeepSeekV31", "thinking"),
     "kimi_k2_thinking": ("KimiK2", None),
+    # K2.6 renders as K2.5 (tml-renderers 0.2.1 has no K2.6 renderer class)
+    "kimi_k25": ("KimiK25", None),
+    "kimi_k25_disable_thinking": ("KimiK25", "disable_thinking"),
+    "kimi_k26": ("KimiK25", None),
+    "kimi_k26_disable_thinking": ("KimiK25", "disable_thinking"),
+    "kimi_k26_preserve_thinking": ("KimiK25", "preserve_thinking_history"),
     "nemotron3": ("Nemotron3", None),
     "nemotron3_disable_thinking": ("Nemotron3", "disable_thinking"),
     "gpt_oss_low_reasoning": ("GptOss", "low"),
@@ -505,6 +518,10 @@ PI_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
     "deepseekv3": ("DeepSeekV3RendererConfig", {}),
     "kimi_k2_thinking": ("KimiK2RendererConfig", {}),
     "kimi_k2": ("KimiK2RendererConfig", {"enable_thinking": False}),
+    "kimi_k25": ("KimiK25RendererConfig", {}),
+    "kimi_k25_disable_thinking": ("KimiK25RendererConfig", {"thinking": False}),
+    "kimi_k26": ("KimiK25RendererConfig", {}),
+    "kimi_k26_disable_thinking": ("KimiK25RendererConfig", {"thinking": False}),
     "nemotron3": ("Nemotron3RendererConfig", {}),
     "nemotron3_disable_thinking": ("Nemotron3RendererConfig", {"enable_thinking": False}),
     "glm": ("GLM45RendererConfig", {}),

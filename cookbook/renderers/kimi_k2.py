@@ -197,9 +197,9 @@ class KimiK2Renderer(Renderer):
         image parts); ``enable_thinking=False``: the header carries the closed ``<think></think>`` and no reasoning
         is rendered; ``preserve_thinking=True``: every assistant message keeps its reasoning (K2.6's
         ``preserve_thinking``)."""
-        super().__init__(tokenizer)
         if not k25 and (not enable_thinking or preserve_thinking):
             raise ValueError("enable_thinking=False and preserve_thinking=True are options of the Kimi K2.5 format (k25=True)")
+        super().__init__(tokenizer)
         thinking = thinking or k25
         self.k25 = k25
         #: assistant messages carry a <think>...</think> block
@@ -285,8 +285,6 @@ class KimiK2Renderer(Renderer):
             reasoning = "\n".join(thinking_of(content)) if keep else ""
             # K2.5: the header already opened the block (the generation prompt ends with <think>)
             body += ([] if self.k25 else ["<think>"]) + [Lit(reasoning), "</think>"]
-        elif self.think_blocks and not self.k25:
-            body += ["<think>", "</think>"]
         body.append(Lit(text_of(content)))
         calls = msg.get("tool_calls") or []
         if calls:

@@ -93,8 +93,8 @@ class NavitConfig(VisionConfig):
     ``min(1, sqrt(in_patch_limit / (max(1, w // patch) * max(1, h // patch))), side_limit * patch / w,
     side_limit * patch / h)``, each side truncated to an integer (at least 1, at most ``side_limit * patch``), then
     padded up to a multiple of ``patch * merge``; it takes ``(w / (patch * merge)) * (h / (patch * merge))``
-    tokens. No aspect-ratio limit. Oracle: tml-renderers 0.2.1's ``KimiK25`` (``tests/renderers/test_kimi_k25_vision.py``
-    compares the counts over sizes from 1x1 to 8000x8000)."""
+    tokens. No aspect-ratio limit. Oracle: tml-renderers 0.2.1's ``KimiK25`` (``tests/renderers/test_kimi_k25_renderer.py``
+    compares the counts over sizes from 1x1 to 7200x10 and 2000x1700)."""
 
     in_patch_limit: int = 16_384
     side_limit: int = 512
