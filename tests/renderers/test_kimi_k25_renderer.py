@@ -13,6 +13,7 @@ token ids, per-token SFT weights and image chunk sizes. Images are PNGs made her
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import pytest
@@ -181,7 +182,9 @@ def test_random_conversations_with_native_ids_agree_with_tml(name: str, tok: Any
     oracle = tml.TmlOracle(spec.tml.cls, spec.tml.constructor, spec.tml.kwargs)
     seen_calls = []
 
-    @settings(max_examples=20, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    examples = int(os.environ.get("COOKBOOK_TML_EXAMPLES", "20"))  # nox -s tml: 200
+
+    @settings(max_examples=examples, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(conversations(**ctx.strategy_options()))
     def check(conv: Any) -> None:
         msgs = _native_ids(conv.messages)
