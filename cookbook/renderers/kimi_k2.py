@@ -1,4 +1,5 @@
-"""Kimi K2 renderers: ``kimi_k2`` (Kimi-K2-Instruct, no reasoning) and ``kimi_k2_thinking`` (Kimi-K2-Thinking).
+"""Kimi K2 renderers: ``kimi_k2`` (Kimi-K2-Instruct, no reasoning), ``kimi_k2_thinking`` (Kimi-K2-Thinking) and the
+Kimi K2.5 / K2.6 format (``kimi_k25``, ``kimi_k26`` and their variants, option ``k25``; see the end of this text).
 
 Oracles: llama.cpp's copies of the Kimi-K2-Instruct and Kimi-K2-Thinking chat templates (``Kimi-K2-Instruct.jinja``,
 ``Kimi-K2-Thinking.jinja``) with the Kimi K2 tokenizers exported from tml-renderers. The Instruct tokenizer has no
@@ -52,6 +53,17 @@ the original: named deviation ``llamacpp-first-answer``. The reasoning turn only
 ``TrainOnWhat.LAST_ASSISTANT_TURN`` keeps the project-wide meaning (every assistant message after the last user
 message), where tinker-cookbook's Kimi renderer reuses its reasoning turn.
 
+**Kimi K2.5 / K2.6** (``k25=True``; oracle tml-renderers' ``KimiK25``, no chat template reaches a registry): the
+Thinking format with the opening ``<think>`` moved into the assistant header, so the generation prompt ends
+``<|im_assistant|>assistant<|im_middle|><think>`` and a message's trained output is ``{reasoning}</think>{text}
+[calls]<|im_end|>`` (a sampled response starts inside the block; one that never closes it is all reasoning); no
+default system prompt; the ``tool_declare`` JSON deep-sorted with compact separators; image parts of user, system and
+tool messages as ``<|media_begin|>image<|media_content|>[ImageChunk]<|media_end|>`` (``expected_tokens`` from MoonViT's
+resize, :data:`cookbook.renderers.kit.vision.MOONVIT`). ``enable_thinking=False`` (``*_disable_thinking``) puts the
+closed ``<think></think>`` in the header, renders no reasoning at all and refuses a trained message that reasons;
+``preserve_thinking=True`` (``kimi_k26_preserve_thinking``, K2.6's ``preserve_thinking``) keeps every message's
+reasoning. Both variants have the sequence-extension property.
+
 Stop sequence ``<|im_end|>``; ``[EOS]`` at the end of a response is an EOS termination. ``kimi_k2`` has the
 sequence-extension property (each message renders the same wherever it is); ``kimi_k2_thinking`` does not
 (reasoning of a finished turn is dropped from later prompts).
@@ -65,6 +77,7 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
+from cookbook.errors import RendererError
 from cookbook.renderers.base import (
     ContentPart,
     Message,
@@ -75,10 +88,12 @@ from cookbook.renderers.base import (
     ToolCall,
     ToolSpec,
     UnparsedToolCall,
+    has_images,
     text_of,
     thinking_of,
 )
 from cookbook.renderers.kit.segments import Lit, Piece, SegmentWriter
+from cookbook.renderers.kit.vision import MOONVIT, image_segment
 
 KIMI_DEFAULT_SYSTEM = "You are Kimi, an AI assistant created by Moonshot AI."
 
@@ -92,11 +107,12 @@ def deep_sort(obj: Any) -> Any:
     return obj
 
 
-def kimi_tools_json(tools: Sequence[Mapping[str, Any]]) -> str:
+def kimi_tools_json(tools: Sequence[Mapping[str, Any]], compact: bool = False) -> str:
     """The ``tool_declare`` payload: ``[{"type": "function", "function": spec}, ...]`` deep-sorted, ``json.dumps``
-    with default separators and non-ASCII kept. Tools already wrapped as ``{"type": "function", ...}`` are kept."""
+    with default separators (``compact``: ``","`` / ``":"``, K2.5) and non-ASCII kept. Tools already wrapped as
+    ``{"type": "function", ...}`` are kept."""
     wrapped = [dict(t) if t.get("type") == "function" else {"type": "function", "function": dict(t)} for t in tools]
-    return json.dumps(deep_sort(wrapped), ensure_ascii=False)
+    return json.dumps(deep_sort(wrapped), ensure_ascii=False, separators=(",", ":") if compact else None)
 
 
 _SECTION = re.compile(r"<\|tool_calls?_section_begin\|>(.*?)(?:<\|tool_calls?_section_end\|>|\Z)", re.DOTALL)
@@ -162,20 +178,55 @@ class KimiK2Renderer(Renderer):
         "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_begin|>",
         "<|tool_call_argument_begin|>", "<|tool_call_end|>",
     )
+    MEDIA_TOKENS: tuple[str, ...] = ("<|media_begin|>", "<|media_content|>", "<|media_end|>")
 
-    def __init__(self, tokenizer: Any, thinking: bool = False):
+    def __init__(
+        self,
+        tokenizer: Any,
+        thinking: bool = False,
+        k25: bool = False,
+        enable_thinking: bool = True,
+        preserve_thinking: bool = False,
+    ):
         """``thinking=True`` (``kimi_k2_thinking``): ``<think>{reasoning}</think>`` in every assistant message,
         reasoning kept for the current turn only (see the module docs), no default-system newline, no extension
-        property."""
+        property.
+
+        ``k25=True`` (``kimi_k25``, ``kimi_k26`` and their variants): the Kimi K2.5 / K2.6 format (think blocks
+        whose opening ``<think>`` belongs to the assistant header, no default system prompt, compact tool JSON,
+        image parts); ``enable_thinking=False``: the header carries the closed ``<think></think>`` and no reasoning
+        is rendered; ``preserve_thinking=True``: every assistant message keeps its reasoning (K2.6's
+        ``preserve_thinking``)."""
+        if not k25 and (not enable_thinking or preserve_thinking):
+            raise ValueError("enable_thinking=False and preserve_thinking=True are options of the Kimi K2.5 format (k25=True)")
         super().__init__(tokenizer)
+        thinking = thinking or k25
+        self.k25 = k25
         #: assistant messages carry a <think>...</think> block
         self.think_blocks = self.supports_thinking = thinking
-        self.has_extension_property = not thinking
+        #: reasoning is written at all (False: K2.5's disable-thinking mode, every block is <think></think>)
+        self.renders_reasoning = thinking and enable_thinking
+        self.preserve_thinking = preserve_thinking
+        self.disables_thinking = k25 and not enable_thinking
+        self.disabled_thinking_prefill = "<think></think>"
+        self.has_extension_property = not thinking or self.disables_thinking or preserve_thinking
         #: the Instruct template writes "\n" after the default system message
         self.default_system_suffix = "" if thinking else "\n"
-        self.w = SegmentWriter(self.enc, (*self.CONTROL_TOKENS, *(("<think>", "</think>") if thinking else ())))
+        #: K2 writes a default system prompt before a conversation without one; K2.5 does not
+        self.default_system = not k25
+        #: what the assistant header ends with (K2.5: the generation prompt opens, or closes, the think block)
+        self.think_opening = ("<think>" if enable_thinking else "<think></think>") if k25 else ""
+        self.supports_images = k25
+        self.w = SegmentWriter(self.enc, (*self.CONTROL_TOKENS, *(("<think>", "</think>") if thinking else ()),
+                                          *(self.MEDIA_TOKENS if k25 else ())))
         self.im_end = self.w.ids["<|im_end|>"]
         self.eos_token_id = self.eos = self.enc.special("[EOS]")
+        self.media_pad = self.enc.special("<|media_pad|>") if k25 else None
+
+    @property
+    def thinking_renderer(self) -> str:  # type: ignore[override]
+        """The thinking renderer to use instead of a disable-thinking one (named in its refusal)."""
+        return self.name.replace("_disable_thinking", "")
 
     # ------------------------------------------------------------------------------------------ rendering
     def _opening(self, role: str, name: str, ctx: RenderContext) -> list[Piece]:
@@ -183,33 +234,57 @@ class KimiK2Renderer(Renderer):
         is neither ``system`` nor ``tool_declare`` when it is the first (after a leading ``tool_declare``)."""
         pieces: list[Piece] = []
         first = ctx.idx == 0 or (ctx.idx == 1 and ctx.prev is not None and ctx.prev["role"] == "tool_declare")
-        if first and role not in ("system", "tool_declare"):
+        if first and self.default_system and role not in ("system", "tool_declare"):
             pieces += ["<|im_system|>system<|im_middle|>", Lit(KIMI_DEFAULT_SYSTEM), "<|im_end|>" + self.default_system_suffix]
         opener = {"user": "<|im_user|>", "assistant": "<|im_assistant|>"}.get(role, "<|im_system|>")
         pieces += [opener, Lit(name), "<|im_middle|>"]
+        if role == "assistant" and self.think_opening:
+            pieces.append(self.think_opening)
         return pieces
 
     def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
         role = msg["role"]
         name = str(msg.get("name") or role)
-        header = self._opening(role, name, ctx)
-        body: list[Piece] = []
+        header = self.w(*self._opening(role, name, ctx))
         if role == "assistant":
-            body += self._assistant_body(msg, ctx)
-        elif role == "tool":
-            body += ["## Return of ", Lit(self._response_id(msg, ctx)), "\n", Lit(text_of(msg["content"]))]
+            if has_images(msg["content"]):
+                raise RendererError(
+                    f"message {ctx.idx} (assistant) has an image part; {self.name!r} writes images in user, system "
+                    "and tool messages only (the model never produces images)"
+                )
+            return RenderedMessage(header=header, output=self.w(*self._assistant_body(msg, ctx), "<|im_end|>"))
+        prefix: list[Piece] = []
+        if role == "tool":
+            prefix = ["## Return of ", Lit(self._response_id(msg, ctx)), "\n"]
+        if has_images(msg["content"]):
+            output = self.w(*prefix) + self._vision_content(msg, ctx) + self.w("<|im_end|>")
         else:
-            body.append(Lit(text_of(msg["content"])))
-        body.append("<|im_end|>")
-        return RenderedMessage(header=self.w(*header), output=self.w(*body))
+            output = self.w(*prefix, Lit(text_of(msg["content"])), "<|im_end|>")
+        return RenderedMessage(header=header, output=output)
+
+    def _vision_content(self, msg: Message, ctx: RenderContext) -> list[Segment]:
+        """K2.5: text and image parts in order, each image ``<|media_begin|>image<|media_content|>[image]
+        <|media_end|>`` (tml-renderers' KimiK25; tinker-cookbook adds a newline after ``<|media_end|>``)."""
+        assert self.media_pad is not None  # check_messages refuses images unless supports_images (K2.5)
+        out: list[Segment] = []
+        parts: list[Any] = list(msg["content"])
+        for j, p in enumerate(parts):
+            if p["type"] == "image":
+                out += self.w("<|media_begin|>image<|media_content|>")
+                out.append(image_segment(p["image"], MOONVIT, self.media_pad, f"message {ctx.idx} part {j}"))
+                out += self.w("<|media_end|>")
+            elif p["type"] == "text":
+                out += self.w(Lit(p["text"]))
+        return out
 
     def _assistant_body(self, msg: Message, ctx: RenderContext) -> list[Piece]:
         body: list[Piece] = []
         content = msg["content"]
-        if self.think_blocks:
-            keep = ctx.idx >= _conversation().reasoning_start
+        if self.renders_reasoning:
+            keep = self.preserve_thinking or ctx.idx >= _conversation().reasoning_start
             reasoning = "\n".join(thinking_of(content)) if keep else ""
-            body += ["<think>", Lit(reasoning), "</think>"]
+            # K2.5: the header already opened the block (the generation prompt ends with <think>)
+            body += ([] if self.k25 else ["<think>"]) + [Lit(reasoning), "</think>"]
         body.append(Lit(text_of(content)))
         calls = msg.get("tool_calls") or []
         if calls:
@@ -254,7 +329,7 @@ class KimiK2Renderer(Renderer):
         system_prompt = system_prompt or None  # "" is no system prompt (tinker-cookbook passes "" by default)
         out: list[Message] = []
         if tools:
-            out.append({"role": "tool_declare", "content": kimi_tools_json(list(tools))})
+            out.append({"role": "tool_declare", "content": kimi_tools_json(list(tools), compact=self.k25)})
         if system_prompt is not None:
             out.append({"role": "system", "content": system_prompt})
         return out
@@ -278,7 +353,14 @@ class KimiK2Renderer(Renderer):
                 calls = []
             text = text[: sec.start()] + text[sec.end() :]
         parts: list[ContentPart] = []
-        if self.think_blocks and text.startswith("<think>") and "</think>" in text:
+        if self.renders_reasoning and self.k25:
+            # the generation prompt opened the block: the response is "{reasoning}</think>{text}"; a response that
+            # never closes it is all reasoning (as tml-renderers' KimiK25 parser reads it)
+            reasoning, closed, rest = text.removeprefix("<think>").partition("</think>")
+            text = rest if closed else ""
+            if reasoning:
+                parts.append({"type": "thinking", "thinking": reasoning})
+        elif self.think_blocks and not self.k25 and text.startswith("<think>") and "</think>" in text:
             reasoning, _, text = text[len("<think>") :].partition("</think>")
             if reasoning:
                 parts.append({"type": "thinking", "thinking": reasoning})

@@ -58,6 +58,12 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "nemotron3_disable_thinking": _entry(_NEMOTRON3, enable_thinking=False),
     "kimi_k2": _entry(_KIMI_K2),
     "kimi_k2_thinking": _entry(_KIMI_K2, thinking=True),
+    "kimi_k25": _entry(_KIMI_K2, k25=True),
+    "kimi_k25_disable_thinking": _entry(_KIMI_K2, k25=True, enable_thinking=False),
+    # K2.6 renders as K2.5 (tinker-cookbook dispatches both names to its K2.5 classes), plus preserve_thinking
+    "kimi_k26": _entry(_KIMI_K2, k25=True),
+    "kimi_k26_disable_thinking": _entry(_KIMI_K2, k25=True, enable_thinking=False),
+    "kimi_k26_preserve_thinking": _entry(_KIMI_K2, k25=True, preserve_thinking=True),
     "glm": _entry(_GLM),
     "glm5_3_max_reasoning": _entry(_GLM, reasoning_effort="max"),
     "glm5_3_high_reasoning": _entry(_GLM, reasoning_effort="high"),

@@ -44,9 +44,12 @@ def test_every_golden_has_provenance(path: Path) -> None:
         assert set(prov["versions"]) == {"transformers", "tokenizers", "jinja2"}
         assert prov["spec_sha256"] == spec.sha256
         assert g["oracle"] in ("chat_template", "spec", "tml_renderers")
-        if spec.oracle.kind == "tml_renderers" and case.template_skip is None and case.expect.raises is None:
-            assert g["oracle"] == "tml_renderers", f"{case.id}: a tml_renderers spec's golden must come from tml"
+        if g["oracle"] == "tml_renderers":  # the official renderer's ids, weights and stop values, with its version
+            assert spec.oracle.kind == "tml_renderers" and case.template_skip is None
             assert prov.get("tml_renderer") and prov.get("tml_renderers_version")
+            assert "stop" in g
+        if spec.oracle.kind == "tml_renderers" and case.template_skip is None and case.expect.raises is None:
+            assert g["oracle"] == "tml_renderers", f"{case.id}: a tml spec's golden must come from tml-renderers"
         if g["oracle"] == "spec":
             assert g.get("oracle_reason"), "a spec-oracle golden says why"
         if spec.oracle.kind == "chat_template" and case.template_skip is None and case.expect.raises is None:

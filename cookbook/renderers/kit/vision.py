@@ -87,11 +87,50 @@ class VisionConfig:
 QWEN3_VL = VisionConfig(patch_size=16, merge_size=2, min_pixels=65_536, max_pixels=16_777_216)
 
 
+@dataclass(frozen=True)
+class NavitConfig(VisionConfig):
+    """Kimi K2.5 / K2.6 (MoonViT, "navit" resize): the image is scaled down (never up) by
+    ``min(1, sqrt(in_patch_limit / (max(1, w // patch) * max(1, h // patch))), side_limit * patch / w,
+    side_limit * patch / h)``, each side truncated to an integer (at least 1, at most ``side_limit * patch``), then
+    padded up to a multiple of ``patch * merge``; it takes ``(w / (patch * merge)) * (h / (patch * merge))``
+    tokens. No aspect-ratio limit. Oracle: tml-renderers 0.2.1's ``KimiK25`` (``tests/renderers/test_kimi_k25_renderer.py``
+    compares the counts over sizes from 1x1 to 7200x10 and 2000x1700)."""
+
+    in_patch_limit: int = 16_384
+    side_limit: int = 512
+
+    def resized(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the scaling and the padding to a multiple of ``patch * merge``."""
+        if width <= 0 or height <= 0:
+            raise RendererError(f"image has size {width}x{height}; width and height must be positive")
+        p = self.patch_size
+        scale = min(
+            1.0,
+            math.sqrt(self.in_patch_limit / (max(1, width // p) * max(1, height // p))),
+            self.side_limit * p / width,
+            self.side_limit * p / height,
+        )
+        w = min(max(1, int(width * scale)), self.side_limit * p)
+        h = min(max(1, int(height * scale)), self.side_limit * p)
+        f = self.factor
+        return -(-w // f) * f, -(-h // f) * f
+
+    def num_tokens(self, width: int, height: int) -> int:
+        w, h = self.resized(width, height)
+        return (w // self.factor) * (h // self.factor)
+
+
+#: Kimi K2.5 / K2.6 MoonViT (patch 14, merge 2, at most 16,384 patches and 512 patches a side)
+MOONVIT = NavitConfig(patch_size=14, merge_size=2, min_pixels=1, max_pixels=16_384 * 14 * 14, max_aspect_ratio=math.inf)
+
+
 def vision_config_for_model(model_name: str) -> VisionConfig | None:
     """The image processor of a Tinker base model, or ``None`` for a text-only model."""
     low = model_name.lower()
     if "qwen3-vl" in low or "qwen3.5" in low or "qwen3.6" in low:
         return QWEN3_VL
+    if "kimi-k2.5" in low or "kimi-k2.6" in low:
+        return MOONVIT
     return None
 
 

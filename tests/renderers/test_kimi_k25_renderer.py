@@ -1,0 +1,328 @@
+"""Kimi K2.5 / K2.6 renderers (kimi_k25, kimi_k25_disable_thinking, kimi_k26*, options of the Kimi K2 family).
+
+The spec cases, goldens and property checks run through tests/renderers/test_conform_runner.py and the random
+differential against tml-renderers through tests/renderers/test_vs_tml.py. That differential must excuse every
+conversation with tool calls under the named difference ``given-tool-call-ids`` (random ids such as ``call_1``,
+which KimiK25 writes verbatim and the renderer rewrites to ``functions.NAME:IDX``); the test here closes that gap:
+the same random conversations with native ids must agree with the official renderer token for token.
+
+Oracle: tml-renderers 0.2.1's ``KimiK25`` (Thinking Machines' official renderer; test-time only, it imports torch):
+token ids, per-token SFT weights and image chunk sizes. Images are PNGs made here (kit.vision.make_png).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+from cookbook.conformance import tml
+from cookbook.conformance.spec import load_spec, spec_path_for
+from cookbook.errors import RendererError
+from cookbook.renderers import ParseTermination, ToolCall, TrainOnWhat, get_renderer
+from cookbook.renderers.base import Message
+from cookbook.renderers.kimi_k2 import KimiK2Renderer
+from cookbook.renderers.kit.vision import MOONVIT, data_uri, make_png, vision_config_for_model
+from cookbook.renderers.registry import builtin_renderer
+from cookbook.tokenizers import get_tokenizer
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "Température à Zürich",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+@pytest.fixture(scope="module")
+def tok() -> Any:
+    return get_tokenizer("moonshotai/Kimi-K2.5")
+
+
+@pytest.fixture(scope="module")
+def k25(tok: Any) -> KimiK2Renderer:
+    r = get_renderer("kimi_k25", tok)
+    assert isinstance(r, KimiK2Renderer)
+    return r
+
+
+@pytest.fixture(scope="module")
+def off(tok: Any) -> KimiK2Renderer:
+    r = get_renderer("kimi_k25_disable_thinking", tok)
+    assert isinstance(r, KimiK2Renderer)
+    return r
+
+
+@pytest.fixture(scope="module")
+def keep(tok: Any) -> KimiK2Renderer:
+    r = get_renderer("kimi_k26_preserve_thinking", tok)
+    assert isinstance(r, KimiK2Renderer)
+    return r
+
+
+@pytest.fixture(scope="module")
+def by_name(k25: KimiK2Renderer, off: KimiK2Renderer, keep: KimiK2Renderer) -> dict[str, KimiK2Renderer]:
+    """One renderer per distinct option set (building one parses the tokenizer again: seconds each)."""
+    return {"kimi_k25": k25, "kimi_k25_disable_thinking": off, "kimi_k26_preserve_thinking": keep}
+
+
+def _think(reasoning: str, text: str, **extra: Any) -> Message:
+    return {"role": "assistant", "content": [{"type": "thinking", "thinking": reasoning}, {"type": "text", "text": text}], **extra}  # type: ignore[typeddict-item]
+
+
+# ---------------------------------------------------------------------------------------------- behaviour
+
+
+def test_prompt_opens_the_think_block_without_default_system(k25: KimiK2Renderer, off: KimiK2Renderer) -> None:
+    msgs: list[Message] = [{"role": "user", "content": "Hi"}]
+    base = "<|im_user|>user<|im_middle|>Hi<|im_end|><|im_assistant|>assistant<|im_middle|>"
+    assert k25.decode(k25.generation_prompt_tokens(msgs)) == base + "<think>"
+    assert off.decode(off.generation_prompt_tokens(msgs)) == base + "<think></think>"
+
+
+def test_trained_output_starts_after_the_prompt(k25: KimiK2Renderer, off: KimiK2Renderer) -> None:
+    convo: list[Message] = [{"role": "user", "content": "Hi"}, _think("greet", "Hello!")]
+    tokens, weights = k25.supervised_tokens(convo)
+    assert k25.decode([t for t, w in zip(tokens, weights) if w]) == "greet</think>Hello!<|im_end|>"
+    tokens, weights = off.supervised_tokens([convo[0], {"role": "assistant", "content": "Hello!"}])
+    assert off.decode([t for t, w in zip(tokens, weights) if w]) == "Hello!<|im_end|>"
+
+
+def test_disable_thinking_drops_history_reasoning_and_refuses_trained_reasoning(off: KimiK2Renderer) -> None:
+    convo: list[Message] = [{"role": "user", "content": "Hi"}, _think("greet", "Hello!"), {"role": "user", "content": "Bye"}]
+    text = off.decode(off.generation_prompt_tokens(convo))
+    assert "greet" not in text and "<think></think>Hello!<|im_end|>" in text
+    with pytest.raises(RendererError):
+        off.supervised_tokens([*convo, _think("leaving", "Bye!")])
+    # the reasoning of a message that is not trained is no reason to refuse
+    off.supervised_tokens([*convo, {"role": "assistant", "content": "Bye!"}])
+
+
+def test_parse_reads_the_response_from_inside_the_think_block(k25: KimiK2Renderer, off: KimiK2Renderer, tok: Any) -> None:
+    def parse(r: KimiK2Renderer, text: str) -> tuple[Message, ParseTermination]:
+        return r.parse_response(tok.encode(text, add_special_tokens=False))
+
+    msg, term = parse(k25, "greet</think>Hello!<|im_end|>")
+    assert term is ParseTermination.STOP_SEQUENCE
+    assert msg["content"] == [{"type": "thinking", "thinking": "greet"}, {"type": "text", "text": "Hello!"}]
+    assert parse(k25, "<think>greet</think>Hello!<|im_end|>")[0]["content"] == msg["content"]
+    assert parse(k25, "still thinking<|im_end|>")[0]["content"] == [{"type": "thinking", "thinking": "still thinking"}]
+    assert parse(k25, "</think>Hello!<|im_end|>")[0]["content"] == "Hello!"
+    assert parse(off, "a</think>b<|im_end|>")[0]["content"] == "a</think>b"
+
+
+def test_tool_prefix_is_compact_sorted_json_and_no_default_system(k25: KimiK2Renderer) -> None:
+    prefix = k25.create_conversation_prefix_with_tools([WEATHER])
+    assert [m["role"] for m in prefix] == ["tool_declare"]
+    decl = prefix[0]["content"]
+    assert isinstance(decl, str) and ", " not in decl and "Zürich" in decl
+    assert json.loads(decl) == [{"type": "function", "function": WEATHER}]
+    assert decl.index('"function"') < decl.index('"type":"function"}')  # keys sorted at every level
+    assert [m["role"] for m in k25.create_conversation_prefix_with_tools([WEATHER], "Be brief.")] == ["tool_declare", "system"]
+
+
+def test_k25_options_need_the_k25_format(tok: Any) -> None:
+    with pytest.raises(ValueError):
+        KimiK2Renderer(tok, thinking=True, enable_thinking=False)
+    with pytest.raises(ValueError):
+        KimiK2Renderer(tok, preserve_thinking=True)
+
+
+def test_extension_claims(by_name: dict[str, KimiK2Renderer]) -> None:
+    assert {n: r.has_extension_property for n, r in by_name.items()} == {
+        "kimi_k25": False, "kimi_k25_disable_thinking": True, "kimi_k26_preserve_thinking": True}
+    # K2.6's thinking and disable-thinking names are the K2.5 options
+    assert builtin_renderer("kimi_k26").options == builtin_renderer("kimi_k25").options
+    assert builtin_renderer("kimi_k26_disable_thinking").options == builtin_renderer("kimi_k25_disable_thinking").options
+
+
+# ---------------------------------------------------------------------------------------------- tml oracle
+
+needs_tml = pytest.mark.skipif(not tml.available(), reason="tml-renderers 0.2.1 (test extra, needs torch) is the oracle")
+
+
+
+def _native_ids(messages: list[Message]) -> list[Message]:
+    """Every tool call's id as ``functions.{name}:{k}`` (k counting the calls of the conversation) and each tool
+    response's ``tool_call_id`` renamed to match: the ids the model samples, for which the format is unambiguous."""
+    out: list[Message] = []
+    rename: dict[str, str] = {}
+    k = 0
+    for m in messages:
+        m = dict(m)  # type: ignore[assignment]
+        calls = m.get("tool_calls")
+        if calls:
+            new = []
+            for c in calls:
+                cid = f"functions.{c.name}:{k}"
+                if c.id:
+                    rename[c.id] = cid
+                new.append(ToolCall(name=c.name, arguments=c.arguments, id=cid))
+                k += 1
+            m["tool_calls"] = new
+        if m["role"] == "tool" and m.get("tool_call_id") in rename:
+            m["tool_call_id"] = rename[str(m["tool_call_id"])]
+        out.append(m)
+    return out
+
+
+@needs_tml
+@pytest.mark.parametrize("name", ["kimi_k25", "kimi_k25_disable_thinking", "kimi_k26_preserve_thinking"])
+def test_random_conversations_with_native_ids_agree_with_tml(name: str, tok: Any, by_name: dict[str, KimiK2Renderer]) -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    from cookbook.conformance.properties import PropertyContext
+    from cookbook.testing.strategies import conversations
+
+    spec = load_spec(spec_path_for(name))
+    assert spec.tml is not None
+    ours: Any = by_name[name]
+    ctx = PropertyContext.build(ours, spec, tok)
+    oracle = tml.TmlOracle(spec.tml.cls, spec.tml.constructor, spec.tml.kwargs)
+    seen_calls = []
+
+    examples = int(os.environ.get("COOKBOOK_TML_EXAMPLES", "20"))  # nox -s tml: 200
+
+    @settings(max_examples=examples, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(conversations(**ctx.strategy_options()))
+    def check(conv: Any) -> None:
+        msgs = _native_ids(conv.messages)
+        prompt = msgs[:-1] if msgs[-1]["role"] == "assistant" else msgs
+        seen_calls.append(any(m.get("tool_calls") for m in msgs))
+        toks, weights = ours.supervised_tokens(ctx.adapter.with_tools(msgs, conv.tools), "last_assistant_message")
+        gen = ours.generation_prompt_tokens(ctx.adapter.with_tools(prompt, conv.tools))
+        t_sup, t_gen = oracle.supervised(msgs, conv.tools), oracle.generation(prompt, conv.tools)
+        assert list(gen) == t_gen.tokens, (tok.decode(list(gen)), t_gen.text)
+        assert list(toks) == t_sup.tokens, (tok.decode(list(toks)), t_sup.text)
+        assert [float(w) for w in weights] == t_sup.weights
+
+    check()
+    assert any(seen_calls), "no conversation with tool calls was generated: the test would prove nothing"
+
+
+def _tml_messages(convo: list[Any]) -> Any:
+    from tml_renderers import chat
+
+    oss = []
+    for m in convo:
+        content = m["content"]
+        if isinstance(content, list):
+            content = [
+                {"type": "image_url", "image_url": {"url": data_uri(p["image"])}} if p["type"] == "image" else p
+                for p in content
+            ]
+        oss.append({"role": m["role"], "content": content})
+    return chat.OpenAIMessage.from_oss_messages(oss)
+
+
+def _tml_flat(spans: Any) -> tuple[list[int], list[tuple[int, int]]]:
+    from tml_renderers import chat
+
+    toks: list[int] = []
+    imgs: list[tuple[int, int]] = []
+    pos = 0
+    for s in spans:
+        inner = s.span
+        if isinstance(inner, chat.ImageAssetPointerTokenSpan):
+            imgs.append((pos, inner.num_tokens))
+            pos += inner.num_tokens
+        else:
+            toks.extend(inner.tokens)
+            pos += len(inner.tokens)
+    return toks, imgs
+
+
+def _flat(model_input: Any) -> tuple[list[int], list[tuple[int, int, bytes]]]:
+    toks: list[int] = []
+    imgs: list[tuple[int, int, bytes]] = []
+    pos = 0
+    for ch in model_input.chunks:
+        if ch.type == "image":
+            imgs.append((pos, ch.expected_tokens, bytes(ch.data)))
+            pos += ch.expected_tokens
+        else:
+            toks.extend(ch.tokens)
+            pos += len(ch.tokens)
+    return toks, imgs
+
+
+@pytest.fixture(scope="module")
+def tml_k25() -> Any:
+    pytest.importorskip("tml_renderers.renderers", reason="tml-renderers 0.2.1 (test extra) is the oracle")
+    pytest.importorskip("PIL", reason="tml-renderers decodes data: URI images with Pillow")
+    from tml_renderers import renderers
+
+    return renderers.KimiK25()
+
+
+def _png(width: int, height: int) -> bytes:
+    """make_png for small images; a large one is a solid PNG built row by row in C (make_png loops per pixel)."""
+    if width * height <= 1_000_000:
+        return make_png(width, height)
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+    row = b"\x00" + bytes([90, 120, 200]) * width
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row * height, 1)) + chunk(b"IEND", b"")
+
+
+# sizes that exercise every branch of the resize: tiny, exact multiples, the one-side limit (7168 px), the
+# 16,384-patch limit (2000 x 1700), and aspect ratios far above any limit
+SIZES = [(1, 1), (13, 13), (14, 14), (27, 28), (29, 29), (64, 48), (100, 37), (500, 3), (1000, 20), (7200, 10),
+         (10, 7200), (640, 480), (2000, 1700)]
+
+
+@needs_tml
+@pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+def test_image_prompt_matches_tml(k25: KimiK2Renderer, tml_k25: Any, size: tuple[int, int]) -> None:
+    convo = [{"role": "user", "content": [{"type": "text", "text": "What is"}, {"type": "image", "image": _png(*size)},
+                                          {"type": "text", "text": " this?"}]}]
+    ours = k25.build_generation_prompt(convo)  # type: ignore[arg-type]
+    toks, imgs = _flat(ours)
+    ref_toks, ref_imgs = _tml_flat(tml_k25.render_for_completion(_tml_messages(convo))[0])
+    assert toks == ref_toks
+    assert [(s, n) for s, n, _ in imgs] == ref_imgs
+    assert imgs[0][1] == MOONVIT.num_tokens(*size)
+    assert imgs[0][2] == _png(*size)
+
+
+@needs_tml
+def test_images_in_history_and_sft_weights_match_tml(k25: KimiK2Renderer, tml_k25: Any) -> None:
+    convo = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "image", "image": make_png(40, 40, 1)}, {"type": "text", "text": "and"},
+                                     {"type": "image", "image": make_png(300, 90, 2)}]},
+        {"role": "assistant", "content": "The second is wider."},
+        {"role": "user", "content": [{"type": "image", "image": make_png(64, 64, 3)}]},
+        {"role": "assistant", "content": "A gradient."},
+    ]
+    mi, weights = k25.build_supervised_example(convo, TrainOnWhat.ALL_ASSISTANT_MESSAGES)  # type: ignore[arg-type]
+    (example,) = tml_k25.render_for_sft(_tml_messages(convo))  # tml trains every model message by default
+    toks, imgs = _flat(mi)
+    ref_toks, ref_imgs = _tml_flat(example.input_token_spans)
+    assert toks == ref_toks
+    assert [(s, n) for s, n, _ in imgs] == ref_imgs
+    assert list(weights) == [float(w) for w in example.per_token_loss_weight_unshifted]
+    for mode in (TrainOnWhat.ALL_MESSAGES, TrainOnWhat.ALL_TOKENS):  # image positions are never trained
+        tokens, w = k25.supervised_tokens(convo, mode)  # type: ignore[arg-type]
+        assert [x for t, x in zip(tokens, w) if t == k25.media_pad] == [0.0] * sum(n for _, n, _ in imgs)
+
+
+def test_images_are_refused_where_the_format_has_none(k25: KimiK2Renderer) -> None:
+    img = {"type": "image", "image": make_png(8, 8)}
+    with pytest.raises(RendererError):
+        k25.supervised_tokens([{"role": "user", "content": "Draw"}, {"role": "assistant", "content": [img]}])  # type: ignore[list-item]
+    with pytest.raises(RendererError):
+        k25.generation_prompt_tokens([{"role": "user", "content": [{"type": "image", "image": b"not an image"}]}])
+
+
+def test_mock_knows_the_kimi_image_processor() -> None:
+    assert vision_config_for_model("moonshotai/Kimi-K2.5") is MOONVIT
+    assert vision_config_for_model("moonshotai/Kimi-K2.6") is MOONVIT
+    assert vision_config_for_model("moonshotai/Kimi-K2-Thinking") is None
+    assert MOONVIT.num_tokens(640, 480) == 23 * 18  # 644 x 504 after padding to multiples of 28
