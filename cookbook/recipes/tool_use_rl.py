@@ -60,6 +60,10 @@ class Config(RLConfig):
     group_size: int = chz.field(default=4, doc="rollouts per problem")
     n_batches: int = chz.field(default=12, doc="training steps (dataset batches)")
     max_operand: int = chz.field(default=9, doc="x, y in [0, max_operand]")
+    n_problems: int | None = chz.field(default=None, doc="distinct problems trained on (0: a new draw per group; "
+                                       "None: 1 on the mock, 0 on Tinker)")
+    tool_coef: float = chz.field(default=1.0, doc="reward weight of using the calculator: reward = correct + "
+                                 "0.1·(well_formed - 1) + tool_coef·(used_tool - 1)")
     max_turns: int = chz.field(default=3, doc="sampled turns per episode (tool calls + the answer)")
     max_tokens: int | None = chz.field(default=None, doc="max sampled tokens per turn (None: 80 on the mock, 256 on Tinker)")  # type: ignore[assignment]
     lora_rank: int = chz.field(default=8, doc="LoRA rank")
@@ -69,8 +73,8 @@ class Config(RLConfig):
 ONLINE_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
 ONLINE_RENDERER = "qwen3_instruct"
 KEYS = ("env/all/reward/total", "env/all/used_tool", "env/all/format", "env/all/correct")
-MOCK = {"warmup_sft_steps": 24, "learning_rate": 2e-2, "max_tokens": 80}
-ONLINE = {"warmup_sft_steps": 0, "learning_rate": 4e-5, "max_tokens": 256}
+MOCK = {"warmup_sft_steps": 24, "learning_rate": 2e-2, "max_tokens": 80, "n_problems": 1}
+ONLINE = {"warmup_sft_steps": 0, "learning_rate": 4e-5, "max_tokens": 256, "n_problems": 0}
 
 
 def run_warmup(cfg: Config, service: Any, renderer: Any, steps: int) -> str:
@@ -108,6 +112,8 @@ def _resolve(cfg: Config, kind: str) -> Config:
     validate_rl_config(out)
     if out.max_turns < 1:
         raise ConfigurationError(f"max_turns={out.max_turns} must be >= 1")
+    if int(out.n_problems or 0) < 0:
+        raise ConfigurationError(f"n_problems={out.n_problems} must be >= 0 (0: a new problem per group)")
     from cookbook.rl.tool_env import conversation_prefix
 
     conversation_prefix(make_renderer(str(out.model_name), str(out.renderer_name)))  # no tool format: fail here
@@ -124,7 +130,8 @@ def _body(cfg: Config, service: Any, _: Any) -> dict[str, object]:
     if steps > 0 and not cfg.load_checkpoint_path:
         loop_cfg = chz.replace(cfg, load_checkpoint_path=run_warmup(cfg, service, renderer, steps))
     dataset = CalculatorDataset(renderer, cfg.batch_size, cfg.group_size, cfg.n_batches, cfg.max_operand,
-                                max_turns=cfg.max_turns, seed=cfg.seed)
+                                max_turns=cfg.max_turns, seed=cfg.seed, n_problems=int(cfg.n_problems or 0),
+                                tool_coef=cfg.tool_coef)
     train_rl(loop_cfg, service.client, dataset, renderer, Progress(KEYS))
     return print_summary("tool_use_rl", cfg.log_path, service, KEYS)
 

@@ -182,7 +182,8 @@ def draw_problem(rng: random.Random, max_operand: int, ops: Sequence[str]) -> tu
 @dataclass
 class CalculatorDataset:
     """Batch ``i``: ``batch_size`` problems drawn with ``random.Random(f"{seed}:{i}")``, ``group_size``
-    rollouts each."""
+    rollouts each. ``n_problems > 0``: the problems come from a fixed pool of that many, drawn once with
+    ``random.Random(f"{seed}:pool")`` (batch ``i`` picks from it with the same per-batch generator)."""
 
     renderer: RendererProtocol
     batch_size: int
@@ -192,15 +193,23 @@ class CalculatorDataset:
     ops: tuple[str, ...] = ("+", "-", "*")
     max_turns: int = 3
     seed: int = 0
+    n_problems: int = 0
+    tool_coef: float = 0.5
 
     def __len__(self) -> int:
         return self.n_batches
 
+    def pool(self) -> list[tuple[int, str, int]]:
+        """The fixed problem pool (empty when ``n_problems`` is 0: every group draws a new problem)."""
+        rng = random.Random(f"{self.seed}:pool")
+        return [draw_problem(rng, self.max_operand, self.ops) for _ in range(self.n_problems)]
+
     def get_batch(self, index: int) -> list[EnvGroupBuilder]:
         rng = random.Random(f"{self.seed}:{index}")
+        pool = self.pool()
         out: list[EnvGroupBuilder] = []
         for _ in range(self.batch_size):
-            x, op, y = draw_problem(rng, self.max_operand, self.ops)
-            thunk = functools.partial(CalculatorEnv, self.renderer, x, op, y, self.max_turns)
+            x, op, y = rng.choice(pool) if pool else draw_problem(rng, self.max_operand, self.ops)
+            thunk = functools.partial(CalculatorEnv, self.renderer, x, op, y, self.max_turns, tool_coef=self.tool_coef)
             out.append(ProblemGroupBuilder(thunk, self.group_size, ["calculator"]))
         return out

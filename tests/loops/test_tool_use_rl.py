@@ -115,6 +115,21 @@ def test_a_non_canonical_call_is_not_merged(renderer: Any) -> None:
     assert len(trajectory_to_data(traj, advantage=1.0)) == 2
 
 
+def test_a_problem_pool_keeps_every_batch_to_its_problems(renderer: Any) -> None:
+    from cookbook.rl.tool_env import CalculatorDataset
+
+    def problems(ds: CalculatorDataset, index: int) -> list[tuple[Any, ...]]:
+        return [tuple(g.env_thunk.args[1:4]) for g in ds.get_batch(index)]  # type: ignore[attr-defined]
+
+    pooled = CalculatorDataset(renderer, batch_size=16, group_size=2, n_batches=4, max_operand=99, n_problems=2)
+    pool = pooled.pool()
+    assert len(pool) == 2
+    assert all(p in pool for i in range(4) for p in problems(pooled, i))
+    assert problems(pooled, 3) == problems(pooled, 3)  # seeded
+    free = CalculatorDataset(renderer, batch_size=16, group_size=2, n_batches=4, max_operand=99)
+    assert len({p for i in range(4) for p in problems(free, i)}) > 2
+
+
 def test_the_recipe_is_registered() -> None:
     from cookbook.recipes import RECIPES
 
