@@ -21,7 +21,8 @@ Reward (at the final turn; earlier turns get 0)::
 ``correct``: the last integer of the answer equals the exact result; ``well_formed``: every turn ended with
 the stop sequence, no tool call was unparsable, and the episode did not run out of turns; ``used_tool``: at
 least one calculator call returned a result (an invalid expression or an unknown tool returns an
-``error: ...`` result the model sees, and does not count). Metrics (final turn): ``correct``, ``format``, ``used_tool``, ``tool_calls``,
+``error: ...`` result the model sees, and does not count) *and* an answer followed (calling until the turns
+run out, or a malformed turn after a call, is not tool use: it earns the tool penalty too). Metrics (final turn): ``correct``, ``format``, ``used_tool``, ``tool_calls``,
 ``turns``; each tool-calling turn logs ``tool_call_ok``.
 """
 
@@ -127,10 +128,10 @@ class CalculatorEnv(Env):
     async def initial_observation(self) -> tuple[Any, StopCondition]:
         return self.renderer.build_generation_prompt(self.messages), self.renderer.get_stop_sequences()
 
-    def _done(self, correct: float) -> StepResult:
+    def _done(self, correct: float, answered: bool = False) -> StepResult:
         from tinker import ModelInput
 
-        used = float(self.ok_calls > 0)
+        used = float(self.ok_calls > 0 and answered)
         fmt = float(self.well_formed)
         reward = correct + self.format_coef * (fmt - 1.0) + self.tool_coef * (used - 1.0)
         return StepResult(reward, True, ModelInput.empty(), self.renderer.get_stop_sequences(), {
@@ -146,7 +147,7 @@ class CalculatorEnv(Env):
             return self._done(0.0)
         calls = msg.get("tool_calls") or []
         if not calls:
-            return self._done(float(last_integer(text_of(msg["content"])) == self.answer))
+            return self._done(float(last_integer(text_of(msg["content"])) == self.answer), answered=True)
         if self.turn >= self.max_turns:
             self.well_formed = False
             return self._done(0.0)
