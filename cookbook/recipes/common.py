@@ -45,40 +45,85 @@ def describe_service(kind: str, base_url: str | None) -> str:
     return f"Tinker at {os.environ.get('TINKER_BASE_URL') or 'the default service URL'}"
 
 
-PREFLIGHT_TIMEOUT = 25.0
+#: SDK default service root (tinker/lib/base_url.py: ``DEFAULT_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"``)
+DEFAULT_TINKER_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"
+#: connect timeout of one attempt: the SDK's own (tinker/_constants.py: ``httpx.Timeout(timeout=60, connect=5.0)``)
+PREFLIGHT_CONNECT_S = 5.0
+PREFLIGHT_READ_S = 8.0  # per read / write of one attempt
+PREFLIGHT_ATTEMPTS = 2  # a refused connection, a timeout, 408/429/5xx are retried once, 0.5 s later
+PREFLIGHT_WATCHDOG_S = 29.0  # outer bound for what timeouts do not cover (a stalled DNS lookup)
+_URL_HINT = "check the URL (base_url / TINKER_BASE_URL) and that the server is running and reachable from here"
+_KEY_HINT = ("check TINKER_API_KEY (a key of this service, starting with tml-); unset TINKER_API_KEY (and "
+             "base_url) to run offline on the embedded mock")
 
 
-def preflight(client: Any, what: str, timeout: float = PREFLIGHT_TIMEOUT) -> None:
-    """One request that needs the service and the API key, bounded by ``timeout`` seconds: an unreachable
-    service or a rejected key fails here with what to check, instead of the SDK's minutes of retries. The
-    probe runs in a daemon thread, so a probe stuck in the SDK cannot keep the process alive."""
-    import queue
+def service_url(kind: str, base_url: str | None) -> str:
+    """The root the SDK will talk to: ``base_url``, else ``$TINKER_BASE_URL``, else the SDK's default."""
+    return (base_url or (os.environ.get("TINKER_BASE_URL") if kind == "tinker" else None) or DEFAULT_TINKER_URL).rstrip("/")
+
+
+def preflight(url: str, api_key: str, what: str, *, connect_s: float = PREFLIGHT_CONNECT_S,
+              read_s: float = PREFLIGHT_READ_S, attempts: int = PREFLIGHT_ATTEMPTS) -> None:
+    """One authenticated request (``GET /api/v1/get_server_capabilities`` with ``X-API-Key``, the SDK's header)
+    before any session exists, so that an unreachable service or a rejected key fails at once with what to
+    check instead of the SDK's minutes of retries (10 retries with back-off, tinker/_constants.py).
+
+    The bound is by construction: ``attempts`` tries, each at most ``connect_s`` to connect and ``read_s`` per
+    read, 0.5 s apart (defaults: 2 × (5 + 8) + 0.5 = 26.5 s); a 401/403 (the key), 402 (billing) or 404 (not
+    a Tinker root) is final at once. The request runs in a daemon thread joined for at most
+    :data:`PREFLIGHT_WATCHDOG_S`, the one wait the timeouts do not bound (name resolution)."""
     import threading
 
-    result: queue.Queue[BaseException | None] = queue.Queue()
+    if not api_key.startswith(("tml-", "eyJ")):  # what the SDK refuses before sending (tinker_protocol.md)
+        raise ConfigurationError(f"the API key for {what} does not start with tml- (the SDK refuses it); {_KEY_HINT}")
+    outcome: list[ConfigurationError | None] = []
+    worker = threading.Thread(target=lambda: outcome.append(_probe(url, api_key, what, connect_s, read_s, attempts)),
+                              name="cookbook-preflight", daemon=True)
+    worker.start()
+    worker.join(PREFLIGHT_WATCHDOG_S)
+    if not outcome:
+        raise ConfigurationError(f"{what} ({url}) did not answer within {PREFLIGHT_WATCHDOG_S:.0f} s; {_URL_HINT}")
+    if outcome[0] is not None:
+        raise outcome[0]
 
-    def probe() -> None:
+
+def _probe(url: str, api_key: str, what: str, connect_s: float, read_s: float,
+           attempts: int) -> ConfigurationError | None:
+    import httpx
+
+    endpoint = f"{url}/api/v1/get_server_capabilities"
+    where = what if url in what else f"{what} at {url}"
+    timeout = httpx.Timeout(read_s, connect=connect_s)
+    last = ""
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            time.sleep(0.5)
         try:
-            check = getattr(client, "_check_accessible", None)  # one billing-gated request, no retries
-            if callable(check):
-                check()
-            else:  # pragma: no cover - other SDK versions
-                client.get_server_capabilities()
-            result.put(None)
-        except BaseException as exc:
-            result.put(exc)
-
-    threading.Thread(target=probe, name="cookbook-preflight", daemon=True).start()
-    hint = ("check the URL (base_url / TINKER_BASE_URL), that the server is running and reachable, and "
-            "TINKER_API_KEY; unset TINKER_API_KEY to run offline on the embedded mock")
-    try:
-        exc = result.get(timeout=timeout)
-    except queue.Empty:
-        raise ConfigurationError(f"{what} did not answer within {timeout:.0f} s; {hint}") from None
-    if exc is not None:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ConfigurationError(f"{what} refused the connection or the API key ({type(exc).__name__}: {first}); "
-                                 f"{hint}") from None
+            with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=True) as http:
+                resp = http.get(endpoint, headers={"X-API-Key": api_key, "Accept": "application/json"})
+        except httpx.TimeoutException as exc:
+            last = f"no answer within the timeout ({type(exc).__name__})"
+            continue
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+            continue
+        except Exception as exc:
+            return ConfigurationError(f"{what}: cannot send a request to {url} ({type(exc).__name__}: {exc}); {_URL_HINT}")
+        code = resp.status_code
+        body = " ".join(resp.text.split())[:200]
+        if 200 <= code < 300:
+            return None
+        if code in (401, 403):
+            return ConfigurationError(f"{where} rejected the API key (HTTP {code}: {body}); {_KEY_HINT}")
+        if code == 402:
+            return ConfigurationError(f"{where} refused the account (HTTP 402, billing: {body}); check the "
+                                      "account's billing in the Tinker console, or unset TINKER_API_KEY to run offline")
+        if code in (408, 429) or code >= 500:
+            last = f"HTTP {code}: {body}"
+            continue
+        return ConfigurationError(f"{what}: {endpoint} answered HTTP {code} ({body}), so {url} is not a Tinker API root; "
+                                  f"{_URL_HINT}")
+    return ConfigurationError(f"{where} could not be reached after {max(1, attempts)} attempts ({last}); {_URL_HINT}")
 
 
 @contextlib.contextmanager
@@ -98,8 +143,8 @@ def tinker_service(log_path: str | Path, base_url: str | None = None) -> Iterato
         mock = MockTinker(state_dir=Path(log_path) / "mock_state").start()
         client = tinker.ServiceClient(base_url=mock.base_url, api_key=mock.api_key)
         base_url = mock.base_url
-    if mock is None:
-        preflight(client, describe_service(kind, base_url))  # before any session exists: nothing to close
+    if mock is None:  # before any session exists: nothing to close
+        preflight(service_url(kind, base_url), real_key or "tml-mock", describe_service(kind, base_url))
     status: Literal["success", "errored", "interrupted"] = "errored"
     try:
         yield Service(client, kind, base_url)

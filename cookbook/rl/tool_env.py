@@ -21,7 +21,8 @@ Reward (at the final turn; earlier turns get 0)::
 ``correct``: the last integer of the answer equals the exact result; ``well_formed``: every turn ended with
 the stop sequence, no tool call was unparsable, and the episode did not run out of turns; ``used_tool``: at
 least one calculator call returned a result (an invalid expression or an unknown tool returns an
-``error: ...`` result the model sees, and does not count). Metrics (final turn): ``correct``, ``format``, ``used_tool``, ``tool_calls``,
+``error: ...`` result the model sees, and does not count) *and* an answer followed (calling until the turns
+run out, or a malformed turn after a call, is not tool use: it earns the tool penalty too). Metrics (final turn): ``correct``, ``format``, ``used_tool``, ``tool_calls``,
 ``turns``; each tool-calling turn logs ``tool_call_ok``.
 """
 
@@ -127,10 +128,10 @@ class CalculatorEnv(Env):
     async def initial_observation(self) -> tuple[Any, StopCondition]:
         return self.renderer.build_generation_prompt(self.messages), self.renderer.get_stop_sequences()
 
-    def _done(self, correct: float) -> StepResult:
+    def _done(self, correct: float, answered: bool = False) -> StepResult:
         from tinker import ModelInput
 
-        used = float(self.ok_calls > 0)
+        used = float(self.ok_calls > 0 and answered)
         fmt = float(self.well_formed)
         reward = correct + self.format_coef * (fmt - 1.0) + self.tool_coef * (used - 1.0)
         return StepResult(reward, True, ModelInput.empty(), self.renderer.get_stop_sequences(), {
@@ -146,7 +147,7 @@ class CalculatorEnv(Env):
             return self._done(0.0)
         calls = msg.get("tool_calls") or []
         if not calls:
-            return self._done(float(last_integer(text_of(msg["content"])) == self.answer))
+            return self._done(float(last_integer(text_of(msg["content"])) == self.answer), answered=True)
         if self.turn >= self.max_turns:
             self.well_formed = False
             return self._done(0.0)
@@ -182,7 +183,8 @@ def draw_problem(rng: random.Random, max_operand: int, ops: Sequence[str]) -> tu
 @dataclass
 class CalculatorDataset:
     """Batch ``i``: ``batch_size`` problems drawn with ``random.Random(f"{seed}:{i}")``, ``group_size``
-    rollouts each."""
+    rollouts each. ``n_problems > 0``: the problems come from a fixed pool of that many, drawn once with
+    ``random.Random(f"{seed}:pool")`` (batch ``i`` picks from it with the same per-batch generator)."""
 
     renderer: RendererProtocol
     batch_size: int
@@ -192,15 +194,23 @@ class CalculatorDataset:
     ops: tuple[str, ...] = ("+", "-", "*")
     max_turns: int = 3
     seed: int = 0
+    n_problems: int = 0
+    tool_coef: float = 0.5
 
     def __len__(self) -> int:
         return self.n_batches
 
+    def pool(self) -> list[tuple[int, str, int]]:
+        """The fixed problem pool (empty when ``n_problems`` is 0: every group draws a new problem)."""
+        rng = random.Random(f"{self.seed}:pool")
+        return [draw_problem(rng, self.max_operand, self.ops) for _ in range(self.n_problems)]
+
     def get_batch(self, index: int) -> list[EnvGroupBuilder]:
         rng = random.Random(f"{self.seed}:{index}")
+        pool = self.pool()
         out: list[EnvGroupBuilder] = []
         for _ in range(self.batch_size):
-            x, op, y = draw_problem(rng, self.max_operand, self.ops)
-            thunk = functools.partial(CalculatorEnv, self.renderer, x, op, y, self.max_turns)
+            x, op, y = rng.choice(pool) if pool else draw_problem(rng, self.max_operand, self.ops)
+            thunk = functools.partial(CalculatorEnv, self.renderer, x, op, y, self.max_turns, tool_coef=self.tool_coef)
             out.append(ProblemGroupBuilder(thunk, self.group_size, ["calculator"]))
         return out

@@ -36,6 +36,9 @@ CASES: dict[str, tuple[str, list[str]]] = {
                                       "save_every=2", "lora_rank=8"]),
     "distillation_async": ("distillation", ["teacher_sft_steps=3", "n_batches=6", "batch_size=4", "group_size=2",
                                             "save_every=2", "lora_rank=8", "async_config.max_steps_off_policy=1"]),
+    # multi-turn episodes (tool calls, tool results, answer) after an SFT warm-up in <log_path>/warmup
+    "tool_use_rl": ("tool_use_rl", ["warmup_sft_steps=3", "n_batches=6", "batch_size=4", "group_size=2",
+                                    "save_every=2", "lora_rank=8", "max_tokens=48"]),
 }
 
 
