@@ -223,15 +223,16 @@ class Qwen3Renderer(Renderer):
         image ``<|vision_start|>`` + image + ``<|vision_end|>`` (the template's ``<|image_pad|>``, expanded to the
         image processor's token count)."""
         content = msg["content"]
-        if not has_images(content):
+        if isinstance(content, str) or not has_images(content):
             return [text_of(content)]
         out: list[Segment] = []
-        for j, p in enumerate(content):
+        for j, part in enumerate(content):
+            p: dict[str, Any] = dict(part)
             if p["type"] == "image":
                 seg = image_segment(p["image"], QWEN3_VL, self.image_pad, f"message {ctx.idx} part {j}")
                 out += [[self.vision_start], seg, [self.vision_end]]
             elif p["type"] == "text":
-                out.append(p["text"])
+                out.append(str(p["text"]))
         return out
 
     # ------------------------------------------------------------------------------------------ tools
