@@ -50,6 +50,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from cookbook.errors import RendererError
 from cookbook.renderers.base import (
     ContentPart,
     Message,
@@ -60,12 +61,14 @@ from cookbook.renderers.base import (
     ToolCall,
     ToolSpec,
     UnparsedToolCall,
+    has_images,
     text_of,
     thinking_of,
 )
 from cookbook.renderers.kit.segments import tojson
 from cookbook.renderers.kit.thinking import frame_thinking, restore_think_opening
 from cookbook.renderers.kit.tools import parse_json_tool_call, tool_call_json, tool_run
+from cookbook.renderers.kit.vision import QWEN3_VL, image_segment
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 
@@ -97,11 +100,19 @@ class Qwen3Renderer(Renderer):
         strip_thinking_from_history: bool = True,
         enable_thinking: bool = True,
         instruct: bool = False,
+        vision: bool = False,
     ):
         """``enable_thinking=False``: ``qwen3_disable_thinking`` (the prompt pre-fills the empty block, which is the
         untrained header of a produced turn; a trained turn that reasons is refused). ``instruct=True``:
-        ``qwen3_instruct`` (never frames a think block)."""
+        ``qwen3_instruct`` (never frames a think block). ``vision=True``: Qwen3-VL Instruct
+        (``qwen3_vl_instruct``): image parts of user and system messages are written
+        ``<|vision_start|>`` + image + ``<|vision_end|>`` (an ``ImageChunk`` of Qwen3-VL's token count)."""
         super().__init__(tokenizer)
+        self.supports_images = vision
+        if vision:
+            self.vision_start = self.enc.special("<|vision_start|>")
+            self.vision_end = self.enc.special("<|vision_end|>")
+            self.image_pad = self.enc.special("<|image_pad|>")
         self.strip_thinking_from_history = strip_thinking_from_history
         #: frame the produced turn with ``<think>\n...\n</think>\n\n`` (the 2507 Instruct models never do)
         self.frames_thinking = not instruct
@@ -133,12 +144,15 @@ class Qwen3Renderer(Renderer):
 
     def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
         role = msg["role"]
+        if has_images(msg["content"]) and role not in ("user", "system"):
+            raise RendererError(
+                f"message {ctx.idx} ({role}) has an image part; {self.name!r} writes images only in user and "
+                "system messages (as the Qwen3-VL template's vision blocks); move the image to a user message"
+            )
         if role == "tool":
             return self._render_tool_response(msg, ctx)
         if role != "assistant":
-            return RenderedMessage(
-                header=self._header(role, ctx), output=[text_of(msg["content"]), [self.im_end]]
-            )
+            return RenderedMessage(header=self._header(role, ctx), output=[*self._content(msg, ctx), [self.im_end]])
         text, raw_text, header_extra = self._assistant_text(msg, ctx)
         calls = msg.get("tool_calls") or []
         if calls:
@@ -203,6 +217,23 @@ class Qwen3Renderer(Renderer):
         header = [] if continues else self._header("user", ctx)
         output: list[Segment] = [body + "\n"] if followed else [body, [self.im_end]]
         return RenderedMessage(header=header, output=output)
+
+    def _content(self, msg: Message, ctx: RenderContext) -> list[Segment]:
+        """A user or system message's content: its text verbatim; with images (vision), the parts in order, each
+        image ``<|vision_start|>`` + image + ``<|vision_end|>`` (the template's ``<|image_pad|>``, expanded to the
+        image processor's token count)."""
+        content = msg["content"]
+        if isinstance(content, str) or not has_images(content):
+            return [text_of(content)]
+        out: list[Segment] = []
+        for j, part in enumerate(content):
+            p: dict[str, Any] = dict(part)
+            if p["type"] == "image":
+                seg = image_segment(p["image"], QWEN3_VL, self.image_pad, f"message {ctx.idx} part {j}")
+                out += [[self.vision_start], seg, [self.vision_end]]
+            elif p["type"] == "text":
+                out.append(str(p["text"]))
+        return out
 
     # ------------------------------------------------------------------------------------------ tools
     def create_conversation_prefix_with_tools(

@@ -1,4 +1,7 @@
-"""Qwen3.5 / 3.6 text renderers: ``qwen3_5`` (thinking) and ``qwen3_5_disable_thinking``.
+"""Qwen3.5 / 3.6 / 3.8 renderers: ``qwen3_5`` (thinking), ``qwen3_5_disable_thinking``, ``qwen3_5_preserve_thinking``
+and Qwen3.8's ``qwen3_8_xhigh_reasoning``, ``qwen3_8_medium_reasoning``, ``qwen3_8_low_reasoning`` and
+``qwen3_8_disable_thinking`` (the same family: one tokenizer, the same ChatML blocks, think blocks and XML tool
+calls; the later templates' changes are options, see :class:`Qwen3_5Renderer`).
 
 Oracle: the Qwen3.5 chat template (llama.cpp's copy, ``Qwen3.5-4B.jinja``). Token format (ChatML)::
 
@@ -38,8 +41,21 @@ Oracle: the Qwen3.5 chat template (llama.cpp's copy, ``Qwen3.5-4B.jinja``). Toke
 message after the last user message (never trained); a trained assistant message that reasons raises
 :class:`~cookbook.errors.RendererError`.
 
+``qwen3_5_preserve_thinking`` is the ``preserve_thinking`` template input (Qwen3.6's template has it; tml-renderers'
+``Qwen35(strip_thinking_from_history=False)``): every assistant message keeps its reasoning and its think block, not
+only those after the last user message.
+
+Qwen3.8 (``qwen3_8_*``; oracle tml-renderers' ``Qwen38``, no Qwen3.8 template reaches a registry) changes the
+Qwen3.5 template in five places: ``preserve_thinking`` is on by default; the ``reasoning_effort`` input (``xhigh``,
+the default, ``medium``, ``low``) puts an instruction sentence first in the system message (a system message of its
+own when there is none; ``medium`` has no sentence, nor has ``enable_thinking=False``); a system message that is
+empty after trimming writes nothing; non-string tool arguments are written with ``|tojson`` (``true``, ``null``); and
+``<think>`` inside string content is content (reasoning comes only from thinking parts).
+
 Stop sequence: ``<|im_end|>``; ``<|endoftext|>`` at the end of a response is an EOS termination.
-Neither renderer has the sequence-extension property (reasoning of earlier turns is dropped).
+No renderer of the family has the sequence-extension property: a produced turn is sampled after the prompt's
+``<think>\\n`` (so its text starts a new piece), while history writes ``<think>`` and then ``\\n{reasoning}`` as one
+piece, which tokenizes differently; without ``preserve_thinking`` the reasoning of earlier turns is also dropped.
 """
 
 from __future__ import annotations
@@ -47,6 +63,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cookbook.errors import ConfigurationError
 from cookbook.renderers.base import (
     Message,
     RenderContext,
@@ -56,6 +73,7 @@ from cookbook.renderers.base import (
     ToolSpec,
     has_images,
     text_of,
+    thinking_of,
 )
 from cookbook.renderers.kit.parsing import parse_think_and_calls
 from cookbook.renderers.kit.segments import Lit, Piece, SegmentWriter, tojson
@@ -75,6 +93,16 @@ __all__ = ["Qwen3_5Renderer", "parse_xml_tool_call", "xml_parameter_value"]
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 
+#: Qwen3.8's reasoning-effort instructions (the sentences tinker-cookbook 0.6.1 and PI renderers both give for the
+#: Qwen3.8-27B template's ``reasoning_effort`` input; ``medium``, the middle level, has none)
+REASONING_EFFORT: dict[str, str] = {
+    "xhigh": "Reasoning effort is set to xhigh. Please think carefully through the task, validate key assumptions, "
+    "consider plausible alternatives, and prioritize correctness, consistency, and clarity in the final answer.",
+    "medium": "",
+    "low": "Reasoning effort is set to low. Keep your thinking brief and focused, moving directly to the conclusion "
+    "without unnecessary elaboration.",
+}
+
 
 class Qwen3_5Renderer(Renderer):
     """Qwen3.5 / 3.6 in thinking mode (the template with ``enable_thinking`` unset)."""
@@ -93,12 +121,46 @@ class Qwen3_5Renderer(Renderer):
         "<|vision_start|>", "<|vision_end|>",
     )
 
-    def __init__(self, tokenizer: Any, enable_thinking: bool = True):
+    def __init__(
+        self,
+        tokenizer: Any,
+        enable_thinking: bool = True,
+        preserve_thinking: bool = False,
+        reasoning_effort: str | None = None,
+        omit_empty_system: bool = False,
+        json_arguments: bool = False,
+        inline_thinking: bool = True,
+    ):
         """``enable_thinking=False`` (``qwen3_5_disable_thinking``): the generation prompt pre-fills the empty block
         ``<think>\n\n</think>\n\n``, the untrained header of every non-reasoning assistant message after the last
-        user message; a trained assistant message that reasons is refused."""
+        user message; a trained assistant message that reasons is refused.
+
+        The other options are the template inputs and template changes of later releases (all off: Qwen3.5):
+
+        * ``preserve_thinking`` (the ``preserve_thinking`` template input; ``qwen3_5_preserve_thinking`` and
+          Qwen3.8's default): every assistant message keeps its think block, not only those after the last user
+          message.
+        * ``reasoning_effort`` (Qwen3.8: ``"xhigh"``, ``"medium"`` or ``"low"``): the template's instruction sentence
+          for that effort opens the system message (a system message of its own when the conversation has none);
+          ``medium`` has none, and with thinking disabled there is none.
+        * ``omit_empty_system`` (Qwen3.8): a system message that is empty after trimming writes nothing.
+        * ``json_arguments`` (Qwen3.6 / 3.8): non-string tool-call arguments are written with ``|tojson``.
+        * ``inline_thinking=False`` (Qwen3.8): ``<think>``...``</think>`` inside string content is content, not
+          reasoning (the template reads reasoning only from ``reasoning_content``, i.e. thinking parts).
+        """
         super().__init__(tokenizer)
+        if reasoning_effort is not None and reasoning_effort not in REASONING_EFFORT:
+            raise ConfigurationError(
+                f"reasoning_effort must be one of {', '.join(REASONING_EFFORT)} or None, got {reasoning_effort!r}"
+            )
         self.disables_thinking = not enable_thinking
+        self.preserve_thinking = preserve_thinking
+        self.reasoning_effort = reasoning_effort
+        #: the sentence that opens the system message ("" for none)
+        self.instruction = REASONING_EFFORT[reasoning_effort] if reasoning_effort and enable_thinking else ""
+        self.omit_empty_system = omit_empty_system
+        self.json_arguments = json_arguments
+        self.inline_thinking = inline_thinking
         #: the header of an assistant message after the last user message (``<think>\n`` or the empty block)
         self.think_opening = "<think>\n" if enable_thinking else EMPTY_THINK
         self.w = SegmentWriter(self.enc, self.CONTROL_TOKENS)
@@ -108,7 +170,23 @@ class Qwen3_5Renderer(Renderer):
 
     # ------------------------------------------------------------------------------------------ rendering
     def _open(self, role: str, ctx: RenderContext) -> str:
-        return ("\n" if ctx.idx > 0 else "") + "<|im_start|>" + role + "\n"
+        """``\\n<|im_start|>{role}\\n``; no ``\\n`` for the first message written (the first message, or the second
+        when an empty system message wrote nothing). With a reasoning-effort instruction and no system message, the
+        first header is preceded by the instruction's own system message."""
+        first = ctx.idx == 0 or (ctx.idx == 1 and ctx.prev is not None and self._writes_nothing(ctx.prev))
+        lead = "" if first else "\n"
+        if ctx.idx == 0 and role != "system" and self.instruction:
+            lead = "<|im_start|>system\n" + self.instruction + "<|im_end|>\n"
+        return lead + "<|im_start|>" + role + "\n"
+
+    def _writes_nothing(self, msg: Message) -> bool:
+        """A first message that renders to nothing: an empty system message under ``omit_empty_system``."""
+        return (
+            self.omit_empty_system
+            and msg["role"] == "system"
+            and not self.instruction
+            and not text_of(msg["content"]).strip()
+        )
 
     def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
         role = msg["role"]
@@ -119,7 +197,13 @@ class Qwen3_5Renderer(Renderer):
         if role != "system" and has_images(msg["content"]):
             return RenderedMessage(header=self.w(self._open(role, ctx)), output=self._vision_content(msg, ctx))
         text = text_of(msg["content"]).strip()
-        body = declaration_pieces(text, XML_TOOLS_PREAMBLE, XML_TOOLS_INSTRUCTIONS) if role == "system" else [Lit(text)]
+        if role != "system":
+            return RenderedMessage(header=self.w(self._open(role, ctx)), output=self.w(Lit(text), "<|im_end|>"))
+        if ctx.idx == 0 and self._writes_nothing(msg):
+            return RenderedMessage()
+        body = declaration_pieces(text, XML_TOOLS_PREAMBLE, XML_TOOLS_INSTRUCTIONS)
+        if ctx.idx == 0 and self.instruction:  # the template writes it first, before the tools and the prompt
+            body = [self.instruction + ("\n\n" if text else ""), *body]
         return RenderedMessage(header=self.w(self._open(role, ctx)), output=self.w(*body, "<|im_end|>"))
 
     def _vision_content(self, msg: Message, ctx: RenderContext) -> list[Segment]:
@@ -143,12 +227,22 @@ class Qwen3_5Renderer(Renderer):
             out += self.w(Lit(text))
         return out + self.w("<|im_end|>")
 
+    def _reasoning_and_text(self, msg: Message) -> tuple[str, str]:
+        if self.inline_thinking:
+            return split_reasoning(msg)
+        content = msg["content"]
+        return "\n".join(thinking_of(content)), text_of(content)
+
+    def reasons(self, msg: Message) -> bool:
+        return bool(self._reasoning_and_text(msg)[0].strip())
+
     def _render_assistant(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
-        reasoning, text = split_reasoning(msg)
+        reasoning, text = self._reasoning_and_text(msg)
         reasoning, text = reasoning.strip(), text.strip()
         header: list[Piece] = [self._open("assistant", ctx)]
         body: list[Piece] = []
-        if ctx.idx > ctx.last_user_index:  # the template frames every message after the last user query
+        # the template frames every message after the last user query (every message with preserve_thinking)
+        if self.preserve_thinking or ctx.idx > ctx.last_user_index:
             if reasoning or self.think_opening == "<think>\n":
                 if ctx.is_last and not ctx.for_prompt:  # being produced: the prompt supplied "<think>\n"
                     header.append("<think>\n")
@@ -162,7 +256,7 @@ class Qwen3_5Renderer(Renderer):
         calls = msg.get("tool_calls") or []
         for i, call in enumerate(calls):
             body.append(("\n\n" if text else "") if i == 0 else "\n")
-            body += xml_tool_call_pieces(call)
+            body += xml_tool_call_pieces(call, self.json_arguments)
         body.append("<|im_end|>")
         return RenderedMessage(header=self.w(*header), output=self.w(*body))
 

@@ -26,6 +26,8 @@ def _entry(factory: str, **options: Any) -> BuiltinRenderer:
 
 _QWEN3 = "cookbook.renderers.qwen3:Qwen3Renderer"
 _QWEN3_5 = "cookbook.renderers.qwen3_5:Qwen3_5Renderer"
+#: the Qwen3.8 template's changes to the Qwen3.5 one (reasoning_effort is per entry)
+_QWEN3_8: dict[str, Any] = {"preserve_thinking": True, "omit_empty_system": True, "json_arguments": True, "inline_thinking": False}
 _DEEPSEEK_V3 = "cookbook.renderers.deepseek_v3:DeepSeekV3Renderer"
 _GPT_OSS = "cookbook.renderers.gpt_oss:GptOssRenderer"
 _NEMOTRON3 = "cookbook.renderers.nemotron3:Nemotron3Renderer"
@@ -39,6 +41,7 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "qwen3": _entry(_QWEN3),
     "qwen3_disable_thinking": _entry(_QWEN3, enable_thinking=False),
     "qwen3_instruct": _entry(_QWEN3, instruct=True),
+    "qwen3_vl_instruct": _entry(_QWEN3, instruct=True, vision=True),
     "deepseekv3": _entry(_DEEPSEEK_V3),
     "deepseekv3_disable_thinking": _entry(_DEEPSEEK_V3),  # the same chat mode under tinker-cookbook's other name
     "deepseekv3_thinking": _entry(_DEEPSEEK_V3, thinking=True),
@@ -54,6 +57,10 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "gemma3": _entry("cookbook.renderers.gemma3:Gemma3Renderer"),
     "qwen3_5": _entry(_QWEN3_5),
     "qwen3_5_disable_thinking": _entry(_QWEN3_5, enable_thinking=False),
+    "qwen3_8_xhigh_reasoning": _entry(_QWEN3_5, reasoning_effort="xhigh", **_QWEN3_8),
+    "qwen3_8_medium_reasoning": _entry(_QWEN3_5, reasoning_effort="medium", **_QWEN3_8),
+    "qwen3_8_low_reasoning": _entry(_QWEN3_5, reasoning_effort="low", **_QWEN3_8),
+    "qwen3_8_disable_thinking": _entry(_QWEN3_5, enable_thinking=False, **_QWEN3_8),
     "nemotron3": _entry(_NEMOTRON3),
     "nemotron3_disable_thinking": _entry(_NEMOTRON3, enable_thinking=False),
     "kimi_k2": _entry(_KIMI_K2),

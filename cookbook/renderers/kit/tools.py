@@ -103,19 +103,23 @@ XML_TOOLS_INSTRUCTIONS = (
 )
 
 
-def xml_parameter_value(value: Any) -> str:
+def xml_parameter_value(value: Any, json_scalars: bool = False) -> str:
     """A tool-call argument as the XML templates write it: JSON for objects and arrays, ``|string`` for everything
-    else (so ``true`` becomes ``True`` and ``null`` becomes ``None``)."""
+    else (so ``true`` becomes ``True`` and ``null`` becomes ``None``). ``json_scalars=True`` (opt-in; the Qwen3.6 /
+    3.8 templates): ``|tojson`` for every value that is not a string (``true``, ``null``, ``1.5``)."""
+    if json_scalars:
+        return value if isinstance(value, str) else tojson(value)
     if isinstance(value, dict | list):
         return tojson(value)
     return jinja_string(value)
 
 
-def xml_tool_call_pieces(call: ToolCall) -> list[Piece]:
-    """``<tool_call>\\n<function=NAME>\\n`` + parameters + ``</function>\\n</tool_call>`` (no separator)."""
+def xml_tool_call_pieces(call: ToolCall, json_scalars: bool = False) -> list[Piece]:
+    """``<tool_call>\\n<function=NAME>\\n`` + parameters + ``</function>\\n</tool_call>`` (no separator);
+    ``json_scalars`` as in :func:`xml_parameter_value`."""
     pieces: list[Piece] = ["<tool_call>\n<function=", Lit(call.name), ">\n"]
     for key, value in object_arguments(call).items():
-        pieces += ["<parameter=", Lit(key), ">\n", Lit(xml_parameter_value(value)), "\n</parameter>\n"]
+        pieces += ["<parameter=", Lit(key), ">\n", Lit(xml_parameter_value(value, json_scalars)), "\n</parameter>\n"]
     pieces.append("</function>\n</tool_call>")
     return pieces
 
