@@ -49,6 +49,8 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "qwen3_5_disable_thinking": _entry(_QWEN3_5, enable_thinking=False),
     "nemotron3": _entry(_NEMOTRON3),
     "nemotron3_disable_thinking": _entry(_NEMOTRON3, enable_thinking=False),
+    "nemotron3_preserve_thinking": _entry(_NEMOTRON3, strip_thinking_from_history=False),
+    "nemotron3_low_thinking": _entry(_NEMOTRON3, reasoning_effort="low"),
     "kimi_k2": _entry(_KIMI_K2),
     "kimi_k2_thinking": _entry(_KIMI_K2, thinking=True),
     "glm": _entry("cookbook.renderers.glm:GlmRenderer"),
