@@ -227,7 +227,10 @@ class Nemotron3Renderer(Renderer):
                 body.append(Lit(rest[len("<think></think>") :]))
         else:
             produced = ctx.is_last and not ctx.for_prompt and self.prefill_block == "<think>\n"
-            if reasons or produced:  # a produced turn always continues the prompt's "<think>\n" (deviation)
+            # a produced turn always continues the prompt's "<think>\n" (deviation); the Ultra format (thinking on)
+            # frames every message after the last user message, with empty reasoning if need be (tml-renderers)
+            framed = self.ultra and self.prefill_block == "<think>\n" and ctx.idx > ctx.last_user_index
+            if reasons or produced or framed:
                 full = ("<think>\n" + reasoning + self.think_close + text).rstrip()
                 if produced:
                     header.append("<think>\n")
