@@ -58,6 +58,7 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "kimi_k2": _entry(_KIMI_K2),
     "kimi_k2_thinking": _entry(_KIMI_K2, thinking=True),
     "glm": _entry("cookbook.renderers.glm:GlmRenderer"),
+    "tml_v0": _entry("cookbook.renderers.tml_v0:TmlV0Renderer"),
 }
 _CUSTOM: dict[str, RendererFactory] = {}
 
