@@ -75,12 +75,15 @@ class Edit:
     pattern: str
     replacement: str
     optional: bool = False
+    groups: bool = False  # regex only: ``with`` may refer to the match's groups (``\\1``, ``\\g<name>``)
 
     def apply(self, text: str) -> tuple[str, int]:
         """``(new_text, number_of_matches)``."""
         if self.kind == "replace":
             n = text.count(self.pattern)
             return (text.replace(self.pattern, self.replacement) if n else text), n
+        if self.groups:
+            return re.subn(self.pattern, lambda m: m.expand(self.replacement), text)
         new, n = re.subn(self.pattern, lambda _m: self.replacement, text)
         return new, n
 
@@ -557,7 +560,7 @@ def _load_deviation(ctx: _Ctx, d: Any, i: int) -> Deviation:
         f = f"{pre}template_edits[{j}]"
         if not isinstance(e, dict):
             raise ctx.err(f"expected a mapping, got {e!r}", fld=f)
-        _unknown(ctx, e, ("replace", "regex", "with", "optional"), prefix=f + ".")
+        _unknown(ctx, e, ("replace", "regex", "with", "optional", "groups"), prefix=f + ".")
         if ("replace" in e) == ("regex" in e):
             raise ctx.err("give exactly one of 'replace' or 'regex'", fld=f)
         kind: Literal["replace", "regex"] = "replace" if "replace" in e else "regex"
@@ -575,7 +578,16 @@ def _load_deviation(ctx: _Ctx, d: Any, i: int) -> Deviation:
         optional = e.get("optional", False)
         if not isinstance(optional, bool):
             raise ctx.err("optional must be true or false", fld=f)
-        edits.append(Edit(kind, pattern, repl, optional))
+        groups = e.get("groups", False)
+        if not isinstance(groups, bool) or (groups and kind != "regex"):
+            raise ctx.err("groups must be true or false, and only on a regex edit", fld=f)
+        if groups:  # a reference to a group the regex lacks fails here, not in the generator
+            rx = re.compile(pattern)
+            for num, named in re.findall(r"\\(\d+)|\\g<(\w+)>", repl):
+                ref = num or named
+                if not (ref.isdigit() and int(ref) <= rx.groups) and ref not in rx.groupindex:
+                    raise ctx.err(f"'with' refers to group {ref!r}, which the regex does not have", fld=f)
+        edits.append(Edit(kind, pattern, repl, optional, groups))
     applies_to = _opt(ctx, d, "applies_to", str, "cases", prefix=pre)
     if applies_to not in ("cases", "all"):
         raise ctx.err(f"must be 'cases' or 'all', got {applies_to!r}", fld=pre + "applies_to")

@@ -82,8 +82,23 @@ def _mod(name: str) -> Any:
         ) from exc
 
 
+#: ``tml.class`` of the TMLv0 renderer (``tml_renderers.v0.Renderer``, Inkling), built with a tokenizer class of
+#: ``tml_renderers.tokenizers`` (``kwargs: {tokenizer: O200kBaseChatTokenizer}``)
+V0 = "v0"
+
+
 def load_tml_renderer(cls: str, constructor: str | None = None, kwargs: Mapping[str, Any] | None = None) -> Any:
-    """An official renderer: ``tml_renderers.renderers.<cls>.<constructor>(**kwargs)`` (or ``<cls>(**kwargs)``)."""
+    """An official renderer: ``tml_renderers.renderers.<cls>.<constructor>(**kwargs)`` (or ``<cls>(**kwargs)``);
+    ``cls="v0"``: ``tml_renderers.v0.Renderer(tml_renderers.tokenizers.<kwargs["tokenizer"]>())``."""
+    if cls == V0:
+        opts = dict(kwargs or {})
+        tok_name = str(opts.pop("tokenizer", "O200kBaseChatTokenizer"))
+        if opts or constructor:
+            raise SpecError(f"tml_renderers.v0.Renderer takes only a tokenizer (kwargs: {{tokenizer: ...}}), got {kwargs!r}")
+        tok_cls = getattr(_mod("tml_renderers.tokenizers"), tok_name, None)
+        if tok_cls is None:
+            raise SpecError(f"tml_renderers.tokenizers has no tokenizer {tok_name!r} (tml-renderers 0.2.1)")
+        return _mod("tml_renderers.v0").Renderer(tok_cls())
     renderers = _mod("tml_renderers.renderers")
     klass = getattr(renderers, cls, None)
     if klass is None:
@@ -220,12 +235,31 @@ class TmlOracle:
 
     def __init__(self, cls: str, constructor: str | None = None, kwargs: Mapping[str, Any] | None = None):
         self.cls, self.constructor = cls, constructor
-        self.renderer = load_tml_renderer(cls, constructor, kwargs)
+        opts = dict(kwargs or {})
+        #: TMLv0's thinking effort in [0, 1) (``kwargs: {effort: 0.9}``): the generation prompt is
+        #: ``render_for_completion_with_effort``; an SFT conversation gets the same ``ThinkingEffort`` system message
+        #: after its leading system messages (tinker-cookbook's tml_v0 does both, default 0.9)
+        self.effort: float | None = opts.pop("effort", None) if cls == V0 else None
+        self.renderer = load_tml_renderer(cls, constructor, opts)
         self.tokenizer = self.renderer.tokenizer
 
     @property
     def label(self) -> str:
+        if self.cls == V0:
+            return "tml_renderers.v0.Renderer" + (f" (effort {self.effort})" if self.effort is not None else "")
         return f"tml_renderers.renderers.{self.cls}" + (f".{self.constructor}()" if self.constructor else "()")
+
+    def _with_effort(self, ml: Any) -> Any:
+        """``ml`` with the ``ThinkingEffort`` system message after its leading system messages."""
+        if self.effort is None:
+            return ml
+        chat = _mod("tml_renderers.chat")
+        msgs = list(ml.messages)
+        at = 0
+        while at < len(msgs) and msgs[at].author.kind == chat.AuthorKind.System:
+            at += 1
+        effort = chat.Message(content=chat.ThinkingEffort(round(self.effort * 1000)), author=chat.Author(chat.AuthorKind.System))
+        return chat.MessageList([*msgs[:at], effort, *msgs[at:]])
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids)))
@@ -241,7 +275,11 @@ class TmlOracle:
         return toks
 
     def generation(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] = ()) -> TmlRendered:
-        spans, _parser = self.renderer.render_for_completion(to_tml_messages(messages, tools))
+        ml = to_tml_messages(messages, tools)
+        if self.effort is not None:
+            spans, _parser = self.renderer.render_for_completion_with_effort(ml, self.effort)
+        else:
+            spans, _parser = self.renderer.render_for_completion(ml)
         toks = self._span_tokens(spans)
         return TmlRendered(toks, [0.0] * len(toks), self.decode(toks))
 
@@ -251,7 +289,7 @@ class TmlOracle:
         tools: Sequence[Mapping[str, Any]] = (),
         train_on_what: str = "last_assistant_message",
     ) -> TmlRendered:
-        ml = to_tml_messages(messages, tools, trained_indices(messages, train_on_what))
+        ml = self._with_effort(to_tml_messages(messages, tools, trained_indices(messages, train_on_what)))
         examples = self.renderer.render_for_sft(ml)
         if len(examples) != 1:
             raise SpecError(f"{self.label}.render_for_sft produced {len(examples)} examples, expected one")

@@ -1,4 +1,5 @@
-"""Nemotron 3 renderers: ``nemotron3`` (thinking) and ``nemotron3_disable_thinking``.
+"""Nemotron 3 renderers: ``nemotron3`` (thinking), ``nemotron3_disable_thinking`` and the registry variants
+``nemotron3_preserve_thinking``, ``nemotron3_low_thinking`` and ``nemotron3_ultra*`` (options of one class, below).
 
 Oracle: the Nemotron 3 Nano chat template (llama.cpp's copy, ``NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.jinja``) with
 the Nemotron 3 tokenizer (exported from tml-renderers; control tokens ``<|im_start|>``=10, ``<|im_end|>``=11,
@@ -39,6 +40,13 @@ Token format (ChatML, a close relative of Qwen3.5)::
 message is header; a trained message that reasons raises :class:`~cookbook.errors.RendererError`.
 
 Stop sequence ``<|im_end|>``; ``</s>`` at the end of a response is an EOS termination. No extension property.
+
+Variants (registry options): ``nemotron3_preserve_thinking`` keeps the reasoning of history messages (the
+template's ``truncate_history_thinking=False``); ``nemotron3_low_thinking`` appends ``\n\n{reasoning effort: low}``
+to the last user message (Nemotron 3 Super's ``low_effort=True``). The Ultra format (``nemotron3_ultra``, its
+``_disable_thinking``, ``_medium_thinking`` and ``_preserve_thinking`` variants; Nemotron 3 Ultra, 3.5 Lightning,
+3.5 Super) frames reasoning ``<think>\n{reasoning}</think>{text}`` (oracle: tml-renderers' ``Nemotron3.ultra*()``;
+specs/renderers/nemotron3_ultra.yaml).
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cookbook.errors import ConfigurationError
 from cookbook.renderers.base import (
     Message,
     RenderContext,
@@ -69,6 +78,9 @@ from cookbook.renderers.kit.tools import (
 
 NEMOTRON3_TOOLS_PREAMBLE = XML_TOOLS_PREAMBLE  # identical text in the Qwen3.5 and Nemotron 3 templates
 _EMPTY_SYSTEM = "<|im_start|>system\n<|im_end|>\n"
+#: the effort directive the templates append to the last user message ("low": Nemotron 3 Super's template with
+#: low_effort=True; "medium": the Ultra-format templates with medium_effort=True), as tml-renderers writes it
+EFFORT_SUFFIXES = {"low": "\n\n{reasoning effort: low}", "medium": "\n\n{reasoning effort: efficient}"}
 
 
 def _extra_keys(obj: Any, handled: Sequence[str]) -> str:
@@ -132,11 +144,42 @@ class Nemotron3Renderer(Renderer):
         "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
     )
 
-    def __init__(self, tokenizer: Any, enable_thinking: bool = True):
+    def __init__(
+        self,
+        tokenizer: Any,
+        enable_thinking: bool = True,
+        strip_thinking_from_history: bool = True,
+        reasoning_effort: str | None = None,
+        ultra: bool = False,
+    ):
         """``enable_thinking=False`` (``nemotron3_disable_thinking``): the prompt pre-fills ``<think></think>``; a
-        trained assistant message (at or after the boundary of the training mode) that reasons is refused."""
+        trained assistant message (at or after the boundary of the training mode) that reasons is refused.
+
+        ``strip_thinking_from_history=False`` (``nemotron3_preserve_thinking``; the template's
+        ``truncate_history_thinking=False``): assistant messages before the last user message keep their reasoning
+        and are written like the messages after it.
+
+        ``reasoning_effort`` (``"low"``: ``nemotron3_low_thinking``, the Super template's ``low_effort=True``): the
+        last user message ends with :data:`EFFORT_SUFFIXES` ``[effort]`` (``"medium"``:
+        ``nemotron3_ultra_medium_thinking``, the Ultra-format templates' ``medium_effort=True``).
+
+        ``ultra=True`` (``nemotron3_ultra*``: Nemotron 3 Ultra, 3.5 Lightning, 3.5 Super): reasoning is framed
+        ``<think>\n{reasoning}</think>{text}``, with no newline before or after ``</think>``, and a history message
+        whose reasoning is truncated is ``<think></think>{text}`` (no newline kept).
+        """
         super().__init__(tokenizer)
+        if reasoning_effort is not None and reasoning_effort not in EFFORT_SUFFIXES:
+            raise ConfigurationError(
+                f"Nemotron3Renderer: reasoning_effort must be one of {sorted(EFFORT_SUFFIXES)} or None, "
+                f"got {reasoning_effort!r}"
+            )
         self.disables_thinking = not enable_thinking
+        self.strip_thinking_from_history = strip_thinking_from_history
+        #: text appended to the last user message (the effort directive), "" for none
+        self.effort_suffix = EFFORT_SUFFIXES[reasoning_effort] if reasoning_effort else ""
+        self.ultra = ultra
+        #: what closes the reasoning, up to the text: "\n</think>\n" (Nano / Super) or "</think>" (Ultra format)
+        self.think_close = "</think>" if ultra else "\n</think>\n"
         #: what the generation prompt pre-fills after ``<|im_start|>assistant\n``
         self.prefill_block = "<think>\n" if enable_thinking else "<think></think>"
         self.w = SegmentWriter(self.enc, self.CONTROL_TOKENS)
@@ -163,6 +206,8 @@ class Nemotron3Renderer(Renderer):
                 body.append("<|im_end|>")
             return RenderedMessage(header=header, output=self.w(*body))
         text = text_of(msg["content"])
+        if role == "user" and self.effort_suffix and ctx.idx == ctx.last_user_index:
+            text += self.effort_suffix  # one piece: encoded together with the content, as the template does
         pieces = declaration_pieces(text, NEMOTRON3_TOOLS_PREAMBLE, XML_TOOLS_INSTRUCTIONS) if role == "system" else [Lit(text)]
         return RenderedMessage(header=self.w(self._open(role, ctx)), output=self.w(*pieces, "<|im_end|>"))
 
@@ -172,17 +217,21 @@ class Nemotron3Renderer(Renderer):
         calls = msg.get("tool_calls") or []
         header: list[Piece] = [self._open("assistant", ctx)]
         body: list[Piece] = []
-        if ctx.idx < ctx.last_user_index:  # history: reasoning truncated to <think></think>
+        if self.strip_thinking_from_history and ctx.idx < ctx.last_user_index:  # history: reasoning truncated
             header.append("<think></think>")
             if calls:
                 body += [Lit(text.strip()), "\n"]
-            else:
-                rest = ("<think></think>" + ("\n" + text if reasons else text)).strip()
+            else:  # Nano / Super keep the "\n" that followed the truncated </think>; the Ultra format does not
+                kept = "\n" + text if reasons and not self.ultra else text
+                rest = ("<think></think>" + kept).strip()
                 body.append(Lit(rest[len("<think></think>") :]))
         else:
             produced = ctx.is_last and not ctx.for_prompt and self.prefill_block == "<think>\n"
-            if reasons or produced:  # a produced turn always continues the prompt's "<think>\n" (deviation)
-                full = ("<think>\n" + reasoning + "\n</think>\n" + text).rstrip()
+            # a produced turn always continues the prompt's "<think>\n" (deviation); the Ultra format (thinking on)
+            # frames every message after the last user message, with empty reasoning if need be (tml-renderers)
+            framed = self.ultra and self.prefill_block == "<think>\n" and ctx.idx > ctx.last_user_index
+            if reasons or produced or framed:
+                full = ("<think>\n" + reasoning + self.think_close + text).rstrip()
                 if produced:
                     header.append("<think>\n")
                     full = full[len("<think>\n") :]
@@ -199,14 +248,15 @@ class Nemotron3Renderer(Renderer):
         body.append("<|im_end|>")
         return RenderedMessage(header=self.w(*header), output=self.w(*body))
 
-    @staticmethod
-    def _split_think(full: str) -> list[Piece]:
-        """``[<think>\\n]reasoning\\n</think>\\ntext``: the tags are structural, reasoning and text are content."""
-        head, sep, tail = full.rpartition("\n</think>")
+    def _split_think(self, full: str) -> list[Piece]:
+        """``[<think>\\n]reasoning\\n</think>\\ntext`` (Ultra: ``[<think>\\n]reasoning</think>text``): the tags are
+        structural, reasoning and text are content."""
+        close = "</think>" if self.ultra else "\n</think>"
+        head, sep, tail = full.rpartition(close)
         if not sep:
             return [Lit(full)]
         opening = "<think>\n" if head.startswith("<think>\n") else ""
-        return [opening, Lit(head[len(opening) :]), "\n</think>", Lit(tail)]
+        return [opening, Lit(head[len(opening) :]), close, Lit(tail)]
 
     def generation_suffix(self, role: str, ctx: RenderContext) -> list[Segment]:
         """``\\n<|im_start|>assistant\\n<think>\\n`` (thinking) or ``...<think></think>`` (disabled)."""

@@ -63,6 +63,12 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "qwen3_8_disable_thinking": _entry(_QWEN3_5, enable_thinking=False, **_QWEN3_8),
     "nemotron3": _entry(_NEMOTRON3),
     "nemotron3_disable_thinking": _entry(_NEMOTRON3, enable_thinking=False),
+    "nemotron3_preserve_thinking": _entry(_NEMOTRON3, strip_thinking_from_history=False),
+    "nemotron3_low_thinking": _entry(_NEMOTRON3, reasoning_effort="low"),
+    "nemotron3_ultra": _entry(_NEMOTRON3, ultra=True),
+    "nemotron3_ultra_disable_thinking": _entry(_NEMOTRON3, ultra=True, enable_thinking=False),
+    "nemotron3_ultra_medium_thinking": _entry(_NEMOTRON3, ultra=True, reasoning_effort="medium"),
+    "nemotron3_ultra_preserve_thinking": _entry(_NEMOTRON3, ultra=True, strip_thinking_from_history=False),
     "kimi_k2": _entry(_KIMI_K2),
     "kimi_k2_thinking": _entry(_KIMI_K2, thinking=True),
     "kimi_k25": _entry(_KIMI_K2, k25=True),
@@ -75,6 +81,7 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "glm5_3_max_reasoning": _entry(_GLM, reasoning_effort="max"),
     "glm5_3_high_reasoning": _entry(_GLM, reasoning_effort="high"),
     "glm5_3_low_reasoning": _entry(_GLM, reasoning_effort="low"),
+    "tml_v0": _entry("cookbook.renderers.tml_v0:TmlV0Renderer"),
 }
 _CUSTOM: dict[str, RendererFactory] = {}
 

@@ -180,6 +180,22 @@ def test_apply_edits() -> None:
     # regex replacements are literal text (no group references)
     lit = Deviation("l", "", "", (Edit("regex", "a", r"\1"),))
     assert apply_edits(["a"], [lit]) == [r"\1"]
+    # unless the edit says groups: true
+    grp = Deviation("g", "", "", (Edit("regex", r"(a)(b)", r"\2-\1", groups=True),))
+    assert apply_edits(["xaby"], [grp]) == ["xb-ay"]
+
+
+def test_group_edits_are_validated(tmp_path: Path) -> None:
+    import copy
+
+    doc = copy.deepcopy(MINIMAL)
+    doc["deviations"][0]["template_edits"] = [{"regex": "(a)", "with": "\\1\\1", "groups": True}]
+    assert load_spec(_write(tmp_path, doc)).deviations["d1"].template_edits[0].groups
+    for bad in ({"regex": "(a)", "with": "\\2", "groups": True}, {"replace": "a", "with": "b", "groups": True},
+                {"regex": "a", "with": "b", "groups": "yes"}):
+        doc["deviations"][0]["template_edits"] = [bad]
+        with pytest.raises(SpecError, match=r"template_edits\[0\]"):
+            load_spec(_write(tmp_path, doc))
 
 
 def test_property_inputs_are_validated_and_merged(tmp_path: Path) -> None:
