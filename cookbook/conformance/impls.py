@@ -384,6 +384,13 @@ class _TinkerCookbook(Implementation):
         name = self.native_name(spec_name)
         try:
             inner = r.get_renderer(name, tokenizer)
+        except TypeError as exc:
+            # renderers built on tml-renderers (tml_v0) take only tinker-cookbook's own tml tokenizer adapter: give
+            # it the one its get_tokenizer returns for the spec's model (the same tml tokenizer our catalogue exports)
+            if spec is None or "tokenizer" not in str(exc).lower():
+                raise
+            tu = _import("tinker_cookbook.tokenizer_utils", "tinker-cookbook==0.6.1 --no-deps")
+            inner = r.get_renderer(name, tu.get_tokenizer(spec.tokenizer))
         except Exception as exc:
             if "image_processor" in str(exc) or "image processor" in str(exc).lower():
                 raise Unsupported(f"tinker-cookbook's {name} is a vision-language renderer (needs an image processor)") from exc
@@ -422,8 +429,9 @@ class TmlRenderer:
     """A tml-renderers renderer behind cookbook's protocol (OpenAI-format dicts in, native messages out). It makes
     no extension-property claim; a tool declaration its format has no place for is not offered (SKIP)."""
 
-    def __init__(self, inner: Any, name: str):
-        self.inner = inner
+    def __init__(self, oracle: Any, name: str):
+        self.oracle = oracle  # a cookbook.conformance.tml.TmlOracle: the one way this project drives tml-renderers
+        self.inner = oracle.renderer
         self.name = name
         self.chat = importlib.import_module("tml_renderers.chat")
 
@@ -446,7 +454,7 @@ class TmlRenderer:
             raise Unsupported("tml-renderers renders generation prompts for the assistant only")
         if prefill:
             raise Unsupported("tml-renderers' render_for_completion takes no prefill")
-        spans, _parser = self._unsupported_content(lambda: self.inner.render_for_completion(self._message_list(messages)))
+        spans, _parser = self._unsupported_content(lambda: self.oracle.completion(self._message_list(messages)))
         return _tml_tokens(spans)
 
     @staticmethod
@@ -463,7 +471,7 @@ class TmlRenderer:
         mask = trained_messages(rest, train_on_what)
         if any(m and r["role"] != "assistant" for m, r in zip(mask, rest)):
             raise Unsupported("tml-renderers trains model messages only (no weights on user/system/tool messages)")
-        examples = self._unsupported_content(lambda: self.inner.render_for_sft(self._message_list(messages, mask)))
+        examples = self._unsupported_content(lambda: self.oracle.sft(self._message_list(messages, mask)))
         if len(examples) != 1:
             raise Unsupported(f"render_for_sft returned {len(examples)} training examples for one conversation")
         ex = examples[0]
@@ -476,7 +484,7 @@ class TmlRenderer:
         return [stop] if isinstance(stop, str) else list(stop)
 
     def parse_response(self, response: Sequence[int]) -> tuple[Message, str]:
-        _spans, parser = self.inner.render_for_completion(self.chat.MessageList([]))
+        _spans, parser = self.oracle.completion(self.chat.MessageList([]))
         try:
             parsed = list(parser.parse_tokens(list(response)))
         except Exception:  # the native parser raises on truncated or broken structure: its "malformed"
@@ -508,12 +516,12 @@ class _Tml(Implementation):
         return f"{ref.cls}{'.' + ref.constructor if ref.constructor else ''}({args})"
 
     def make(self, spec_name: str, tokenizer: Any, spec: Any = None) -> Any:
-        from cookbook.conformance.tml import load_tml_renderer
+        from cookbook.conformance.tml import TmlOracle
 
         _import("tml_renderers.renderers", "tml-renderers==0.2.1")
         name = self.native_name(spec_name)  # Unsupported for a family it does not have
         ref = tml_refs()[spec_name]
-        return TmlRenderer(load_tml_renderer(ref.cls, ref.constructor, ref.kwargs), name)
+        return TmlRenderer(TmlOracle(ref.cls, ref.constructor, ref.kwargs), name)
 
 
 # ----------------------------------------------------------------------------------------------- pi-renderers

@@ -274,12 +274,18 @@ class TmlOracle:
             toks += [int(t) for t in inner.tokens]
         return toks
 
-    def generation(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] = ()) -> TmlRendered:
-        ml = to_tml_messages(messages, tools)
+    def completion(self, ml: Any) -> tuple[Any, Any]:
+        """``render_for_completion`` of a native message list (with the effort, for TMLv0): (spans, parser)."""
         if self.effort is not None:
-            spans, _parser = self.renderer.render_for_completion_with_effort(ml, self.effort)
-        else:
-            spans, _parser = self.renderer.render_for_completion(ml)
+            return self.renderer.render_for_completion_with_effort(ml, self.effort)
+        return self.renderer.render_for_completion(ml)
+
+    def sft(self, ml: Any) -> list[Any]:
+        """``render_for_sft`` of a native message list (with the effort message, for TMLv0)."""
+        return list(self.renderer.render_for_sft(self._with_effort(ml)))
+
+    def generation(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] = ()) -> TmlRendered:
+        spans, _parser = self.completion(to_tml_messages(messages, tools))
         toks = self._span_tokens(spans)
         return TmlRendered(toks, [0.0] * len(toks), self.decode(toks))
 
@@ -289,8 +295,7 @@ class TmlOracle:
         tools: Sequence[Mapping[str, Any]] = (),
         train_on_what: str = "last_assistant_message",
     ) -> TmlRendered:
-        ml = self._with_effort(to_tml_messages(messages, tools, trained_indices(messages, train_on_what)))
-        examples = self.renderer.render_for_sft(ml)
+        examples = self.sft(to_tml_messages(messages, tools, trained_indices(messages, train_on_what)))
         if len(examples) != 1:
             raise SpecError(f"{self.label}.render_for_sft produced {len(examples)} examples, expected one")
         ex = examples[0]
