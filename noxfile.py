@@ -41,6 +41,17 @@ def _provision(session: nox.Session) -> None:
     session.run("cookbook", "tokenizers", "fetch", "--all", "--quiet")
 
 
+def _peer_smoke_inputs(session: nox.Session) -> None:
+    """What tinker-cookbook's own smoke tests need offline (tests/peers/test_tinker_cookbook_smoke.py): its
+    pinned, sha256-verified PyPI sdist (their source) and the Qwen3.5 tokenizer (the model they name)."""
+    session.run("cookbook", "tokenizers", "fetch", "--quiet", "qwen3_5")
+    session.run(
+        "python", "-c",
+        "from cookbook.tokenizers.provision import ensure_artifact; from cookbook.tokenizers.sources import ARTIFACTS; "
+        "ensure_artifact(ARTIFACTS['tinker-cookbook-sdist'], quiet=True)",
+    )
+
+
 def _wheelhouse(session: nox.Session) -> str:
     """The runtime lock's wheels, downloaded (hash-checked) into the cache, so the wheel test installs offline."""
     root = os.environ.get("COOKBOOK_CACHE") or os.path.join(
@@ -59,6 +70,7 @@ def tests(session: nox.Session) -> None:
     """The whole test suite, offline (tokenizers and the wheel test's wheelhouse are provisioned first)."""
     _install(session)
     _provision(session)
+    _peer_smoke_inputs(session)
     house = _wheelhouse(session)
     workers = os.environ.get("PYTEST_WORKERS", "auto")
     env = {**OFFLINE_ENV, "COOKBOOK_WHEELHOUSE": house}
@@ -132,10 +144,12 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def peer_smoke(session: nox.Session) -> None:
-    """tinker-cookbook 0.6.1's own recipe smoke tests (from its pinned sdist) against the mock. They use real
-    vocabularies on the numpy mock, so each takes minutes: not part of `nox -s tests`."""
+    """Every offline-capable smoke test of tinker-cookbook 0.6.1 (from its pinned sdist) against the mock. They
+    use real vocabularies on the numpy mock; `nox -s tests` runs the cheap ones (math_rl's three modes), this
+    session also the ones that take minutes each (see tests/peers/test_tinker_cookbook_smoke.py)."""
     _install(session)
     _provision(session)
+    _peer_smoke_inputs(session)
     env = {**OFFLINE_ENV, "COOKBOOK_PEER_SMOKE": "1"}
     session.run("pytest", "-n", "0", "-rxX", "-m", "peer_smoke", "tests/peers/test_tinker_cookbook_smoke.py",
                 *session.posargs, env=env)

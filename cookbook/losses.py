@@ -20,6 +20,9 @@ Clip-boundary convention (PPO, GSPO, CISPO): the clip is **inactive at the bound
 gradient when ``r == lo`` or ``r == hi`` (``torch.clamp``'s subgradient), and at a tie of the two ``min``
 branches both carry the same derivative ``r·A``; so a ratio exactly on a bound gets the unclipped gradient.
 
+``stable_reinforce`` (:func:`stable_reinforce`) is a named stand-in: Tinker documents its inputs, not its
+formula (see its docstring and ``specs/math/stable_reinforce.yaml``).
+
 :func:`tinker_loss` is the per-datum dispatcher used by the mock server: it validates inputs the way a
 server must (unknown loss, unknown config keys, missing inputs, shapes, NaN/inf) and calls the function.
 
@@ -47,6 +50,7 @@ DEFAULT_CLIP_HIGH = 1.2
 DEFAULT_CISPO_CLIP_LOW = 0.0  # Tinker: CISPO "defaults to a one-sided clip", {0.0, 4.0}
 DEFAULT_CISPO_CLIP_HIGH = 4.0
 DEFAULT_DRO_BETA = 0.05  # the docs' only value (their example); no default is documented
+DEFAULT_KL_COEFF = 0.01  # stable_reinforce: "adds a small sampler KL term by default (kl_coeff=0.01 ...)"
 
 __all__ = [
     "DPO_LOSS_TYPES",
@@ -54,6 +58,7 @@ __all__ = [
     "LOSS_CONFIG_KEYS",
     "LOSS_INPUTS",
     "PER_TOKEN_INPUTS",
+    "SERVER_INPUTS",
     "DPOOutput",
     "LossOutput",
     "cispo",
@@ -66,6 +71,7 @@ __all__ = [
     "importance_sampling",
     "ppo",
     "ppo_clip_active",
+    "stable_reinforce",
     "tinker_loss",
 ]
 
@@ -338,6 +344,44 @@ def gspo(
     return _output(-np.minimum(unclipped, clipped), np.where(active, 0.0, -unclipped))
 
 
+def stable_reinforce(
+    target_logprobs: ArrayLike,
+    sampling_logprobs: ArrayLike,
+    advantages: ArrayLike,
+    sampled_mask: ArrayLike | None = None,
+    kl_coeff: float = DEFAULT_KL_COEFF,
+) -> LossOutput:
+    """A stand-in for Tinker ``stable_reinforce``: ``L = -Σ_t r_t·A_t + κ·Σ_t m_t·½·(lp_t - q_t)²``.
+
+    Tinker documents the loss's inputs (samples recorded with ``record_stability_info=True``, datums naming
+    them by ``sequence_id`` in provenance spans, a ``kl_coeff`` sampler-KL term defaulting to 0.01) but not
+    its formula; this is the mock's named deviation (``specs/math/stable_reinforce.yaml``): importance-sampled
+    REINFORCE (Tinker's ``importance_sampling``) plus ``κ = kl_coeff`` times the quadratic sampler-KL
+    estimate ``½·(lp - q)²`` on the sampled tokens. On sampler-fresh data (``lp == q``) its gradient is
+    REINFORCE's ``-A``; its value differs from real Tinker's.
+
+    Inputs: ``target_logprobs`` = lp, ``sampling_logprobs`` = q (the mock server takes q of the sampled
+    tokens from what it recorded at sampling time), ``advantages`` = A, ``sampled_mask`` = m (nonzero = a
+    sampled token; the server derives it from the datum's provenance, a client never sends it; ``None``:
+    every token counts as sampled); ``loss_fn_config`` ``kl_coeff`` = κ (≥ 0).
+    Gradient: ``dL/dlp_t = -r_t·A_t + κ·m_t·(lp_t - q_t)``. Output: ``metrics["loss:sum"] = L``.
+    """
+    lp, q, adv = _ratio_inputs(target_logprobs, sampling_logprobs, advantages)
+    if sampled_mask is None:
+        m = np.ones_like(lp)
+    else:
+        m = (_as_float_array(sampled_mask, "sampled_mask") != 0).astype(np.float64)
+        _check_same_shape(lp, "target_logprobs", sampled_mask=m)
+    k = _scalar(kl_coeff, "kl_coeff")
+    if k < 0:
+        raise LossInputError(f"kl_coeff: must be >= 0 (it weights a sampler-KL penalty), got {k!r}")
+    with np.errstate(over="ignore"):
+        r = np.exp(lp - q)
+    pg = _times(r, adv)
+    d = (lp - q) * m
+    return _output(-pg + 0.5 * k * d * d, -pg + k * d)
+
+
 # --------------------------------------------------------------------------------------------------
 # the per-datum dispatcher (what the mock server calls)
 
@@ -350,6 +394,7 @@ LOSS_INPUTS: dict[str, tuple[str, ...]] = {
     "cispo": _RATIO_INPUTS,
     "dro": _RATIO_INPUTS,
     "gspo": (*_RATIO_INPUTS, "sequence_ratio_mask"),
+    "stable_reinforce": _RATIO_INPUTS,
 }
 """Required ``loss_fn_inputs`` keys per built-in loss."""
 
@@ -362,6 +407,7 @@ LOSS_CONFIG_KEYS: dict[str, tuple[str, ...]] = {
     "cispo": _CLIP_KEYS,
     "dro": ("beta",),
     "gspo": _CLIP_KEYS,
+    "stable_reinforce": ("kl_coeff",),
 }
 """Allowed ``loss_fn_config`` keys per built-in loss (all optional; defaults in :data:`LOSS_CONFIG_DEFAULTS`)."""
 
@@ -372,11 +418,16 @@ LOSS_CONFIG_DEFAULTS: dict[str, dict[str, float]] = {
     "cispo": {"clip_low_threshold": DEFAULT_CISPO_CLIP_LOW, "clip_high_threshold": DEFAULT_CISPO_CLIP_HIGH},
     "dro": {"beta": DEFAULT_DRO_BETA},
     "gspo": {"clip_low_threshold": DEFAULT_CLIP_LOW, "clip_high_threshold": DEFAULT_CLIP_HIGH},
+    "stable_reinforce": {"kl_coeff": DEFAULT_KL_COEFF},
 }
 """The value each ``loss_fn_config`` key takes when absent, per loss (sources quoted in ``specs/math/*.yaml``)."""
 
 PER_TOKEN_INPUTS: dict[str, tuple[str, ...]] = {"ppo": _CLIP_KEYS, "cispo": _CLIP_KEYS, "gspo": _CLIP_KEYS}
 """Optional ``loss_fn_inputs`` keys (float ``[N]``) that override the config per token."""
+
+SERVER_INPUTS: dict[str, tuple[str, ...]] = {"stable_reinforce": ("sampled_mask",)}
+"""Optional ``loss_fn_inputs`` keys (float ``[N]``) a server derives itself (``sampled_mask``: from the
+datum's provenance spans); the mock refuses them from a client."""
 
 
 def _scalar(value: object, name: str) -> float:
@@ -400,15 +451,16 @@ def tinker_loss(
     logprobs of ``loss_fn_inputs["target_tokens"]``; ``loss_fn_inputs`` carries the datum's Tinker inputs
     (``logprobs`` = the sampler's logprobs; ``target_tokens`` is checked for shape only); ``loss_fn_config``
     the loss's config keys (:data:`LOSS_CONFIG_KEYS`). Per-token ``clip_low_threshold`` /
-    ``clip_high_threshold`` arrays in ``loss_fn_inputs`` override the config for ppo, cispo and gspo.
+    ``clip_high_threshold`` arrays in ``loss_fn_inputs`` override the config for ppo, cispo and gspo;
+    ``sampled_mask`` (:data:`SERVER_INPUTS`) is stable_reinforce's server-derived mask of sampled tokens.
 
     Raises :class:`~cookbook.errors.LossInputError` naming the field for an unknown loss, unknown config or
     input keys, a missing input, mismatched shapes, or a NaN/inf value.
     """
     if loss_fn not in LOSS_INPUTS:
         hint = (
-            " (it depends on server-side state and has no reference implementation)"
-            if loss_fn in ("stable_reinforce", "custom")
+            " (a loss traced on the client and run by the server; no reference implementation)"
+            if loss_fn == "custom"
             else ""
         )
         raise LossInputError(
@@ -422,7 +474,7 @@ def tinker_loss(
             f"loss_fn_config: unknown key(s) {unknown_config} for {loss_fn!r}; allowed: {list(allowed_config) or 'none'}"
         )
     required = LOSS_INPUTS[loss_fn]
-    optional = PER_TOKEN_INPUTS.get(loss_fn, ())
+    optional = (*PER_TOKEN_INPUTS.get(loss_fn, ()), *SERVER_INPUTS.get(loss_fn, ()))
     missing = [k for k in required if k not in loss_fn_inputs]
     if missing:
         raise LossInputError(f"loss_fn_inputs: {loss_fn!r} needs {list(required)}; missing {missing}")
@@ -465,6 +517,8 @@ def tinker_loss(
         return cispo(lp, q, adv, params["clip_low_threshold"], params["clip_high_threshold"])
     if loss_fn == "dro":
         return dro(lp, q, adv, float(params["beta"]))  # type: ignore[arg-type]
+    if loss_fn == "stable_reinforce":
+        return stable_reinforce(lp, q, adv, arrays.get("sampled_mask"), float(params["kl_coeff"]))  # type: ignore[arg-type]
     return gspo(lp, q, adv, arrays["sequence_ratio_mask"], params["clip_low_threshold"], params["clip_high_threshold"])
 
 

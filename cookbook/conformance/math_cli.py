@@ -15,7 +15,7 @@ from typing import Any
 # Kept in sync with cookbook.conformance.math_runner.QUANTITIES (checked by a test); listed here so that
 # ``--help`` does not import numpy.
 QUANTITY_NAMES = (
-    "cross_entropy", "importance_sampling", "ppo", "cispo", "dro", "gspo", "dpo",
+    "cross_entropy", "importance_sampling", "ppo", "cispo", "dro", "gspo", "stable_reinforce", "dpo",
     "centred_advantages", "grpo_advantages", "rloo_advantages", "dr_grpo_advantages",
     "filter_constant_reward_groups", "kl_k1", "kl_k2", "kl_k3", "kl_sample_train", "discounted_future_sum",
     "kl_penalty", "distillation_advantages", "lr_multiplier", "lora_lr", "weighted_mean_nll", "bits_per_byte",

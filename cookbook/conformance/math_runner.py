@@ -85,6 +85,8 @@ QUANTITIES: dict[str, Quantity] = {
         Quantity("dro", "cookbook.losses:dro", "loss", _RATIO, _LOSS_OUT, "Tinker dro, -Σ [lp·A - ½β(lp-q)²]"),
         Quantity("gspo", "cookbook.losses:gspo", "loss", (*_RATIO, "sequence_ratio_mask"), _LOSS_OUT,
                  "Tinker gspo, PPO clip on the sequence ratio", stop_gradient=True),
+        Quantity("stable_reinforce", "cookbook.losses:stable_reinforce", "loss", (*_RATIO, "sampled_mask"), _LOSS_OUT,
+                 "stable_reinforce stand-in, -Σ r·A + κ·Σ m·½(lp-q)² (the formula is not public)"),
         Quantity("dpo", "cookbook.losses:dpo_loss", "dpo",
                  ("chosen_logprobs", "rejected_logprobs", "chosen_ref_logprobs", "rejected_ref_logprobs",
                   "chosen_weights", "rejected_weights"),

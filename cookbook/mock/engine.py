@@ -170,13 +170,28 @@ class ImageInput:
     chunk: int = 0  # index of the chunk in the model input (for error fields)
 
 
+@dataclass(frozen=True)
+class ProvenanceSpan:
+    """One run of a datum's provenance (Tinker ``PromptProvenanceSpan`` / ``SampledProvenanceSpan``): the next
+    ``length`` positions of the field are positions ``[offset, offset + length)`` of the prompt
+    (``sampled=False``) or of the sampled tokens (``sampled=True``) of sequence ``sequence_id``."""
+
+    sequence_id: str
+    offset: int
+    length: int
+    sampled: bool
+
+
 @dataclass
 class DatumArrays:
-    """One datum: the flattened model input tokens and the loss inputs as numpy arrays."""
+    """One datum: the flattened model input tokens and the loss inputs as numpy arrays; the provenance
+    spans (``None``: none sent) tile ``tokens`` and ``inputs["target_tokens"]``."""
 
     tokens: np.ndarray  # int64 [N]
     inputs: dict[str, np.ndarray]
     images: tuple[ImageInput, ...] = ()
+    model_input_spans: tuple[ProvenanceSpan, ...] | None = None
+    loss_fn_input_spans: tuple[ProvenanceSpan, ...] | None = None
 
 
 @dataclass
@@ -201,6 +216,7 @@ class SampleSpec:
     topk_sample_logprobs: int = 0
     prompt_logprobs_last_n: int | None = None
     scripted: list[np.ndarray] | None = None  # forced completions, one per sample (teacher forcing)
+    record_stability_info: bool = False  # keep prompt, tokens and logprobs for stable_reinforce (by sequence id)
     images: tuple[ImageInput, ...] = ()  # image chunks of the prompt
 
 

@@ -545,6 +545,7 @@ def _sample_spec(f: Fields, spec: BaseModelSpec) -> tuple[SampleSpec, bool]:
         topk_prompt_logprobs=f.int_("topk_prompt_logprobs", 0, 0, MAX_TOPK) or 0,
         topk_sample_logprobs=f.int_("topk_sample_logprobs", 0, 0, MAX_TOPK) or 0,
         prompt_logprobs_last_n=last_n,
+        record_stability_info=f.bool_("record_stability_info", False),
     )
     if s.top_p <= 0.0:
         raise MockError("sampling_params.top_p", "must be in (0, 1]")

@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -57,6 +58,7 @@ from cookbook.mock.engine import (
     DatumArrays,
     Engine,
     ForwardResult,
+    ProvenanceSpan,
     SampleResult,
     SampleSpec,
     Trainer,
@@ -65,7 +67,15 @@ from cookbook.mock.engine import (
     trainer_from_state_arrays,
     trainer_state_arrays,
 )
-from cookbook.mock.errors import Kind, MockError, as_mock_error, conflict, not_found, unsupported
+from cookbook.mock.errors import (
+    InvalidLossInput,
+    Kind,
+    MockError,
+    as_mock_error,
+    conflict,
+    not_found,
+    unsupported,
+)
 from cookbook.mock.faults import FaultInjector
 from cookbook.mock.models import ModelRegistry, decoder_for, encoder_for
 
@@ -189,6 +199,21 @@ class Submitted:
     request_id: str
     model_id: str | None = None
     sample_sequence_ids: tuple[str, ...] = ()
+
+
+STABILITY_TTL_S = 86_400.0  # Tinker: recorded sequences "can be trained on for one day after sampling"
+
+
+@dataclass
+class StabilityRecord:
+    """What a sample made with ``record_stability_info=True`` leaves for ``stable_reinforce``: its session, the
+    request's prompt, the sampled tokens and their logprobs, and when it was last sampled or trained on."""
+
+    session_id: str
+    prompt: np.ndarray  # int64 [P]
+    tokens: np.ndarray  # int64 [T]
+    logprobs: np.ndarray  # float64 [T]
+    last_used: float
 
 
 # ------------------------------------------------------------------------------------------ idempotency
@@ -678,6 +703,9 @@ class MockState:
         self._ids = itertools.count(1)
         self._sample_counter = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # sequence id -> what stable_reinforce needs of it (least recently used first)
+        self.stability: OrderedDict[str, StabilityRecord] = OrderedDict()
+        self._stability_lock = threading.Lock()
 
     def reset(self, wipe_checkpoints: bool = True) -> None:
         for fut in self.futures.values():
@@ -1105,8 +1133,11 @@ class MockState:
                     "server-side custom losses are disabled (custom_loss_server_side=false); "
                     "use TrainingClient.forward_backward_custom",
                 )
-            engine.validate_batch(m.spec, op.loss_fn, op.data, op.loss_fn_config)
-            return lambda tr: engine.forward_backward(tr, op.loss_fn, op.data, op.loss_fn_config, op.forward_only)
+            data = op.data
+            if op.loss_fn == "stable_reinforce":
+                data = self.stable_reinforce_data(m.session_id, op.data)
+            engine.validate_batch(m.spec, op.loss_fn, data, op.loss_fn_config)
+            return lambda tr: engine.forward_backward(tr, op.loss_fn, data, op.loss_fn_config, op.forward_only)
         if isinstance(op, OptimStepOp):
             return lambda tr: OptimStepped(engine.optim_step(tr, op.hp))
         if isinstance(op, SaveOp):
@@ -1232,12 +1263,130 @@ class MockState:
             self._apply_script(sp, spec)
             decode = decoder_for(sp.spec) if spec.stop_strings else None
             engine, base = self.engine, sp.spec
-            fut = self.run_now("Sample", lambda: engine.sample(base, adapter, spec, decode))
-            return Submitted(fut.request_id, None, tuple(f"{fut.request_id}:{i}" for i in range(spec.num_samples)))
+            ids: list[str] = []  # filled below, before the work can start (it runs in a task of this loop)
+
+            def work() -> SampleResult:
+                result = engine.sample(base, adapter, spec, decode)
+                if spec.record_stability_info:
+                    self._record_stability(sp.session_id, spec.prompt, ids, result)
+                return result
+
+            fut = self.run_now("Sample", work)
+            ids.extend(f"{fut.request_id}:{i}" for i in range(spec.num_samples))
+            return Submitted(fut.request_id, None, tuple(ids))
 
         out = sp.seqs.once(seq_id, fingerprint, submit) if seq_id is not None else submit()
         await self._evict()
         return out
+
+    # ------------------------------------------------------------ stability info (stable_reinforce)
+
+    def _record_stability(self, session_id: str, prompt: np.ndarray, ids: list[str], result: SampleResult) -> None:
+        now = time.monotonic()
+        with self._stability_lock:
+            self._expire_stability(now)
+            for sequence_id, seq in zip(ids, result.sequences, strict=True):
+                self.stability[sequence_id] = StabilityRecord(session_id, prompt, seq.tokens, seq.logprobs, now)
+
+    def _expire_stability(self, now: float) -> None:
+        while self.stability:
+            first = next(iter(self.stability.values()))
+            if now - first.last_used <= STABILITY_TTL_S:
+                break
+            self.stability.popitem(last=False)
+
+    def stable_reinforce_data(self, session_id: str, data: list[DatumArrays]) -> list[DatumArrays]:
+        """``data`` with what ``stable_reinforce`` takes from the recorded samples: ``sampled_mask`` (1 on the
+        targets that provenance names as sampled tokens) and, there, the recorded sampler logprobs as
+        ``logprobs``. Every datum must carry provenance naming sequences sampled with
+        ``record_stability_info=True`` in ``session_id`` whose recorded tokens its spans reproduce; a use
+        restarts each named sequence's day."""
+        now = time.monotonic()
+        out: list[DatumArrays] = []
+        with self._stability_lock:
+            self._expire_stability(now)
+            used: set[str] = set()
+            for i, d in enumerate(data):
+                out.append(self._with_stability_info(session_id, d, f"data[{i}]", used))
+            for sequence_id in used:
+                self.stability[sequence_id].last_used = now
+                self.stability.move_to_end(sequence_id)
+        return out
+
+    def _with_stability_info(self, session_id: str, d: DatumArrays, where: str, used: set[str]) -> DatumArrays:
+        if "sampled_mask" in d.inputs:
+            raise InvalidLossInput(
+                f"{where}.loss_fn_inputs.sampled_mask",
+                "not a Tinker input: the server derives the sampled tokens from the datum's provenance spans; remove it",
+            )
+        if d.model_input_spans is None or d.loss_fn_input_spans is None:
+            raise InvalidLossInput(
+                where,
+                "stable_reinforce needs provenance on every datum: Datum.with_provenance(...) naming sequences sampled "
+                "with record_stability_info=True (e.g. save_weights_and_get_sampling_client(record_stability_info=True)); "
+                "this datum has none",
+            )
+        targets = d.inputs.get("target_tokens")
+        if targets is None or targets.ndim != 1:
+            raise InvalidLossInput(f"{where}.loss_fn_inputs.target_tokens", "stable_reinforce takes 1-D targets [N]")
+        self._cover(session_id, d.model_input_spans, d.tokens, f"{where}.model_input_spans", used)
+        mask, q = self._cover(session_id, d.loss_fn_input_spans, targets, f"{where}.loss_fn_input_spans", used)
+        inputs = dict(d.inputs)
+        inputs["sampled_mask"] = mask
+        sent = inputs.get("logprobs")
+        if sent is not None and sent.shape == mask.shape:
+            inputs["logprobs"] = np.where(mask != 0, q, sent.astype(np.float64))
+        return DatumArrays(d.tokens, inputs, d.images, d.model_input_spans, d.loss_fn_input_spans)
+
+    def _cover(
+        self, session_id: str, spans: tuple[ProvenanceSpan, ...], field_tokens: np.ndarray, where: str, used: set[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Check that ``spans`` tile ``field_tokens`` and reproduce the recorded tokens; return the sampled-token
+        mask and the recorded sampler logprobs (0 elsewhere) over the field."""
+        n = int(field_tokens.shape[0])
+        total = sum(s.length for s in spans)
+        if total != n:
+            raise InvalidLossInput(where, f"the spans cover {total} positions but the field has {n}; they must tile it exactly")
+        mask = np.zeros(n)
+        q = np.zeros(n)
+        pos = 0
+        for k, span in enumerate(spans):
+            if span.length == 0:
+                continue
+            w = f"{where}[{k}]"
+            rec = self.stability.get(span.sequence_id)
+            if rec is None:
+                raise InvalidLossInput(
+                    f"{w}.sequence_id",
+                    f"{span.sequence_id!r} names no recorded sample: sample it with record_stability_info=True in this "
+                    "session and train on it within a day of its last use",
+                )
+            if rec.session_id != session_id:
+                raise InvalidLossInput(
+                    f"{w}.sequence_id",
+                    f"{span.sequence_id!r} was sampled in session {rec.session_id}, not in this model's session "
+                    f"{session_id}: provenance works only within one session",
+                )
+            source, kind = (rec.tokens, "sampled tokens") if span.sampled else (rec.prompt, "prompt")
+            end = span.offset + span.length
+            if end > source.shape[0]:
+                raise InvalidLossInput(
+                    w, f"covers positions [{span.offset}, {end}) of the {kind} of {span.sequence_id!r}, which has "
+                    f"{source.shape[0]}",
+                )
+            seg, ref = field_tokens[pos : pos + span.length], source[span.offset : end]
+            if not np.array_equal(seg, ref):
+                j = int(np.flatnonzero(seg != ref)[0])
+                raise InvalidLossInput(
+                    w, f"position {pos + j} holds token {int(seg[j])} but position {span.offset + j} of the {kind} of "
+                    f"{span.sequence_id!r} is {int(ref[j])}: the span does not reproduce the recorded tokens",
+                )
+            if span.sampled:
+                mask[pos : pos + span.length] = 1.0
+                q[pos : pos + span.length] = rec.logprobs[span.offset : end]
+            used.add(span.sequence_id)
+            pos += span.length
+        return mask, q
 
     def _apply_script(self, sampler: SamplerRecord, spec: SampleSpec) -> None:
         if not self.scripted:

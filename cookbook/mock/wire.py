@@ -17,7 +17,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tinker.proto import tinker_public_pb2 as pb
 
-from cookbook.mock.engine import DatumArrays, ForwardResult, ImageInput, SampleResult
+from cookbook.mock.engine import DatumArrays, ForwardResult, ImageInput, ProvenanceSpan, SampleResult
 from cookbook.mock.errors import MockError
 
 MAX_TENSOR_ELEMENTS = 50_000_000
@@ -288,8 +288,33 @@ def forward_backward_request(msg: pb.ForwardBackwardRequest) -> FwdBwdRequest:
         inputs: dict[str, np.ndarray] = {}
         for key, t in d.loss_fn_inputs.items():
             inputs[key] = _tensor(t, f"data[{i}].loss_fn_inputs.{key}")
-        data.append(DatumArrays(tokens, inputs, tuple(images)))
+        mspans = _spans(d.model_input_spans, f"data[{i}].model_input_spans")
+        lspans = _spans(d.loss_fn_input_spans, f"data[{i}].loss_fn_input_spans")
+        if (mspans is None) != (lspans is None):
+            raise MockError(f"data[{i}]", "provenance comes as a pair: set both model_input_spans and loss_fn_input_spans "
+                            "(Datum.with_provenance) or neither")
+        data.append(DatumArrays(tokens, inputs, tuple(images), mspans, lspans))
     return FwdBwdRequest(msg.model_id, int(msg.seq_id), msg.loss_fn, bool(msg.forward_only), config, data)
+
+
+def _spans(msgs: Any, where: str) -> tuple[ProvenanceSpan, ...] | None:
+    """A datum's provenance runs (proto ``ProvenanceSpan``: ``prompt_tokens`` or ``sampled_tokens``); ``None``
+    when there are none (proto3 cannot tell an absent list from an empty one)."""
+    if not len(msgs):
+        return None
+    out: list[ProvenanceSpan] = []
+    for k, msg in enumerate(msgs):
+        kind = msg.WhichOneof("span")
+        w = f"{where}[{k}]"
+        if kind is None:
+            raise MockError(w, "empty provenance span: set prompt_tokens or sampled_tokens")
+        arm = getattr(msg, kind)
+        if not arm.sequence_id:
+            raise MockError(f"{w}.sequence_id", "required (the sequence_id of a sampled sequence)")
+        if arm.offset < 0 or arm.length < 0:
+            raise MockError(w, f"offset ({arm.offset}) and length ({arm.length}) must be >= 0")
+        out.append(ProvenanceSpan(arm.sequence_id, int(arm.offset), int(arm.length), kind == "sampled_tokens"))
+    return tuple(out)
 
 
 def _tensor(t: pb.Tensor, where: str) -> np.ndarray:

@@ -69,7 +69,9 @@ from cookbook.rl.types import EnvGroupBuilder, RLDataset, TrajectoryGroup
 from cookbook.runlog import RunLog
 
 MODES = ("sync", "stream", "async")
-LOSSES: tuple[str, ...] = tuple(k for k in LOSS_INPUTS if k != "cross_entropy")
+# stable_reinforce needs provenance spans naming recorded samples (tinker-cookbook's data_processing builds them);
+# this loop's datums carry none, so the server would refuse every step: it is not offered here
+LOSSES: tuple[str, ...] = tuple(k for k in LOSS_INPUTS if k not in ("cross_entropy", "stable_reinforce"))
 
 
 @chz.chz

@@ -522,6 +522,76 @@ DRO_VARIANTS = (
 )
 
 
+SR_DEFAULT_KL = 0.01  # stable_reinforce kl_coeff (tinker-cookbook's changelog)
+
+
+def stable_reinforce(mistake: str | None = None) -> Formula:
+    """The stand-in of specs/math/stable_reinforce.yaml: -Σ r·A + κ·Σ m·½(lp - q)²."""
+
+    def fn(target_logprobs: Any, sampling_logprobs: Any, advantages: Any, sampled_mask: Any = None,
+           kl_coeff: Any = None) -> dict[str, Any]:
+        lp, q, a = _arr(target_logprobs), _arr(sampling_logprobs), _arr(advantages)
+        if sampled_mask is None or mistake == "no_mask":
+            m = np.ones_like(lp)
+        else:
+            m = (_arr(sampled_mask) != 0).astype(np.float64)
+            if m.shape != lp.shape:
+                raise ValueError("sampled_mask shape")
+        k = SR_DEFAULT_KL if kl_coeff is None or mistake == "ignores_config" else float(kl_coeff)
+        if kl_coeff is None and mistake == "other_defaults":
+            k = 0.05
+        if k < 0:
+            raise ValueError("kl_coeff")
+        if mistake == "no_kl":
+            k = 0.0
+        half = 1.0 if mistake == "no_half" else 0.5
+        sign = -1.0 if mistake == "penalty_sign" else 1.0
+        with np.errstate(over="ignore"):
+            r = np.exp(lp - q)
+        pg = lp * a if mistake == "plain_reinforce" else _times(r, a)
+        dpg = a if mistake == "plain_reinforce" else _times(r, a)
+        d = (lp - q) * m
+        out = _loss_out(-pg + sign * half * k * d * d, -dpg + sign * 2 * half * k * d)
+        if mistake == "mean":
+            return _mean_out(out, lp.size)
+        return out
+
+    return fn
+
+
+def _sr_kappa(config: Inputs) -> float:
+    return float(config.get("kl_coeff", SR_DEFAULT_KL))
+
+
+def _sr_mask(inputs: Inputs) -> np.ndarray:
+    lp = _arr(inputs["target_logprobs"])
+    return np.ones_like(lp) if inputs.get("sampled_mask") is None else (_arr(inputs["sampled_mask"]) != 0) * 1.0
+
+
+def _sr_penalty(inputs: Inputs, config: Inputs) -> bool:
+    d = (_arr(inputs["target_logprobs"]) - _arr(inputs["sampling_logprobs"])) * _sr_mask(inputs)
+    return _sr_kappa(config) != 0 and bool(np.any(d != 0))
+
+
+def _sr_unmasked_drift(inputs: Inputs, config: Inputs) -> bool:
+    d = _arr(inputs["target_logprobs"]) - _arr(inputs["sampling_logprobs"])
+    return _sr_kappa(config) != 0 and bool(np.any((d != 0) & (_sr_mask(inputs) == 0)))
+
+
+STABLE_REINFORCE_VARIANTS = (
+    Variant("plain_reinforce", has_signal, "lp·A (plain REINFORCE) instead of the importance-sampled r·A"),
+    Variant("no_kl", _sr_penalty, "the kl_coeff sampler-KL term dropped"),
+    Variant("no_half", _sr_penalty, "κ·(lp - q)² without the ½"),
+    Variant("penalty_sign", _sr_penalty, "the KL term subtracted instead of added"),
+    Variant("no_mask", _sr_unmasked_drift, "the KL term over every token, prompt tokens included"),
+    Variant("mean", lambda i, c: _arr(i["target_logprobs"]).size > 1 and (has_signal(i, c) or _sr_penalty(i, c)),
+            "mean over tokens instead of the sum"),
+    Variant("ignores_config", lambda i, c: "kl_coeff" in c and c["kl_coeff"] != SR_DEFAULT_KL
+            and _sr_penalty(i, {"kl_coeff": 1}), "kl_coeff from the config dropped"),
+    Variant("other_defaults", lambda i, c: "kl_coeff" not in c and _sr_penalty(i, c), "default kl_coeff 0.05"),
+)
+
+
 # ------------------------------------------------------------------------------------------------ DPO
 
 
@@ -986,6 +1056,7 @@ def families(cispo_defaults: tuple[float, float]) -> dict[str, Family]:
         "cispo": Family(cispo(None, cispo_defaults),
                         {v.name: (v, cispo(v.name, cispo_defaults)) for v in cispo_variants}),
         "dro": _family(dro, DRO_VARIANTS),
+        "stable_reinforce": _family(stable_reinforce, STABLE_REINFORCE_VARIANTS),
         "dpo": _family(dpo, DPO_VARIANTS),
         "kl_sample_train": _family(kl_sample_train, KL_SAMPLE_TRAIN_VARIANTS),
         "kl_penalty": _family(kl_penalty, KL_PENALTY_VARIANTS),

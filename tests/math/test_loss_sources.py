@@ -76,7 +76,7 @@ def test_tinker_loss_forwards_every_config_key(loss: str, key: str) -> None:
     mask = np.array([1.0, 0.0, 0.0]) if key == "clip_high_threshold" else np.array([0.0, 1.0, 0.0])
     extra = {"sequence_ratio_mask": mask} if loss == "gspo" else {}
     inputs = _ratio_inputs(3, **extra)
-    value = {"clip_low_threshold": 0.5, "clip_high_threshold": 2.5, "beta": 0.7}[key]
+    value = {"clip_low_threshold": 0.5, "clip_high_threshold": 2.5, "beta": 0.7, "kl_coeff": 0.7}[key]
     via_dispatcher = losses.tinker_loss(loss, lp, inputs, {key: value})
     kwargs = {**losses.LOSS_CONFIG_DEFAULTS[loss], key: value}
     direct = getattr(losses, loss)(lp, inputs["logprobs"], inputs["advantages"], *extra.values(), **kwargs)

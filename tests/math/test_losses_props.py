@@ -234,7 +234,9 @@ def test_tinker_loss_gspo_and_dro_config() -> None:
     ("call", "needle"),
     [
         (lambda: losses.tinker_loss("ppo2", np.zeros(3), ratio_inputs()), "ppo2"),
-        (lambda: losses.tinker_loss("stable_reinforce", np.zeros(3), ratio_inputs()), "server-side"),
+        (lambda: losses.tinker_loss("custom", np.zeros(3), ratio_inputs()), "custom"),
+        (lambda: losses.tinker_loss("stable_reinforce", np.zeros(3), ratio_inputs(), {"kl_coeff": -1.0}), "kl_coeff"),
+        (lambda: losses.tinker_loss("stable_reinforce", np.zeros(3), ratio_inputs(sampled_mask=np.ones(2))), "sampled_mask"),
         (lambda: losses.tinker_loss("ppo", np.zeros(3), ratio_inputs(), {"epsilon": 0.2}), "epsilon"),
         (lambda: losses.tinker_loss("importance_sampling", np.zeros(3), ratio_inputs(), {"beta": 0.1}), "beta"),
         (lambda: losses.tinker_loss("ppo", np.zeros(3), {"target_tokens": np.arange(3), "logprobs": np.zeros(3)}), "advantages"),

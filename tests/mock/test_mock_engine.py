@@ -13,7 +13,7 @@ from cookbook.mock import engine as eng
 from cookbook.mock.engine import AdamHyper, BaseModelSpec, DatumArrays, Engine, SampleSpec
 
 SPEC = BaseModelSpec("test/synthetic", vocab_size=37, d_model=6, eos_token_id=36)
-LOSSES = ["cross_entropy", "importance_sampling", "ppo", "cispo", "dro", "gspo"]
+LOSSES = ["cross_entropy", "importance_sampling", "ppo", "cispo", "dro", "gspo", "stable_reinforce"]
 
 
 def _datum(rng: np.random.Generator, n: int, loss: str, two_d: bool = False) -> DatumArrays:
@@ -29,6 +29,8 @@ def _datum(rng: np.random.Generator, n: int, loss: str, two_d: bool = False) -> 
         inputs["advantages"] = rng.normal(size=n)
         if loss == "gspo":
             inputs["sequence_ratio_mask"] = (rng.random(n) < 0.7).astype(np.float64)
+        if loss == "stable_reinforce":  # what the server derives from provenance (the state layer; here given)
+            inputs["sampled_mask"] = (rng.random(n) < 0.7).astype(np.float64)
     return DatumArrays(tokens, inputs)
 
 
@@ -42,7 +44,7 @@ def _loss(engine: Engine, tr, loss: str, data, cfg) -> float:
     return engine.forward_backward(tr, loss, data, cfg, forward_only=True).metrics["loss:sum"]
 
 
-@pytest.mark.parametrize("loss", ["cross_entropy", "cross_entropy_2d", "importance_sampling", "ppo", "dro"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "cross_entropy_2d", "importance_sampling", "ppo", "dro", "stable_reinforce"])
 def test_gradients_match_finite_differences(loss: str):
     """Losses without stop-gradients: the parameter gradient is the derivative of ``loss:sum``."""
     engine = Engine()
@@ -50,6 +52,8 @@ def test_gradients_match_finite_differences(loss: str):
     name = "cross_entropy" if loss == "cross_entropy_2d" else loss
     data = [_datum(rng, n, name, two_d=loss == "cross_entropy_2d") for n in (5, 3)]
     cfg = {"beta": 0.1} if name == "dro" else ({"clip_low_threshold": 0.5, "clip_high_threshold": 1.5} if name in ("ppo", "cispo", "gspo") else None)
+    if name == "stable_reinforce":
+        cfg = {"kl_coeff": 0.3}
     tr = _trainer(engine)
     engine.forward_backward(tr, name, data, cfg, forward_only=False)
     gA, gB = tr.grad_A.copy(), tr.grad_B.copy()
