@@ -425,7 +425,9 @@ class PropertyContext:
             "max_turns": int(pin.get("max_turns", 3)),
             "strip_whitespace": bool(pin.get("strip_whitespace", False)),
             "forbid": tuple(dict.fromkeys(f for f in forbid if f.strip())),
-            **{k: wide and bool(pin.get(k, True)) for k in ("empty_system", "missing_ids", "wide_tools", "inline_think")},
+            **{k: wide and bool(pin.get(k, True)) for k in ("empty_system", "missing_ids", "wide_tools")},
+            # an inline think block is reasoning: a spec that declares `thinking: false` inputs gets none either
+            "inline_think": wide and bool(pin.get("inline_think", pin.get("thinking", True))),
         }
 
     def control_tokens(self) -> list[str]:
