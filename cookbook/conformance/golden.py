@@ -138,6 +138,8 @@ def golden_for_case(
     g["compare"] = compare
     if case.prefill is not None:
         g["prefill"] = case.prefill
+    if case.role != "assistant":
+        g["role"] = case.role
     exp = case.expect
     if exp.raises is not None:
         g["raises"] = exp.raises
@@ -175,7 +177,12 @@ def golden_for_case(
     devs = [spec.deviations[d] for d in case.deviations]
     gen = sup = None
     try:
-        if exp.generation_prompt is not None:
+        if exp.generation_prompt is not None and case.role != "assistant":
+            # a template opens an assistant turn only; the prompt for another role is the rendering of an empty
+            # message of that role, whose closing the case's deviation edits cut off
+            empty = {"role": case.role, "content": ""}
+            gen = oracle.render(to_template_messages([*case.prompt_messages, empty], opts), False, tools, case.template_kwargs)
+        elif exp.generation_prompt is not None:
             gen = oracle.render(to_template_messages(case.prompt_messages, opts), True, tools, case.template_kwargs)
         if exp.supervised is not None:
             sup = oracle.render(to_template_messages(case.messages, opts), False, tools, case.template_kwargs)

@@ -98,6 +98,20 @@ class Codec:
         out.update(str(t) for t in getattr(self.tokenizer, "all_special_tokens", []) or [])
         return sorted(t for t in out if t)
 
+    def control_token_strings(self) -> list[str]:
+        """Text of the added tokens flagged special (turn markers, BOS/EOS...): the ones a renderer must keep
+        literal when they appear in content. Non-special added tokens (Qwen's ``<think>``) are left out: the
+        template tokenizes their text as the token, and so do renderers."""
+        out: set[str] = set()
+        try:
+            decoder = self.tokenizer.added_tokens_decoder
+        except Exception:
+            decoder = {}
+        for tok in decoder.values():
+            if getattr(tok, "special", False) and str(tok):
+                out.add(str(tok))
+        return sorted(out)
+
 
 def _ids(result: Any) -> list[int]:
     """``apply_chat_template(tokenize=True)`` returns a list in transformers 4 and a BatchEncoding (or dict) in 5."""

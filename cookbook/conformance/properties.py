@@ -70,10 +70,13 @@ class RendererAdapter:
     def name(self) -> str:
         return str(getattr(self.renderer, "name", type(self.renderer).__name__))
 
-    def generation(self, messages: Sequence[Message], prefill: str | None = None) -> list[int]:
-        if prefill is None:
-            return as_tokens(self.renderer.build_generation_prompt(list(messages)))
-        return as_tokens(self.renderer.build_generation_prompt(list(messages), prefill=prefill))
+    def generation(self, messages: Sequence[Message], prefill: str | None = None, role: str = "assistant") -> list[int]:
+        kwargs: dict[str, Any] = {}
+        if prefill is not None:
+            kwargs["prefill"] = prefill
+        if role != "assistant":
+            kwargs["role"] = role
+        return as_tokens(self.renderer.build_generation_prompt(list(messages), **kwargs))
 
     def supervised(
         self, messages: Sequence[Message], train_on_what: TrainOnWhat = TrainOnWhat.LAST_ASSISTANT_MESSAGE
@@ -402,12 +405,17 @@ class PropertyContext:
     def compare_text(self) -> bool:
         return any(d.compare == "text" for d in self.general)
 
-    def strategy_options(self) -> dict[str, Any]:
+    def strategy_options(self, template: bool = True, wide: bool = True) -> dict[str, Any]:
         """Keyword arguments for :func:`cookbook.testing.strategies.conversations` derived from the spec's claims
-        and its deviations' ``property_inputs``; special-token text and string stop sequences are forbidden."""
+        and its deviations' ``property_inputs``; special-token text and string stop sequences are forbidden.
+
+        ``template``: for a check that compares with the template (every declared input constraint applies);
+        without it, constraints with ``scope: template`` are left out. ``wide``: the wide input classes (empty
+        system content, tool calls without ids, the wide tool declaration, inline think blocks in history) are
+        on unless the spec switches one off."""
         from cookbook.testing.strategies import DEFAULT_FORBID
 
-        pin = self.spec.property_inputs()
+        pin = self.spec.property_inputs(template=template)
         forbid = [*DEFAULT_FORBID, *self.codec.special_token_strings(), *pin.get("forbid", [])]
         forbid += [s.strip() for s in self.spec.stop_sequences if s.strip()]
         tools = bool(pin.get("tools", self.spec.claim("tools"))) and self.adapter.supports_tool_prefix()
@@ -417,7 +425,17 @@ class PropertyContext:
             "max_turns": int(pin.get("max_turns", 3)),
             "strip_whitespace": bool(pin.get("strip_whitespace", False)),
             "forbid": tuple(dict.fromkeys(f for f in forbid if f.strip())),
+            **{k: wide and bool(pin.get(k, True)) for k in ("empty_system", "missing_ids", "wide_tools")},
+            # an inline think block is reasoning: a spec that declares `thinking: false` inputs gets none either
+            "inline_think": wide and bool(pin.get("inline_think", pin.get("thinking", True))),
         }
+
+    def control_tokens(self) -> list[str]:
+        """The text of the tokenizer's special (control) tokens that a renderer must keep literal in content,
+        without string stop sequences that are not one token (a text-delimited format cannot tell them from
+        content)."""
+        text_stops = {s.strip() for s in self.spec.stop_sequences if self.codec.token_id(s) is None}
+        return [t for t in self.codec.control_token_strings() if t.strip() and t not in text_stops]
 
     def template(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]], generation: bool) -> tuple[str, list[int]]:
         assert self.oracle is not None
@@ -559,12 +577,58 @@ def check_weights(ctx: PropertyContext, conv: Any) -> str | None:
     return None
 
 
+def _neutral(value: Any, controls: Sequence[str]) -> Any:
+    """``value`` with every control-token string replaced by ``X`` (strings, parts, tool-call arguments)."""
+    from cookbook.renderers.base import ToolCall
+
+    if isinstance(value, str):
+        for t in controls:
+            value = value.replace(t, "X")
+        return value
+    if isinstance(value, ToolCall):
+        return ToolCall(value.name, _neutral(value.arguments, controls), value.id)
+    if isinstance(value, list | tuple):
+        return [_neutral(v, controls) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _neutral(v, controls) for k, v in value.items()}
+    return value
+
+
+def check_literal_control_tokens(ctx: PropertyContext, conv: Any) -> str | None:
+    """Control-token text inside content (any role, history or the produced reply, tool arguments and results)
+    stays ordinary text: the generation prompt and the supervised example hold each control token exactly as
+    often as when that text is replaced by a neutral word. Needs no template."""
+    controls = ctx.control_tokens()
+    shown = json.dumps([_neutral(m, ()) for m in conv.messages], ensure_ascii=False, default=repr)
+    present = [t for t in controls if t in shown]
+    if not present:
+        return None
+    neutral = type(conv)(_neutral(conv.messages, present), conv.tools)
+    builds: list[tuple[str, Callable[[Any], list[int]]]] = [
+        ("generation prompt", lambda c: ctx.adapter.generation(_msgs(ctx, c, c.prompt_messages)))
+    ]
+    if conv.messages and conv.messages[-1]["role"] == "assistant":
+        builds.append(("supervised example", lambda c: ctx.adapter.supervised(_msgs(ctx, c))[0]))
+    for what, build in builds:
+        real, base = build(conv), build(neutral)
+        for t in present:
+            tid = ctx.codec.token_id(t)
+            if tid is not None and real.count(tid) != base.count(tid):
+                return (
+                    f"control-token text {t!r} in content became the control token {tid} in the {what}: "
+                    f"{real.count(tid)} in the render, {base.count(tid)} with the text replaced\n"
+                    f"cause: control-token text in content is rendered as the control token {tid} {t!r}"
+                )
+    return None
+
+
 PROPERTIES: dict[str, Check] = {
     "generation_parity": check_generation_parity,
     "supervised_parity": check_supervised_parity,
     "extension": check_extension,
     "roundtrip": check_roundtrip,
     "weights": check_weights,
+    "literal_control_tokens": check_literal_control_tokens,
 }
 
 
@@ -661,16 +725,21 @@ def run_properties(
     """Run every property (or those named in ``only``) with hypothesis (derandomised unless ``seed`` is given)."""
     from cookbook.testing.strategies import conversations
 
-    opts = ctx.strategy_options()
+    opts = ctx.strategy_options()  # template comparisons: every declared input constraint
+    free = ctx.strategy_options(template=False)  # checks that need no template: not the template's limits
     out: list[PropertyOutcome] = []
     prompts = conversations(**{**opts, "end_with": "any"})
     full = conversations(**opts)
-    multi = conversations(**{**opts, "max_turns": max(2, opts["max_turns"])})
+    free_full = conversations(**free)
+    multi = conversations(**{**free, "max_turns": max(2, free["max_turns"])})
+    controls = ctx.control_tokens()
+    spliced = conversations(**{**free, "end_with": "any", "control_text": controls}) if controls else free_full
     plan: list[tuple[str, Check, Any]] = [
         ("generation_parity", check_generation_parity, prompts),
         ("supervised_parity", check_supervised_parity, full),
-        ("roundtrip", check_roundtrip, full),
-        ("weights", check_weights, full),
+        ("roundtrip", check_roundtrip, free_full),
+        ("weights", check_weights, free_full),
+        ("literal_control_tokens", check_literal_control_tokens, spliced),
     ]
     for name, check, strat in plan:
         if only is not None and name not in only:

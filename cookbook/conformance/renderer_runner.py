@@ -193,7 +193,7 @@ def _run_case(
     compare_text = any(spec.deviations[d].compare == "text" for d in case.deviations)
     if exp.generation_prompt is not None:
         checks = ["prompt.spec", "prompt.tokens"] + (["prompt.token_counts"] if exp.token_counts else [])
-        tokens = _guard(col, case.id, checks, lambda: adapter.generation(_messages_for(adapter, case, case.prompt_messages), case.prefill))
+        tokens = _guard(col, case.id, checks, lambda: adapter.generation(_messages_for(adapter, case, case.prompt_messages), case.prefill, case.role))
         if tokens is not None:
             text = codec.decode(tokens)
             if text == exp.generation_prompt:
@@ -346,7 +346,7 @@ def _check_literal_control_tokens(col: _Collector, case: Case, adapter: Renderer
             return adapter.supervised(_messages_for(adapter, case, ms), case.train_on_what)[0]
     else:
         def build(ms: Sequence[Mapping[str, Any]]) -> list[int]:
-            return adapter.generation(_messages_for(adapter, case, ms), case.prefill)
+            return adapter.generation(_messages_for(adapter, case, ms), case.prefill, case.role)
     got = _guard(col, case.id, ["policy.literal_control_tokens"], lambda: (build(msgs), build([neutral(m) for m in msgs])))
     if got is None:
         return
@@ -369,7 +369,7 @@ def _check_raises(col: _Collector, case: Case, adapter: RendererAdapter) -> None
     outcomes: list[str] = []
     attempts: list[tuple[str, Callable[[], Any]]] = [
         ("build_supervised_example", lambda: adapter.supervised(_messages_for(adapter, case, case.messages), case.train_on_what)),
-        ("build_generation_prompt", lambda: adapter.generation(_messages_for(adapter, case, case.prompt_messages), case.prefill)),
+        ("build_generation_prompt", lambda: adapter.generation(_messages_for(adapter, case, case.prompt_messages), case.prefill, case.role)),
     ]
     for what, fn in attempts:
         try:

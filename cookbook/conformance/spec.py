@@ -59,7 +59,19 @@ TOOL_SCENARIOS = (
     "generation_after_tool_response",
 )
 TERMINATIONS = ("stop_sequence", "eos", "malformed")
-PROPERTY_INPUT_KEYS = ("strip_whitespace", "thinking", "tools", "max_turns", "forbid")
+PROPERTY_INPUT_KEYS = (
+    "strip_whitespace",
+    "thinking",
+    "tools",
+    "max_turns",
+    "forbid",
+    "empty_system",
+    "missing_ids",
+    "wide_tools",
+    "inline_think",
+    "scope",
+)
+_BOOL_INPUT_KEYS = ("strip_whitespace", "thinking", "tools", "empty_system", "missing_ids", "wide_tools", "inline_think")
 
 _ID = re.compile(r"^[a-z0-9_]+$")
 
@@ -170,11 +182,14 @@ class Case:
     deviations: tuple[str, ...] = ()
     template_skip: str | None = None
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: the role whose turn the generation prompt opens (``build_generation_prompt(..., role=...)``)
+    role: str = "assistant"
 
     @property
     def prompt_messages(self) -> tuple[Mapping[str, Any], ...]:
-        """``messages[:-1]`` when the last message is an assistant message, else all messages."""
-        if self.messages and self.messages[-1].get("role") == "assistant":
+        """``messages[:-1]`` when the last message is an assistant message (the reply to produce), else all
+        messages; all messages for a case whose generation prompt opens another role's turn."""
+        if self.role == "assistant" and self.messages and self.messages[-1].get("role") == "assistant":
             return self.messages[:-1]
         return self.messages
 
@@ -222,11 +237,19 @@ class Spec:
         """Deviations marked ``applies_to: all`` (applied to random conversations in property checks)."""
         return [d for d in self.deviations.values() if d.applies_to == "all"]
 
-    def property_inputs(self) -> dict[str, Any]:
-        """The merged ``property_inputs`` of every deviation (``forbid`` lists are concatenated)."""
+    def property_inputs(self, template: bool = True) -> dict[str, Any]:
+        """The merged ``property_inputs`` of every deviation (``forbid`` lists are concatenated).
+
+        With ``template=False`` (the inputs of checks that need no template: extension, round trip, weights), the
+        inputs of deviations that say ``scope: template`` are left out: a template's limit (e.g. its trimming)
+        constrains only the comparisons with that template."""
         out: dict[str, Any] = {}
         for d in self.deviations.values():
+            if not template and d.property_inputs.get("scope", "all") == "template":
+                continue
             for k, v in d.property_inputs.items():
+                if k == "scope":
+                    continue
                 if k == "forbid":
                     out["forbid"] = [*out.get("forbid", []), *v]
                 else:
@@ -602,8 +625,10 @@ def _load_deviation(ctx: _Ctx, d: Any, i: int) -> Deviation:
             raise ctx.err("forbid must be a list of strings", fld=pre + "property_inputs")
         if k == "max_turns" and not isinstance(v, int):
             raise ctx.err("max_turns must be an integer", fld=pre + "property_inputs")
-        if k in ("strip_whitespace", "thinking", "tools") and not isinstance(v, bool):
+        if k in _BOOL_INPUT_KEYS and not isinstance(v, bool):
             raise ctx.err(f"{k} must be true or false", fld=pre + "property_inputs")
+        if k == "scope" and v not in ("template", "all"):
+            raise ctx.err(f"scope must be 'template' or 'all', got {v!r}", fld=pre + "property_inputs")
     return Deviation(did, description, reason, tuple(edits), applies_to, compare, dict(pin))  # type: ignore[arg-type]
 
 
@@ -653,7 +678,8 @@ def _load_case(ctx: _Ctx, c: Any, i: int, deviations: Mapping[str, Deviation], o
     _unknown(
         ctx,
         c,
-        ("id", "scenario", "description", "messages", "tools", "train_on_what", "prefill", "deviations", "template", "template_kwargs", "expect"),
+        ("id", "scenario", "description", "messages", "tools", "train_on_what", "prefill", "deviations", "template", "template_kwargs", "expect",
+         "role"),
         cid,
     )
     scenario = _req(ctx, c, "scenario", str, cid)
@@ -685,6 +711,9 @@ def _load_case(ctx: _Ctx, c: Any, i: int, deviations: Mapping[str, Deviation], o
     if "skip" in template and (not isinstance(skip, str) or not skip.strip()):
         raise ctx.err("skip needs a reason (a non-empty string)", cid, "template.skip")
     tkw = _opt(ctx, c, "template_kwargs", dict, {}, cid)
+    role = _opt(ctx, c, "role", str, "assistant", cid)
+    if not role.strip():
+        raise ctx.err("role must be a non-empty string", cid, "role")
     e = _req(ctx, c, "expect", dict, cid)
     _unknown(ctx, e, ("supervised", "generation_prompt", "raises", "token_counts"), cid, "expect.")
     sup = _opt(ctx, e, "supervised", str, None, cid, "expect.")
@@ -700,6 +729,9 @@ def _load_case(ctx: _Ctx, c: Any, i: int, deviations: Mapping[str, Deviation], o
             raise ctx.err("give either raises or supervised/generation_prompt, not both", cid, "expect")
     elif sup is None and gen is None:
         raise ctx.err("needs supervised and/or generation_prompt (or raises)", cid, "expect")
+    if role != "assistant" and (gen is None or sup is not None):
+        raise ctx.err(f"a case with role {role!r} checks a generation prompt only (expect.generation_prompt, no supervised)",
+                      cid, "role")
     if sup is not None:
         parse_marked(sup, where=f"{ctx.path}: case {cid!r}: field 'expect.supervised'")
     for k, v in counts.items():
@@ -719,6 +751,7 @@ def _load_case(ctx: _Ctx, c: Any, i: int, deviations: Mapping[str, Deviation], o
         deviations=tuple(devs),
         template_skip=skip,
         template_kwargs=dict(tkw),
+        role=role,
     )
 
 

@@ -394,7 +394,7 @@ def differential(spec: Any, examples: int = 200, seed: int = 0, renderer: Any = 
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
-    )(given(conversations(**ctx.strategy_options()))(one))
+    )(given(conversations(**ctx.strategy_options(wide=False)))(one))  # the peer comparison keeps to the classic inputs
     if seed:
         run = hseed(seed)(run)
     run()

@@ -392,15 +392,16 @@ class Renderer:
             content = m["content"]
             if not isinstance(content, str | list):
                 raise RendererError(f"message {i}: content must be a str or a list of parts, got {type(content).__name__}")
+            if isinstance(content, list):
+                for j, p in enumerate(content):
+                    if not isinstance(p, dict) or p.get("type") not in ("text", "thinking", "image"):
+                        raise RendererError(f"message {i} part {j}: unknown content part {p!r}")
             if has_images(content) and not self.supports_images:
                 raise RendererError(
                     f"message {i} ({m['role']}) has an image part, but renderer {self.name!r} is text-only; "
                     "use a vision-language renderer or remove the image"
                 )
             if isinstance(content, list):
-                for j, p in enumerate(content):
-                    if not isinstance(p, dict) or p.get("type") not in ("text", "thinking", "image"):
-                        raise RendererError(f"message {i} part {j}: unknown content part {p!r}")
                 if thinking_of(content) and not self.supports_thinking:
                     raise RendererError(
                         f"message {i} has a thinking part, but renderer {self.name!r} has no thinking format"
@@ -526,7 +527,10 @@ class Renderer:
             self._refuse_trained_reasoning(messages, boundary)
         if boundary >= len(messages) or messages[boundary]["role"] != "assistant":
             return weights
-        prompt = self.generation_prompt_tokens(messages[:boundary], _memo=memo)
+        if type(self).generation_prompt_tokens is Renderer.generation_prompt_tokens:
+            prompt = self.generation_prompt_tokens(messages[:boundary], _memo=memo)
+        else:  # a family's own generation_prompt_tokens may predate the private memo argument
+            prompt = self.generation_prompt_tokens(messages[:boundary])
         if tokens[: len(prompt)] == prompt:
             return [0.0] * len(prompt) + weights[len(prompt) :]
         return weights

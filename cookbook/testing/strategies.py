@@ -204,6 +204,11 @@ def conversations(
     forbid: Sequence[str] = DEFAULT_FORBID,
     empty_assistant: bool = True,
     wide: bool = False,
+    empty_system: bool | None = None,
+    missing_ids: bool | None = None,
+    wide_tools: bool | None = None,
+    inline_think: bool | None = None,
+    control_text: Sequence[str] = (),
 ) -> Conversation:
     """A random conversation: an optional system message, then ``1..max_turns`` user/assistant exchanges.
 
@@ -212,21 +217,34 @@ def conversations(
       answered by a tool message and the assistant then replies;
     * ``system``: True (always), False (never) or None (either);
     * ``end_with``: ``assistant`` (a supervised example), ``user`` (a generation prompt) or ``any``;
-    * ``wide``: also empty system content, tool calls without ids (and tool messages without
-      ``tool_call_id``), and a tool declaration with a non-ASCII description and enum / default / array /
-      nested-object parameters (:data:`WIDE_TOOLS`). Off by default: the first run with it found that
-      Llama 3's template drops an empty system message which cookbook's llama3 renderer keeps.
+    * ``wide``: switches on the four input classes below (each can also be set on its own; ``None`` follows
+      ``wide``). The conform runner's property checks switch them on unless the spec declares otherwise
+      (``property_inputs``), plain pytest use keeps them off;
+    * ``empty_system``: the system message may have empty content;
+    * ``missing_ids``: tool calls may lack an id (their tool messages then have no ``tool_call_id``);
+    * ``wide_tools``: the declared tools include :data:`WIDE_TOOLS` (a non-ASCII description; enum, default,
+      array and nested-object parameters);
+    * ``inline_think``: a string history reply (an assistant message before the last message) may carry an
+      inline ``<think>...</think>`` block before its text;
+    * ``control_text``: control-token strings (e.g. ``<|eot_id|>``) spliced into the text of every role, for
+      checks that such text stays literal; empty (the default) keeps them out.
     """
+    empty_system = wide if empty_system is None else empty_system
+    missing_ids = wide if missing_ids is None else missing_ids
+    wide_tools = wide if wide_tools is None else wide_tools
+    inline_think = wide if inline_think is None else inline_think
     text = texts(strip_whitespace=strip_whitespace, forbid=forbid)
     thought = texts(min_size=1, strip_whitespace=True, forbid=forbid) if thinking else None
     nonempty = texts(min_size=1, strip_whitespace=strip_whitespace, forbid=forbid)
+    if control_text:
+        text, nonempty = _with_control(text, control_text), _with_control(nonempty, control_text)
     declared: list[ToolSpec] = []
     if tools and draw(st.booleans()):
-        declared = [*TOOLS, *WIDE_TOOLS] if wide else list(TOOLS)
+        declared = [*TOOLS, *WIDE_TOOLS] if wide_tools else list(TOOLS)
     msgs: list[Message] = []
     with_system = draw(st.booleans()) if system is None else system
     if with_system:
-        msgs.append({"role": "system", "content": draw(st.one_of(st.just(""), nonempty) if wide else nonempty)})
+        msgs.append({"role": "system", "content": draw(st.one_of(st.just(""), nonempty) if empty_system else nonempty)})
     n_turns = draw(st.integers(1, max(1, max_turns)))
     call_no = 0
     for turn in range(n_turns):
@@ -243,7 +261,7 @@ def conversations(
                 tool = draw(st.sampled_from(declared))
                 call_no += 1
                 args = draw(tool_arguments(text))
-                call_id = f"call_{call_no}" if not wide or draw(st.booleans()) else None
+                call_id = f"call_{call_no}" if not missing_ids or draw(st.booleans()) else None
                 calls.append(ToolCall(name=tool["name"], arguments=json.dumps(args, ensure_ascii=False), id=call_id))
             msgs.append({"role": "assistant", "content": _assistant_content(draw, text, thought), "tool_calls": calls})
             for c in calls:
@@ -253,7 +271,18 @@ def conversations(
                     tool_msg["tool_call_id"] = c.id
                 msgs.append(tool_msg)
         msgs.append({"role": "assistant", "content": _assistant_content(draw, text if empty_assistant else nonempty, thought)})
+    if inline_think:
+        think = texts(min_size=1, strip_whitespace=True, forbid=forbid)
+        for m in msgs[:-1]:
+            if m["role"] == "assistant" and isinstance(m["content"], str) and draw(st.booleans()):
+                m["content"] = f"<think>{draw(think)}</think>{m['content']}"
     return Conversation(msgs, declared)
+
+
+def _with_control(text: st.SearchStrategy[str], control: Sequence[str]) -> st.SearchStrategy[str]:
+    """``text``, or ``text`` with one of ``control`` spliced into it (at the start, the end or inside)."""
+    spliced = st.tuples(text, st.sampled_from(list(control)), text).map("".join)
+    return st.one_of(text, spliced)
 
 
 def _assistant_content(

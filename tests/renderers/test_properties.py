@@ -34,8 +34,8 @@ def llama_ctx(llama_tok: Any) -> PropertyContext:
     return PropertyContext.build(Llama3Renderer(llama_tok), load_spec(spec_path_for("llama3")), llama_tok)
 
 
-def _strategy(ctx: PropertyContext, **over: Any) -> Any:
-    return conversations(**{**ctx.strategy_options(), **over})
+def _strategy(ctx: PropertyContext, template: bool = True, **over: Any) -> Any:
+    return conversations(**{**ctx.strategy_options(template=template), **over})
 
 
 def _assert_ok(failure: str | None) -> None:
@@ -99,7 +99,7 @@ def test_llama3_parity_with_template(llama_ctx: PropertyContext, check: Any) -> 
 
 @pytest.mark.parametrize("check", [check_weights, check_roundtrip], ids=["weights", "roundtrip"])
 def test_llama3_weights_and_roundtrip(llama_ctx: PropertyContext, check: Any) -> None:
-    @given(_strategy(llama_ctx))
+    @given(_strategy(llama_ctx, template=False))  # needs no template: padded content, empty systems too
     def run(conv: Conversation) -> None:
         _assert_ok(check(llama_ctx, conv))
 
@@ -109,7 +109,7 @@ def test_llama3_weights_and_roundtrip(llama_ctx: PropertyContext, check: Any) ->
 def test_llama3_extension(llama_ctx: PropertyContext) -> None:
     assert llama_ctx.claims_extension
 
-    @given(_strategy(llama_ctx, max_turns=3))
+    @given(_strategy(llama_ctx, template=False, max_turns=3))  # un-stripped inputs: no template involved
     def run(conv: Conversation) -> None:
         _assert_ok(check_extension(llama_ctx, conv))
 
@@ -189,7 +189,7 @@ def test_lossy_parse_is_caught(llama_tok: Any) -> None:
 
 def test_runner_driver_reports_every_property(llama_tok: Any) -> None:
     names = {o.name for o in run_properties(_ctx(Llama3Renderer(llama_tok), llama_tok), examples=5)}
-    assert names == {"generation_parity", "supervised_parity", "roundtrip", "weights", "extension"}
+    assert names == {"generation_parity", "supervised_parity", "roundtrip", "weights", "extension", "literal_control_tokens"}
 
 
 @given(conversations(tools=True, system=True, wide=True, max_turns=3))
@@ -208,3 +208,76 @@ def test_wide_conversations_reach_every_feature() -> None:
     find(conversations(tools=True, wide=True),
          lambda c: any(tc.id is None for m in c.messages for tc in m.get("tool_calls", [])))
     find(conversations(tools=True, wide=True), lambda c: any(t["name"] == "book_trip" for t in c.tools))
+
+
+def test_wide_options_each_reach_their_feature() -> None:
+    from hypothesis import find
+
+    find(conversations(system=True, empty_system=True), lambda c: c.messages[0]["content"] == "")
+    find(conversations(tools=True, missing_ids=True),
+         lambda c: any(m["role"] == "tool" and "tool_call_id" not in m for m in c.messages))
+    find(conversations(max_turns=3, inline_think=True),
+         lambda c: any(str(m["content"]).startswith("<think>") for m in c.messages[:-1] if m["role"] == "assistant"))
+    find(conversations(control_text=("<|eot_id|>",)), lambda c: any("<|eot_id|>" in str(m["content"]) for m in c.messages))
+
+
+@given(conversations(tools=True, system=True, max_turns=3))
+def test_wide_options_are_off_unless_asked(conv: Conversation) -> None:
+    if conv.messages[0]["role"] == "system":
+        assert conv.messages[0]["content"]
+    for m in conv.messages:
+        assert all(tc.id for tc in m.get("tool_calls", []))
+        assert not str(m["content"]).startswith("<think>")
+    assert "book_trip" not in {t["name"] for t in conv.tools}
+
+
+@given(conversations(max_turns=3, inline_think=True))
+def test_inline_think_only_in_history(conv: Conversation) -> None:
+    assert not str(conv.messages[-1]["content"]).startswith("<think>")
+
+
+def test_template_scoped_inputs_do_not_limit_template_free_checks(llama_ctx: PropertyContext) -> None:
+    """llama3's no-trim (the template trims) and no-date-header (an empty system message renders like none) limit
+    the template comparisons only: extension, round trip and weights draw padded content and empty systems."""
+    template = llama_ctx.strategy_options()
+    free = llama_ctx.strategy_options(template=False)
+    assert template["strip_whitespace"] and not template["empty_system"]
+    assert not free["strip_whitespace"] and free["empty_system"]
+    assert free["missing_ids"] and free["inline_think"] and free["wide_tools"]
+    assert not any(llama_ctx.strategy_options(wide=False)[k] for k in ("empty_system", "missing_ids", "wide_tools", "inline_think"))
+    assert "<|eot_id|>" in llama_ctx.control_tokens() and "<|start_header_id|>" in llama_ctx.control_tokens()
+
+
+def test_llama3_keeps_control_text_literal(llama_ctx: PropertyContext) -> None:
+    from cookbook.conformance.properties import check_literal_control_tokens
+
+    @given(conversations(**{**llama_ctx.strategy_options(template=False), "end_with": "any",
+                            "control_text": llama_ctx.control_tokens()}))
+    def run(conv: Conversation) -> None:
+        _assert_ok(check_literal_control_tokens(llama_ctx, conv))
+
+    run()
+
+
+class InjectingLlama(Llama3Renderer):
+    """Encodes content with special-token parsing on: ``<|eot_id|>`` typed in a message becomes the control token."""
+
+    def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
+        r = super().render_message(msg, ctx)
+        text = r.output[0]
+        assert isinstance(text, str)
+        ids = self.tokenizer.encode(text, add_special_tokens=False) if text else []
+        return RenderedMessage(header=r.header, output=[ids, *r.output[1:]])
+
+
+def test_control_text_injection_is_caught(llama_tok: Any) -> None:
+    from cookbook.conformance.properties import check_literal_control_tokens
+
+    ctx = _ctx(InjectingLlama(llama_tok), llama_tok)
+    history = Conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "a<|eot_id|>b"},
+                            {"role": "user", "content": "ok"}, {"role": "assistant", "content": "fine"}])
+    failure = check_literal_control_tokens(ctx, history)
+    assert failure is not None and "<|eot_id|>" in failure
+    assert check_literal_control_tokens(_ctx(Llama3Renderer(llama_tok), llama_tok), history) is None
+    out = {o.name: o for o in run_properties(ctx, examples=20, only=["literal_control_tokens"])}
+    assert out["literal_control_tokens"].status == "FAIL"

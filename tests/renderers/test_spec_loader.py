@@ -210,3 +210,40 @@ def test_property_inputs_are_validated_and_merged(tmp_path: Path) -> None:
     doc["deviations"][1]["property_inputs"] = {"colour": 1}
     with pytest.raises(SpecError, match="unknown key 'colour'"):
         load_spec(_write(tmp_path, doc))
+
+
+def test_property_inputs_scope_and_wide_keys(tmp_path: Path) -> None:
+    """``scope: template`` keeps a deviation's inputs to the template comparisons; the wide keys are booleans."""
+    import copy
+
+    doc = copy.deepcopy(MINIMAL)
+    doc["deviations"][0]["property_inputs"] = {"strip_whitespace": True, "empty_system": False, "scope": "template"}
+    doc["deviations"].append({"id": "d2", "description": "x", "reason": "y", "property_inputs": {"missing_ids": False}})
+    spec = load_spec(_write(tmp_path, doc))
+    assert spec.property_inputs() == {"strip_whitespace": True, "empty_system": False, "missing_ids": False}
+    assert spec.property_inputs(template=False) == {"missing_ids": False}
+    for bad in ({"scope": "everything"}, {"inline_think": "no"}, {"wide_tools": 0}):
+        doc["deviations"][1]["property_inputs"] = bad
+        with pytest.raises(SpecError):
+            load_spec(_write(tmp_path, doc))
+
+
+def test_case_role(tmp_path: Path) -> None:
+    """A case may open another role's turn: it checks a generation prompt only, from all its messages."""
+    import copy
+
+    doc = copy.deepcopy(MINIMAL)
+    doc["cases"][0] = {"id": "for_user", "scenario": "multi_turn", "role": "user",
+                       "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}],
+                       "expect": {"generation_prompt": "HiYo"}}
+    case = load_spec(_write(tmp_path, doc)).cases[0]
+    assert case.role == "user" and len(case.prompt_messages) == 2
+    doc["cases"][0]["expect"]["supervised"] = "Hi⟦Yo⟧"
+    with pytest.raises(SpecError):
+        load_spec(_write(tmp_path, doc))
+    doc["cases"][0]["expect"] = {"generation_prompt": "x"}
+    doc["cases"][0]["role"] = " "
+    with pytest.raises(SpecError):
+        load_spec(_write(tmp_path, doc))
+    del doc["cases"][0]["role"]
+    assert load_spec(_write(tmp_path, doc)).cases[0].prompt_messages == ({"role": "user", "content": "Hi"},)
