@@ -42,6 +42,7 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "qwen3_disable_thinking": _entry(_QWEN3, enable_thinking=False),
     "qwen3_instruct": _entry(_QWEN3, instruct=True),
     "qwen3_vl_instruct": _entry(_QWEN3, instruct=True, vision=True),
+    "qwen3_vl": _entry(_QWEN3, vision=True, think_opening=True),
     "deepseekv3": _entry(_DEEPSEEK_V3),
     "deepseekv3_disable_thinking": _entry(_DEEPSEEK_V3),  # the same chat mode under tinker-cookbook's other name
     "deepseekv3_thinking": _entry(_DEEPSEEK_V3, thinking=True),
