@@ -31,6 +31,10 @@ sequence-extension property.
 *header*, so it is never trained (the prompt supplies it, the model never samples it); a supervised turn
 that reasoned raises :class:`~cookbook.errors.RendererError`.
 
+``qwen3_vl`` (Qwen3-VL Thinking, option ``think_opening``) ends the generation prompt with
+``<|im_start|>assistant\n<think>\n``: the opening of the produced turn's block is in its *header* (never
+trained) and the model samples from inside the block; :meth:`Qwen3Renderer.parse_text` restores the opening.
+
 ``qwen3_instruct`` (Qwen3-*-Instruct-2507) never frames: no empty block, thinking parts (from another
 model's conversation) are written ``<think>{t}</think>`` and stripped from history. It has the extension
 property for conversations without thinking.
@@ -50,7 +54,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from cookbook.errors import RendererError
+from cookbook.errors import ConfigurationError, RendererError
 from cookbook.renderers.base import (
     ContentPart,
     Message,
@@ -71,6 +75,7 @@ from cookbook.renderers.kit.tools import parse_json_tool_call, tool_call_json, t
 from cookbook.renderers.kit.vision import QWEN3_VL, image_segment
 
 EMPTY_THINK = "<think>\n\n</think>\n\n"
+THINK_OPENING = "<think>\n"
 
 TOOLS_PREAMBLE = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -101,6 +106,7 @@ class Qwen3Renderer(Renderer):
         enable_thinking: bool = True,
         instruct: bool = False,
         vision: bool = False,
+        think_opening: bool = False,
     ):
         """``enable_thinking=False``: ``qwen3_disable_thinking`` (the prompt pre-fills the empty block, which is the
         untrained header of a produced turn; a trained turn that reasons is refused). ``instruct=True``:
@@ -108,6 +114,15 @@ class Qwen3Renderer(Renderer):
         (``qwen3_vl_instruct``): image parts of user and system messages are written
         ``<|vision_start|>`` + image + ``<|vision_end|>`` (an ``ImageChunk`` of Qwen3-VL's token count)."""
         super().__init__(tokenizer)
+        if think_opening and (instruct or not enable_thinking):
+            raise ConfigurationError(
+                "think_opening=True opens a think block in the generation prompt; it needs a thinking renderer "
+                "(instruct=False, enable_thinking=True)"
+            )
+        #: ``think_opening=True`` (``qwen3_vl``, the Qwen3-VL Thinking format): the assistant generation prompt ends
+        #: with ``<think>\n`` and a framed produced turn writes that opening in its untrained header, so the model
+        #: is trained from inside the think block on (parse_text restores the opening)
+        self.think_opening = THINK_OPENING if think_opening else ""
         self.supports_images = vision
         if vision:
             self.vision_start = self.enc.special("<|vision_start|>")
@@ -140,6 +155,8 @@ class Qwen3Renderer(Renderer):
         """The header of an empty message; in disable-thinking mode an assistant prompt ends with the empty block."""
         if self.empty_block_in_header:
             return self._header(role, ctx, EMPTY_THINK if role == "assistant" else "")
+        if self.think_opening and role == "assistant":
+            return self._header(role, ctx, self.think_opening)
         return super().generation_suffix(role, ctx)
 
     def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
@@ -154,6 +171,9 @@ class Qwen3Renderer(Renderer):
         if role != "assistant":
             return RenderedMessage(header=self._header(role, ctx), output=[*self._content(msg, ctx), [self.im_end]])
         text, raw_text, header_extra = self._assistant_text(msg, ctx)
+        if self.think_opening and self.frames(msg, ctx) and text.startswith(self.think_opening):
+            # the generation prompt wrote the opening: it moves to the header, never trained
+            text, header_extra = text[len(self.think_opening) :], header_extra + self.think_opening
         calls = msg.get("tool_calls") or []
         if calls:
             text += ("\n" if raw_text else "") + "\n".join(

@@ -130,6 +130,7 @@ class Qwen3_5Renderer(Renderer):
         omit_empty_system: bool = False,
         json_arguments: bool = False,
         inline_thinking: bool = True,
+        bare_history_thinking: bool = False,
     ):
         """``enable_thinking=False`` (``qwen3_5_disable_thinking``): the generation prompt pre-fills the empty block
         ``<think>\n\n</think>\n\n``, the untrained header of every non-reasoning assistant message after the last
@@ -137,9 +138,8 @@ class Qwen3_5Renderer(Renderer):
 
         The other options are the template inputs and template changes of later releases (all off: Qwen3.5):
 
-        * ``preserve_thinking`` (the ``preserve_thinking`` template input; ``qwen3_5_preserve_thinking`` and
-          Qwen3.8's default): every assistant message keeps its think block, not only those after the last user
-          message.
+        * ``preserve_thinking`` (the ``preserve_thinking`` template input; Qwen3.6 and Qwen3.8's default): every
+          assistant message keeps its think block, not only those after the last user message.
         * ``reasoning_effort`` (Qwen3.8: ``"xhigh"``, ``"medium"`` or ``"low"``): the template's instruction sentence
           for that effort opens the system message (a system message of its own when the conversation has none);
           ``medium`` has none, and with thinking disabled there is none.
@@ -147,6 +147,11 @@ class Qwen3_5Renderer(Renderer):
         * ``json_arguments`` (Qwen3.6 / 3.8): non-string tool-call arguments are written with ``|tojson``.
         * ``inline_thinking=False`` (Qwen3.8): ``<think>``...``</think>`` inside string content is content, not
           reasoning (the template reads reasoning only from ``reasoning_content``, i.e. thinking parts).
+
+        ``bare_history_thinking`` (``qwen3_5_preserve_thinking``, as tml-renderers' ``Qwen35(strip_thinking_from_history=
+        False)`` writes it; no template has it: the Qwen3.5 template has no ``preserve_thinking`` input): an assistant
+        message before the last user message that reasons keeps its reasoning as ``<think>{reasoning}</think>``
+        directly before its text (no newlines; no block when it does not reason).
         """
         super().__init__(tokenizer)
         if reasoning_effort is not None and reasoning_effort not in REASONING_EFFORT:
@@ -161,6 +166,7 @@ class Qwen3_5Renderer(Renderer):
         self.omit_empty_system = omit_empty_system
         self.json_arguments = json_arguments
         self.inline_thinking = inline_thinking
+        self.bare_history_thinking = bare_history_thinking
         #: the header of an assistant message after the last user message (``<think>\n`` or the empty block)
         self.think_opening = "<think>\n" if enable_thinking else EMPTY_THINK
         self.w = SegmentWriter(self.enc, self.CONTROL_TOKENS)
@@ -242,7 +248,10 @@ class Qwen3_5Renderer(Renderer):
         header: list[Piece] = [self._open("assistant", ctx)]
         body: list[Piece] = []
         # the template frames every message after the last user query (every message with preserve_thinking)
-        if self.preserve_thinking or ctx.idx > ctx.last_user_index:
+        if self.bare_history_thinking and ctx.idx < ctx.last_user_index:
+            if reasoning:
+                body += ["<think>", Lit(reasoning), "</think>"]
+        elif self.preserve_thinking or ctx.idx > ctx.last_user_index:
             if reasoning or self.think_opening == "<think>\n":
                 if ctx.is_last and not ctx.for_prompt:  # being produced: the prompt supplied "<think>\n"
                     header.append("<think>\n")

@@ -42,6 +42,7 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "qwen3_disable_thinking": _entry(_QWEN3, enable_thinking=False),
     "qwen3_instruct": _entry(_QWEN3, instruct=True),
     "qwen3_vl_instruct": _entry(_QWEN3, instruct=True, vision=True),
+    "qwen3_vl": _entry(_QWEN3, vision=True, think_opening=True),
     "deepseekv3": _entry(_DEEPSEEK_V3),
     "deepseekv3_disable_thinking": _entry(_DEEPSEEK_V3),  # the same chat mode under tinker-cookbook's other name
     "deepseekv3_thinking": _entry(_DEEPSEEK_V3, thinking=True),
@@ -57,6 +58,7 @@ _BUILTIN: dict[str, BuiltinRenderer] = {
     "gemma3": _entry("cookbook.renderers.gemma3:Gemma3Renderer"),
     "qwen3_5": _entry(_QWEN3_5),
     "qwen3_5_disable_thinking": _entry(_QWEN3_5, enable_thinking=False),
+    "qwen3_5_preserve_thinking": _entry(_QWEN3_5, bare_history_thinking=True),
     "qwen3_8_xhigh_reasoning": _entry(_QWEN3_5, reasoning_effort="xhigh", **_QWEN3_8),
     "qwen3_8_medium_reasoning": _entry(_QWEN3_5, reasoning_effort="medium", **_QWEN3_8),
     "qwen3_8_low_reasoning": _entry(_QWEN3_5, reasoning_effort="low", **_QWEN3_8),

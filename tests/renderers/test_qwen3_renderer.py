@@ -542,3 +542,12 @@ def test_leading_newline_content_differs_from_the_template_only_in_bpe(qwen3: Qw
     )
     want = list(want if isinstance(want, list) else want["input_ids"])
     assert qwen3.decode(got) == qwen3.decode(want) and got != want
+
+
+@pytest.mark.parametrize("options", [{"instruct": True}, {"enable_thinking": False}])
+def test_think_opening_needs_a_thinking_renderer(qwen3: Qwen3Renderer, options: dict[str, Any]) -> None:
+    """``think_opening`` (qwen3_vl) opens a think block in the prompt: with no thinking it is a configuration error."""
+    from cookbook.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        Qwen3Renderer(qwen3.tokenizer, think_opening=True, **options)

@@ -17,10 +17,11 @@ import pytest
 
 from cookbook.errors import RendererError
 from cookbook.renderers import TrainOnWhat, get_renderer
+from cookbook.renderers.base import ParseTermination
 from cookbook.renderers.kit.vision import QWEN3_VL, data_uri, make_png
 from cookbook.tokenizers import get_tokenizer
 
-NAMES = {"qwen3_vl_instruct": "vision_instruct"}  # ours -> tml-renderers' Qwen3 constructor
+NAMES = {"qwen3_vl_instruct": "vision_instruct", "qwen3_vl": "vision"}  # ours -> tml-renderers' Qwen3 constructor
 SIZES = [(32, 32), (64, 48), (100, 37), (8, 8), (640, 480), (2000, 3000), (500, 3)]
 
 
@@ -132,6 +133,41 @@ def test_two_images_text_between_and_history(pair: tuple[Any, Any]) -> None:
     ref_toks, ref_imgs = _tml_flat(tml.render_for_completion(_tml_messages(convo))[0])
     assert toks == ref_toks
     assert [(s, n) for s, n, _ in imgs] == ref_imgs
+
+
+@pytest.mark.parametrize("history_thinks", [False, True])
+def test_thinking_turn_with_images_matches_tml(tok: Any, history_thinks: bool) -> None:
+    """qwen3_vl: a reasoning reply after images and an earlier turn (its reasoning stripped from history); ids and
+    weights of the generation prompt and of the last SFT example as tml's (tml starts a new example where history
+    reasoning is stripped, so its last example is the one with the trained reply)."""
+    renderers = pytest.importorskip("tml_renderers.renderers", reason="tml-renderers 0.2.1 (test extra) is the oracle")
+    pytest.importorskip("PIL", reason="tml-renderers decodes data: URI images with Pillow")
+    ours, tml = get_renderer("qwen3_vl", tok), renderers.Qwen3.vision()
+    earlier: Any = [{"type": "thinking", "thinking": "Four equal sides."}, {"type": "text", "text": "A square."}]
+    convo: list[Any] = [
+        {"role": "user", "content": [{"type": "image", "image": make_png(48, 48, 4)}, {"type": "text", "text": "Shape?"}]},
+        {"role": "assistant", "content": earlier if history_thinks else "A square."},
+        {"role": "user", "content": [{"type": "text", "text": "Colour?"}, {"type": "image", "image": make_png(80, 40, 5)}]},
+        {"role": "assistant", "content": [{"type": "thinking", "thinking": "A gradient\nof grey."}, {"type": "text", "text": "Grey."}]},
+    ]
+    toks, imgs = _flat(ours.build_generation_prompt(convo[:-1]))
+    ref_toks, ref_imgs = _tml_flat(tml.render_for_completion(_tml_messages(convo[:-1]))[0])
+    assert (toks, [(s, n) for s, n, _ in imgs]) == (ref_toks, ref_imgs)
+    mi, weights = ours.build_supervised_example(convo)
+    ex = tml.render_for_sft(_tml_messages(convo))[-1]
+    toks, imgs = _flat(mi)
+    ref_toks, ref_imgs = _tml_flat(ex.input_token_spans)
+    assert (toks, [(s, n) for s, n, _ in imgs]) == (ref_toks, ref_imgs)
+    assert list(weights) == [float(w) for w in ex.per_token_loss_weight_unshifted]
+
+
+def test_qwen3_vl_parses_a_response_that_starts_inside_the_think_block(tok: Any) -> None:
+    """The prompt ends with ``<think>\n``, so the sampled text opens with the reasoning and closes the block."""
+    r = get_renderer("qwen3_vl", tok)
+    sampled = [*tok.encode("A gradient.\n</think>\n\nGrey.", add_special_tokens=False), r.get_stop_sequences()[0]]
+    msg, termination = r.parse_response(sampled)
+    assert termination == ParseTermination.STOP_SEQUENCE
+    assert msg["content"] == [{"type": "thinking", "thinking": "A gradient."}, {"type": "text", "text": "Grey."}]
 
 
 # ---------------------------------------------------------------------------------------------- behaviour
