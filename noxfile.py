@@ -181,4 +181,5 @@ def tml(session: nox.Session) -> None:
     _provision(session)
     env = {**OFFLINE_ENV, "COOKBOOK_TML_EXAMPLES": os.environ.get("COOKBOOK_TML_EXAMPLES", "200")}
     session.run("pytest", "-n", os.environ.get("PYTEST_WORKERS", "auto"), "-q", "tests/renderers/test_vs_tml.py",
+                "tests/renderers/test_kimi_k25_renderer.py::test_random_conversations_with_native_ids_agree_with_tml",
                 *session.posargs, env=env)

@@ -129,9 +129,14 @@ def test_tinker_cookbook_qwen3_fails_only_on_split_tool_results_and_parsing() ->
 
     causes = group_causes(results)
     structural = {c.cases[0]: c for c in causes if not c.cases[0].startswith("parse:")}
-    # two causes a reader checks against the template: tool results split into separate blocks, and
-    # `</think>` inside a history string (the template keeps only the text after it; tinker-cookbook keeps all)
-    assert sorted(structural) == ["consecutive_tool_responses", "think_tag_in_history"], [c.key for c in causes]
+    # three causes a reader checks against the template: tool results split into separate blocks,
+    # `</think>` inside a history string (the template keeps only the text after it; tinker-cookbook keeps all), and
+    # a tool declaration with non-ASCII text, which tinker-cookbook writes \u-escaped where the template's tojson
+    # keeps the characters (found by the wide-input case tools_wide_declaration)
+    assert sorted(structural) == ["consecutive_tool_responses", "think_tag_in_history", "tools_wide_declaration"], [
+        c.key for c in causes
+    ]
+    assert "'R'" in structural["tools_wide_declaration"].key
     assert all(len(c.cases) == 1 for c in structural.values())
     split = structural["consecutive_tool_responses"].key
     assert "'<|im_end|>'" in split and "151645" in split
