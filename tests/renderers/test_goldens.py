@@ -171,3 +171,20 @@ def test_check_with_nothing_to_check_fails(tmp_path: Path, capsys: pytest.Captur
     empty_goldens.mkdir()
     assert main(["golden", "--check", "--out", str(empty_goldens)]) != 0
     assert str(empty_goldens) in capsys.readouterr().err
+
+
+def test_golden_check_without_tml_renderers_checks_the_rest(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An installed toolkit has no tml-renderers (a test-time peer that needs torch): `golden --check` checks
+    every golden whose oracle is here, names the ones it could not check, and passes; with nothing checkable
+    at all it fails (exit 2)."""
+    from cookbook.conformance import tml
+
+    monkeypatch.setattr(tml, "available", lambda: False)
+    rc = main(["golden", "--check", "llama3", "deepseekv4_1"])
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
+    assert "llama3: " in err and "golden(s) checked" in err
+    assert "deepseekv4_1" in out and "not checked" in out
+    assert main(["golden", "--check", "deepseekv4_1"]) == 2
