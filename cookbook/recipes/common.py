@@ -433,3 +433,29 @@ def bundled(name: str) -> Path:
     if not path.exists():
         raise ConfigurationError(f"bundled dataset {name!r} is missing from the installation ({path})")
     return path
+
+
+def sft_phase(cfg: Any, service: Service, renderer: Any, conversations: Sequence[Any], *, subdir: str, steps: int,
+              learning_rate: float, seed: int, recipe: str, what: str, batch_size: int = 8,
+              max_length: int | None = 256) -> str:
+    """A supervised phase inside a recipe's run (an RL warm-up, a distillation teacher): ``steps`` SFT steps on
+    ``conversations`` in ``<log_path>/<subdir>`` with a constant learning rate, resuming or skipping like any SL
+    run. Returns the final state path; a run that ends without a final checkpoint is a :class:`TrainingError`."""
+    from cookbook.errors import TrainingError
+    from cookbook.supervised.data import ConversationDataset
+    from cookbook.supervised.train import SupervisedConfig, train
+
+    batch = min(batch_size, len(conversations))
+    dataset = ConversationDataset(list(conversations), batch)
+    sl_cfg = SupervisedConfig(
+        log_path=str(Path(cfg.log_path) / subdir), model_name=cfg.model_name, renderer_name=cfg.renderer_name,
+        learning_rate=learning_rate, lr_schedule="constant", num_epochs=-(-steps // len(dataset)),
+        batch_size=batch, max_length=max_length, lora_rank=cfg.lora_rank, save_every=0, eval_every=0,
+        max_steps=steps, seed=seed, behavior_if_log_dir_exists="resume",
+    )
+    print(f"{recipe}: {what}, {steps} steps -> {sl_cfg.log_path}", file=sys.stderr)
+    log = train(sl_cfg, service.client, dataset, (), renderer, Progress(("train_mean_nll",)))
+    final = log.last_checkpoint()
+    if final is None or not final.get("final"):
+        raise TrainingError(f"{log.dir}: the {what} finished without a final checkpoint")
+    return str(final["state_path"])

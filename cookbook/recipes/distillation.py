@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import chz
 
 from cookbook.distillation.train_on_policy import DistillationConfig
-from cookbook.errors import TrainingError
 from cookbook.recipes.common import (
     Progress,
     bundled,
@@ -40,6 +38,7 @@ from cookbook.recipes.common import (
     make_renderer,
     print_summary,
     run_recipe,
+    sft_phase,
     with_models,
 )
 from cookbook.rl.train import validate_rl_config
@@ -82,23 +81,10 @@ def make_teacher(cfg: Config, service: Any, renderer: Any, conversations: list[A
         return service.client.create_sampling_client(base_model=cfg.teacher_model or ONLINE_TEACHER).result()
     record = run.named_record(TEACHER)
     if record is None or not record.get("sampler_path"):
-        from cookbook.supervised.data import ConversationDataset
-        from cookbook.supervised.train import SupervisedConfig, train
-
-        batch = min(8, len(conversations))
-        dataset = ConversationDataset(conversations, batch)
-        sl_cfg = SupervisedConfig(
-            log_path=str(Path(cfg.log_path) / "teacher"), model_name=cfg.model_name,
-            renderer_name=cfg.renderer_name, learning_rate=cfg.teacher_learning_rate, lr_schedule="constant",
-            num_epochs=-(-steps // len(dataset)), batch_size=batch, max_length=256, lora_rank=cfg.lora_rank,
-            save_every=0, eval_every=0, max_steps=steps, seed=cfg.seed + 1, behavior_if_log_dir_exists="resume",
-        )
-        print(f"distillation: SFT teacher, {steps} steps -> {sl_cfg.log_path}", file=sys.stderr)
-        sl_log = train(sl_cfg, service.client, dataset, (), renderer, Progress(("train_mean_nll",)))
-        final = sl_log.last_checkpoint()
-        if final is None or not final.get("final"):
-            raise TrainingError(f"{sl_log.dir}: the teacher SFT finished without a final checkpoint")
-        tc = service.client.create_training_client_from_state(final["state_path"]).result()
+        state_path = sft_phase(cfg, service, renderer, conversations, subdir="teacher", steps=steps,
+                               learning_rate=cfg.teacher_learning_rate, seed=cfg.seed + 1, recipe="distillation",
+                               what="teacher SFT")
+        tc = service.client.create_training_client_from_state(state_path).result()
         record = run.save(tc, TEACHER, 0, kind="sampler")
     return service.client.create_sampling_client(model_path=record["sampler_path"]).result()
 

@@ -48,6 +48,7 @@ from cookbook.recipes.common import (
     make_renderer,
     print_summary,
     run_recipe,
+    sft_phase,
     with_models,
 )
 from cookbook.renderers.base import Message, RendererProtocol
@@ -139,25 +140,11 @@ class MathDataset:
 
 
 def run_warmup(cfg: Config, service: Any, renderer: Any, steps: int) -> str:
-    """The SFT warm-up in ``<log_path>/warmup``; returns its final state path (resumes / skips like any SL run)."""
-    from cookbook.supervised.data import ConversationDataset
-    from cookbook.supervised.train import SupervisedConfig, train
-
+    """The SFT warm-up on worked solutions in ``<log_path>/warmup``; returns its final state path."""
     convs = load_solution_conversations(cfg.solutions or bundled("math_solutions.jsonl"))
-    batch = min(8, len(convs))
-    dataset = ConversationDataset(convs, batch)
-    sl_cfg = SupervisedConfig(
-        log_path=str(Path(cfg.log_path) / "warmup"), model_name=cfg.model_name, renderer_name=cfg.renderer_name,
-        learning_rate=cfg.warmup_learning_rate, lr_schedule="constant", num_epochs=-(-steps // len(dataset)),
-        batch_size=batch, max_length=256, lora_rank=cfg.lora_rank, save_every=0, eval_every=0, max_steps=steps,
-        seed=cfg.seed, behavior_if_log_dir_exists="resume",
-    )
-    print(f"math_rl: SFT warm-up, {steps} steps on worked solutions -> {sl_cfg.log_path}", file=sys.stderr)
-    log = train(sl_cfg, service.client, dataset, (), renderer, Progress(("train_mean_nll",)))
-    final = log.last_checkpoint()
-    if final is None or not final.get("final"):
-        raise DataError(f"{log.dir}: the warm-up finished without a final checkpoint")
-    return str(final["state_path"])
+    return sft_phase(cfg, service, renderer, convs, subdir="warmup", steps=steps,
+                     learning_rate=cfg.warmup_learning_rate, seed=cfg.seed, recipe="math_rl",
+                     what="SFT warm-up on worked solutions")
 
 
 def _resolve(cfg: Config, kind: str) -> Config:

@@ -43,12 +43,11 @@ from __future__ import annotations
 import random
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import chz
 
-from cookbook.errors import ConfigurationError, DataError
+from cookbook.errors import ConfigurationError
 from cookbook.recipes.common import (
     Progress,
     main_guard,
@@ -56,6 +55,7 @@ from cookbook.recipes.common import (
     print_summary,
     resolve_model_names,
     run_recipe,
+    sft_phase,
     with_models,
 )
 from cookbook.rl.train import RLConfig, validate_rl_config
@@ -94,25 +94,13 @@ def run_warmup(cfg: Config, service: Any, renderer: Any, steps: int) -> str:
     """SFT on worked episodes in ``<log_path>/warmup``; returns its final state path (resumes / skips like any
     SL run)."""
     from cookbook.rl.tool_env import draw_problem, worked_example
-    from cookbook.supervised.data import ConversationDataset
-    from cookbook.supervised.train import SupervisedConfig, train
 
     rng = random.Random(f"{cfg.seed}:warmup")
     ops = tuple(str(cfg.ops))
     convs = [worked_example(renderer, *draw_problem(rng, int(cfg.max_operand or 0), ops)) for _ in range(64)]
-    batch = 8
-    sl_cfg = SupervisedConfig(
-        log_path=str(Path(cfg.log_path) / "warmup"), model_name=cfg.model_name, renderer_name=cfg.renderer_name,
-        learning_rate=cfg.warmup_learning_rate, lr_schedule="constant", num_epochs=-(-steps * batch // len(convs)),
-        batch_size=batch, max_length=None, lora_rank=cfg.lora_rank, save_every=0, eval_every=0, max_steps=steps,
-        seed=cfg.seed, behavior_if_log_dir_exists="resume",
-    )
-    print(f"tool_use_rl: SFT warm-up, {steps} steps on worked tool-use episodes -> {sl_cfg.log_path}", file=sys.stderr)
-    log = train(sl_cfg, service.client, ConversationDataset(convs, batch), (), renderer, Progress(("train_mean_nll",)))
-    final = log.last_checkpoint()
-    if final is None or not final.get("final"):
-        raise DataError(f"{log.dir}: the warm-up finished without a final checkpoint")
-    return str(final["state_path"])
+    return sft_phase(cfg, service, renderer, convs, subdir="warmup", steps=steps,
+                     learning_rate=cfg.warmup_learning_rate, seed=cfg.seed, recipe="tool_use_rl",
+                     what="SFT warm-up on worked tool-use episodes", max_length=None)
 
 
 def _resolve(cfg: Config, kind: str) -> Config:

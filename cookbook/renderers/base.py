@@ -25,6 +25,7 @@ trained only under ``ALL_TOKENS``; an output is trained according to :class:`Tra
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -216,6 +217,36 @@ def model_input_tokens(model_input: Any) -> list[int]:
     raise TypeError(f"expected tinker.ModelInput or list[int], got {type(model_input).__name__}")
 
 
+#: literal copies already built, per backend tokenizer object (a renderer is cheap to build once its tokenizer has
+#: been seen: the copy is a JSON round trip of the whole vocabulary, seconds for a 150k-token tokenizer)
+_LITERAL_COPIES: weakref.WeakKeyDictionary[Any, dict[tuple[bool, int], Any]] = weakref.WeakKeyDictionary()
+
+
+def _literal_copy(backend: Any, literal_added_tokens: bool) -> Any:
+    """A copy of ``backend`` that encodes special-token text as ordinary text (``encode_special_tokens``). With
+    ``literal_added_tokens``, *every* added token (special or not, e.g. DeepSeek's <｜User｜> or Qwen's <think>) is
+    marked special first, so its text in content is literal too; without it, only tokens flagged special are.
+    Cached per backend object, keyed also by its size so a tokenizer that gained tokens gets a fresh copy."""
+    from tokenizers import Tokenizer
+
+    key = (literal_added_tokens, int(backend.get_vocab_size(with_added_tokens=True)))
+    try:
+        per_backend = _LITERAL_COPIES.setdefault(backend, {})
+    except TypeError:  # not weak-referenceable: no cache
+        per_backend = {}
+    if key not in per_backend:
+        spec = json.loads(backend.to_str())
+        if literal_added_tokens:
+            for added in spec.get("added_tokens", []):
+                added["special"] = True
+        literal = Tokenizer.from_str(json.dumps(spec))
+        literal.encode_special_tokens = True
+        literal.no_truncation()
+        literal.no_padding()
+        per_backend[key] = literal
+    return per_backend[key]
+
+
 class TextEncoder:
     """Fast ordinary-text encoding (special-token parsing off) and special-token lookup for a HF tokenizer."""
 
@@ -227,20 +258,7 @@ class TextEncoder:
                 f"{type(tokenizer).__name__} has no fast (tokenizers) backend; cookbook renderers need a "
                 "tokenizer loaded from tokenizer.json (cookbook.tokenizers.get_tokenizer gives one)"
             )
-        from tokenizers import Tokenizer
-
-        # With literal_added_tokens, a copy in which *every* added token (special or not, e.g. DeepSeek's
-        # <｜User｜> or Qwen's <think>) is marked special, so that encode_special_tokens=True encodes their text
-        # in content as ordinary text. Without it, only tokens flagged special are literal.
-        spec = json.loads(backend.to_str())
-        if literal_added_tokens:
-            for added in spec.get("added_tokens", []):
-                added["special"] = True
-        literal = Tokenizer.from_str(json.dumps(spec))
-        literal.encode_special_tokens = True
-        literal.no_truncation()
-        literal.no_padding()
-        self._literal = literal
+        self._literal = _literal_copy(backend, literal_added_tokens)
         self._backend = backend
         self._cache: dict[str, list[int]] = {}
 

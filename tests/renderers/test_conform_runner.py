@@ -153,13 +153,28 @@ def test_qwen3_keeping_thinking_in_history_fails() -> None:
     assert "+++ renderer" in r.detail and "<think>" in r.detail
 
 
-def test_all_prints_one_summary(capsys: pytest.CaptureFixture[str]) -> None:
+def test_all_prints_one_summary(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--all`` resolves every registered name with a spec, loads each spec and prints one summary with a row per
+    name. Each name's checks are stubbed here: its full run (tokenizer, renderer, every check) is
+    test_builtin_renderer_passes_its_spec_goldens_and_properties; running all of them a second time would cost
+    minutes of the suite's budget."""
+    import cookbook.conformance.renderer_cli as cli
+
+    seen: list[str] = []
+
+    def one_pass(impl: str, label: str, ref: str, spec: Any, *a: Any, **k: Any) -> list[CheckResult]:
+        assert spec.renderer == ref
+        seen.append(label)
+        return [CheckResult(label, "stub", "prompt.tokens", "PASS", "ok", implementation=impl)]
+
+    monkeypatch.setattr(cli, "run_one", one_pass)
     main(["conform", "renderer", "--all", "--no-properties", "--no-color", "-q"])
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith("subject ")]
     assert len(lines) == 1, out
     for name in WITH_SPEC:
         assert any(ln.startswith(name + " ") for ln in out.splitlines())
+    assert sorted(seen) == sorted(WITH_SPEC)
 
 
 def test_report_formatting() -> None:

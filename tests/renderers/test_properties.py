@@ -201,24 +201,28 @@ def test_wide_conversations_are_well_formed(conv) -> None:
     assert all(t["name"] for t in conv.tools)
 
 
-def test_wide_conversations_reach_every_feature() -> None:
-    from hypothesis import find
+def _reaches(strategy: Any, predicate: Any) -> None:
+    """Some drawn example satisfies ``predicate`` (hypothesis ``find`` without shrinking: the witness need not be
+    minimal, and shrinking such conversations costs minutes)."""
+    from hypothesis import Phase, find, settings
 
-    find(conversations(system=True, wide=True), lambda c: c.messages[0]["content"] == "")
-    find(conversations(tools=True, wide=True),
-         lambda c: any(tc.id is None for m in c.messages for tc in m.get("tool_calls", [])))
-    find(conversations(tools=True, wide=True), lambda c: any(t["name"] == "book_trip" for t in c.tools))
+    find(strategy, predicate, settings=settings(phases=[Phase.generate], database=None, max_examples=1000))
+
+
+def test_wide_conversations_reach_every_feature() -> None:
+    _reaches(conversations(system=True, wide=True), lambda c: c.messages[0]["content"] == "")
+    _reaches(conversations(tools=True, wide=True),
+             lambda c: any(tc.id is None for m in c.messages for tc in m.get("tool_calls", [])))
+    _reaches(conversations(tools=True, wide=True), lambda c: any(t["name"] == "book_trip" for t in c.tools))
 
 
 def test_wide_options_each_reach_their_feature() -> None:
-    from hypothesis import find
-
-    find(conversations(system=True, empty_system=True), lambda c: c.messages[0]["content"] == "")
-    find(conversations(tools=True, missing_ids=True),
-         lambda c: any(m["role"] == "tool" and "tool_call_id" not in m for m in c.messages))
-    find(conversations(max_turns=3, inline_think=True),
-         lambda c: any(str(m["content"]).startswith("<think>") for m in c.messages[:-1] if m["role"] == "assistant"))
-    find(conversations(control_text=("<|eot_id|>",)), lambda c: any("<|eot_id|>" in str(m["content"]) for m in c.messages))
+    _reaches(conversations(system=True, empty_system=True), lambda c: c.messages[0]["content"] == "")
+    _reaches(conversations(tools=True, missing_ids=True),
+             lambda c: any(m["role"] == "tool" and "tool_call_id" not in m for m in c.messages))
+    _reaches(conversations(max_turns=3, inline_think=True),
+             lambda c: any(str(m["content"]).startswith("<think>") for m in c.messages[:-1] if m["role"] == "assistant"))
+    _reaches(conversations(control_text=("<|eot_id|>",)), lambda c: any("<|eot_id|>" in str(m["content"]) for m in c.messages))
 
 
 @given(conversations(tools=True, system=True, max_turns=3))
