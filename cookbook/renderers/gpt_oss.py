@@ -93,7 +93,7 @@ def ts_type(spec: Any) -> str:
     Arrays of string / number / integer / boolean are ``T[]``, other arrays the item type plus ``[]`` (``any[]``
     when that is longer than 50 characters or ``object | object``); a list of types is joined with `` | ``;
     ``oneOf`` is the union of its variants (with their descriptions and defaults as comments); a string enum is
-    ``"a" | "b"``; a nested object is ``{\n`` then ``name?: `` + newline and 16 spaces + type per property,
+    ``"a" | "b"``; a nested object is ``{\\n`` then ``name?: `` + newline and 16 spaces + type per property,
     joined ``, ``, then ``}`` (the template's whitespace, kept: it is what the model is prompted with);
     ``nullable`` adds `` | null`` to strings and arrays.
     """
@@ -134,7 +134,7 @@ def ts_type(spec: Any) -> str:
         return out
     if t == "string":
         if spec.get("enum"):
-            return '"' + '" | "'.join(_jinja_str(v) for v in spec["enum"]) + '"'
+            return '"' + '" | "'.join(str(v) for v in spec["enum"]) + '"'
         return "string" + (" | null" if spec.get("nullable") else "")
     if t in ("number", "integer"):
         return "number"
@@ -152,15 +152,11 @@ def ts_type(spec: Any) -> str:
     return "any"
 
 
-def _jinja_str(value: Any) -> str:
-    """How Jinja prints a value (``join`` and ``~``): Python's ``str``, ``None`` as ``None``."""
-    return str(value)
-
-
 def _default_text(pspec: dict[str, Any]) -> str:
     """The ``// default: ...`` comment of a top-level parameter, as the template writes it: after ``, `` with the
     value as it is for an enum (``"metric"`` becomes ``metric``) and as JSON otherwise; right after the type for a
-    ``oneOf``."""
+    ``oneOf``. The template cannot write a non-string default of an enum or ``oneOf`` parameter (it adds it to a
+    string: a TypeError); the renderer writes it as JSON, as for any other parameter."""
     d = pspec["default"]
     if pspec.get("enum"):
         return ", // default: " + (d if isinstance(d, str) else _tojson(d))
@@ -170,8 +166,8 @@ def _default_text(pspec: dict[str, Any]) -> str:
 
 
 def tool_namespace(tools: Sequence[ToolSpec]) -> str:
-    """``## functions\n\nnamespace functions {\n\n// {description}\ntype {name} = (_: {\n{param}: {type},\n})
-    => any;\n\n} // namespace functions``, as the chat template's ``render_tool_namespace`` writes it: optional
+    """``## functions\\n\\nnamespace functions {\\n\\n// {description}\\ntype {name} = (_: {\\n{param}: {type},\\n})
+    => any;\\n\\n} // namespace functions``, as the chat template's ``render_tool_namespace`` writes it: optional
     parameters get ``?``, a parameter's description is a ``// ...`` line before it, a default a ``// default:``
     comment after its type (:func:`ts_type`, :func:`_default_text`)."""
     out = "## functions\n\nnamespace functions {\n\n"
