@@ -422,6 +422,7 @@ class PropertyContext:
         return {
             "thinking": bool(pin.get("thinking", self.spec.claim("thinking"))),
             "tools": tools,
+            "tool_calls": bool(pin.get("tool_calls", True)),
             "max_turns": int(pin.get("max_turns", 3)),
             "strip_whitespace": bool(pin.get("strip_whitespace", False)),
             "forbid": tuple(dict.fromkeys(f for f in forbid if f.strip())),

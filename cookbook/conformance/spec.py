@@ -63,6 +63,7 @@ PROPERTY_INPUT_KEYS = (
     "strip_whitespace",
     "thinking",
     "tools",
+    "tool_calls",
     "max_turns",
     "forbid",
     "empty_system",
@@ -71,7 +72,7 @@ PROPERTY_INPUT_KEYS = (
     "inline_think",
     "scope",
 )
-_BOOL_INPUT_KEYS = ("strip_whitespace", "thinking", "tools", "empty_system", "missing_ids", "wide_tools", "inline_think")
+_BOOL_INPUT_KEYS = ("strip_whitespace", "thinking", "tools", "tool_calls", "empty_system", "missing_ids", "wide_tools", "inline_think")
 
 _ID = re.compile(r"^[a-z0-9_]+$")
 

@@ -16,7 +16,9 @@ Token format (every ``<|...|>`` is a control token; no BOS)::
   :data:`DEFAULT_DATE`), not today's: named deviation ``pinned-date``. The block is the header of the first
   message (never trained, except under ``all_tokens``).
 * A conversation's system message becomes the *developer* message ``# Instructions\\n\\n{text}\\n\\n`` (the
-  trailing ``\\n\\n`` is the chat template's; openai-harmony omits it when no tools follow).
+  trailing ``\\n\\n`` is the chat template's; openai-harmony omits it when no tools follow). A system message
+  with empty content gives no instructions: no developer message at all without tools (the template's rule;
+  openai-harmony would write an empty ``# Instructions`` section), only the tools with them.
 * An assistant message opens with the header ``<|start|>assistant`` (the generation prompt's last tokens);
   its reasoning is an ``analysis`` message, its text a ``final`` message ending ``<|end|>`` in history and
   ``<|return|>`` (the stop token) when it is the last message of a supervised example.
@@ -75,28 +77,99 @@ class _Ctx(RenderContext):
     declares_tools: bool = False  # the conversation declares tools (a tool_declare message)
 
 
-def ts_type(spec: dict[str, Any]) -> str:
-    """A JSON-schema property as the harmony TypeScript-like type (the common cases)."""
+# the template's nested-object separator: its macro writes "{{ render_typescript_type(...) }}" on its own line, so
+# the newline and the 16 spaces of indentation before it are part of the text
+_NESTED_INDENT = "\n" + " " * 16
+
+
+def _tojson(value: Any) -> str:
+    """The template's ``|tojson`` (transformers: ``json.dumps`` keeping non-ASCII text)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def ts_type(spec: Any) -> str:
+    """A JSON-schema property as the chat template's TypeScript-like type (its ``render_typescript_type`` macro).
+
+    Arrays of string / number / integer / boolean are ``T[]``, other arrays the item type plus ``[]`` (``any[]``
+    when that is longer than 50 characters or ``object | object``); a list of types is joined with `` | ``;
+    ``oneOf`` is the union of its variants (with their descriptions and defaults as comments); a string enum is
+    ``"a" | "b"``; a nested object is ``{\\n`` then ``name?: `` + newline and 16 spaces + type per property,
+    joined ``, ``, then ``}`` (the template's whitespace, kept: it is what the model is prompted with);
+    ``nullable`` adds `` | null`` to strings and arrays.
+    """
+    if not isinstance(spec, dict):
+        return "any"
     t = spec.get("type")
+    if t == "array":
+        items = spec.get("items")
+        if items:
+            it = items.get("type") if isinstance(items, dict) else None
+            if it == "string":
+                out = "string[]"
+            elif it in ("number", "integer"):
+                out = "number[]"
+            elif it == "boolean":
+                out = "boolean[]"
+            else:
+                inner = ts_type(items)
+                out = "any[]" if inner == "object | object" or len(inner) > 50 else inner + "[]"
+        else:
+            out = "any[]"
+        return out + (" | null" if spec.get("nullable") else "")
+    if isinstance(t, (list, tuple)) and t:
+        return " | ".join(str(x) for x in t) if len(t) > 1 else str(t[0])
+    if spec.get("oneOf"):
+        # the macro means to write "any" for a union with an object among several variants, but the flag it sets
+        # inside its loop never leaves the loop (Jinja scoping): every union is written out
+        variants = spec["oneOf"]
+        out = ""
+        for i, v in enumerate(variants):
+            out += ts_type(v)
+            if isinstance(v, dict) and v.get("description"):
+                out += "// " + str(v["description"])
+            if isinstance(v, dict) and "default" in v:
+                out += " " * 20 + "// default: " + _tojson(v["default"])
+            if i < len(variants) - 1:
+                out += " | \n"
+        return out
     if t == "string":
-        if "enum" in spec:
-            return " | ".join(json.dumps(v) for v in spec["enum"])
-        return "string"
+        if spec.get("enum"):
+            return '"' + '" | "'.join(str(v) for v in spec["enum"]) + '"'
+        return "string" + (" | null" if spec.get("nullable") else "")
     if t in ("number", "integer"):
         return "number"
     if t == "boolean":
         return "boolean"
-    if t == "array":
-        items = spec.get("items")
-        return (ts_type(items) + "[]") if isinstance(items, dict) else "any[]"
     if t == "object":
-        return "object"
+        props = spec.get("properties")
+        if not props:
+            return "object"
+        required = spec.get("required") or []
+        fields = [
+            f"{name}{'' if name in required else '?'}: {_NESTED_INDENT}{ts_type(sub)}" for name, sub in props.items()
+        ]
+        return "{\n" + ", ".join(fields) + "}"
     return "any"
+
+
+def _default_text(pspec: dict[str, Any]) -> str:
+    """The ``// default: ...`` comment of a top-level parameter, as the template writes it: after ``, `` with the
+    value as it is for an enum (``"metric"`` becomes ``metric``) and as JSON otherwise; right after the type for a
+    ``oneOf``. The template cannot write a non-string default of an enum or ``oneOf`` parameter (it adds it to a
+    string: a TypeError); the renderer writes it as JSON, as for any other parameter."""
+    d = pspec["default"]
+    if pspec.get("enum"):
+        return ", // default: " + (d if isinstance(d, str) else _tojson(d))
+    if pspec.get("oneOf"):
+        return "// default: " + (d if isinstance(d, str) else _tojson(d))
+    return ", // default: " + _tojson(d)
 
 
 def tool_namespace(tools: Sequence[ToolSpec]) -> str:
     """``## functions\\n\\nnamespace functions {\\n\\n// {description}\\ntype {name} = (_: {\\n{param}: {type},\\n})
-    => any;\\n\\n} // namespace functions`` (optional parameters get ``?``, descriptions ``// ...`` lines)."""
+    => any;\\n\\n} // namespace functions``, as the chat template's ``render_tool_namespace`` writes it: optional
+    parameters get ``?``, a parameter's description is a ``// ...`` line before it, a default a ``// default:``
+    comment after its type (:func:`ts_type`, :func:`_default_text`)."""
     out = "## functions\n\nnamespace functions {\n\n"
     for t in tools:
         out += f"// {t.get('description', '')}\ntype {t['name']} = "
@@ -106,11 +179,12 @@ def tool_namespace(tools: Sequence[ToolSpec]) -> str:
             out += "(_: {\n"
             required = params.get("required") or []
             for pname, pspec in props.items():
+                pspec = pspec if isinstance(pspec, dict) else {}
                 if pspec.get("description"):
                     out += f"// {pspec['description']}\n"
                 out += pname + ("" if pname in required else "?") + ": " + ts_type(pspec)
                 if "default" in pspec:
-                    out += ", // default: " + json.dumps(pspec["default"])
+                    out += _default_text(pspec)
                 out += ",\n"
             out += "}) => any;\n\n"
         else:
@@ -191,13 +265,15 @@ class GptOssRenderer(Renderer):
         text = text_of(msg["content"])
         t = self.tok
         if role == "system":
+            if not text:  # no instructions: the template writes no developer message (a tool_declare opens its own)
+                return RenderedMessage(header=pre, output=[])
             follows = c.next is not None and c.next["role"] == "tool_declare"
             out: list[Segment] = ["# Instructions\n\n" + text + "\n\n"]
             if not follows:
                 out.append([t["end"]])
             return RenderedMessage(header=[*pre, *self._start("developer"), [t["message"]]], output=out)
         if role == "tool_declare":
-            cont = c.prev is not None and c.prev["role"] == "system"
+            cont = c.prev is not None and c.prev["role"] == "system" and bool(text_of(c.prev["content"]))
             header = pre if cont else [*pre, *self._start("developer"), [t["message"]]]
             return RenderedMessage(header=header, output=["# Tools\n\n" + text, [t["end"]]])
         if role == "user":

@@ -197,6 +197,7 @@ def conversations(
     *,
     thinking: bool = False,
     tools: bool = False,
+    tool_calls: bool = True,
     system: bool | None = None,
     max_turns: int = 3,
     end_with: str = "assistant",
@@ -215,6 +216,8 @@ def conversations(
     * ``thinking``: assistant messages may carry a ThinkingPart before their text;
     * ``tools``: tools are declared, assistant messages may call them (one or several ToolCalls), each call is
       answered by a tool message and the assistant then replies;
+    * ``tool_calls``: with ``False``, tools are still declared but no assistant message calls them (a comparison
+      that covers the declarations but not the calls and outputs);
     * ``system``: True (always), False (never) or None (either);
     * ``end_with``: ``assistant`` (a supervised example), ``user`` (a generation prompt) or ``any``;
     * ``wide``: switches on the four input classes below (each can also be set on its own; ``None`` follows
@@ -254,7 +257,7 @@ def conversations(
             break
         if last_turn and end_with == "any" and draw(st.booleans()):
             break
-        call_tools: bool = draw(st.booleans()) if declared else False
+        call_tools: bool = draw(st.booleans()) if declared and tool_calls else False
         if call_tools:
             calls: list[ToolCall] = []
             for _ in range(draw(st.integers(1, 2))):

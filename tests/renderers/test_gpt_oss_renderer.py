@@ -7,8 +7,12 @@ llama.cpp gpt-oss chat template, and openai-harmony (the official renderer).
 * the generation prompt's TOKENS against ``apply_chat_template(..., add_generation_prompt=True,
   tokenize=True)`` with the case's declared template edits (the date is pinned by the ``pinned-date`` edit);
 * the generation prompt's TOKENS against openai-harmony's ``render_conversation_for_completion`` and the
-  supervised text against ``render_conversation_for_training``, with one named difference: the template (and
-  the renderer) end the developer instructions with ``\n\n`` when no tools follow, harmony does not;
+  supervised text against ``render_conversation_for_training``, with the named template/harmony differences
+  (the renderer follows the template): the template ends the developer instructions with ``\n\n`` when no
+  tools follow, harmony does not (:func:`developer_newlines`); an empty system message gives the template no
+  instructions, so the harmony conversation has none either (harmony would write an empty ``# Instructions``
+  section); and the template writes a default of an enum parameter with a trailing comma and a nested object
+  parameter on one line with its own whitespace, harmony indents it (:data:`HARMONY_TO_TEMPLATE_DECLARATION`);
 * behaviour tests.
 
 openai-harmony needs its vocabulary offline: ``TIKTOKEN_ENCODINGS_BASE`` is pointed at the tokenizer folder's
@@ -23,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from cookbook.conformance.oracle import Codec
+from cookbook.conformance.oracle import Codec, TemplateOracle
 from cookbook.conformance.spec import (
     Case,
     Spec,
@@ -37,6 +41,7 @@ from cookbook.renderers.base import Message, model_input_tokens, text_of, thinki
 from cookbook.renderers.gpt_oss import (
     DEFAULT_DATE,
     GptOssRenderer,
+    tool_namespace,
 )
 from cookbook.tokenizers import get_tokenizer, tokenizer_dir
 
@@ -109,6 +114,7 @@ def harmony_conversation(h: Any, renderer: GptOssRenderer, case: Case, messages:
     instructions = text_of(msgs[0]["content"]) if msgs and msgs[0]["role"] == "system" else None
     if instructions is not None:
         msgs = msgs[1:]
+        instructions = instructions or None  # empty system content: no instructions (the template's rule)
     if instructions is not None or case.tools:
         dev = h.DeveloperContent.new()
         if instructions is not None:
@@ -164,6 +170,28 @@ def developer_newlines(text: str, case: Case) -> str:
     return text.replace(head + "<|end|>", head + "\n\n<|end|>", 1)
 
 
+# openai-harmony's declaration of the wide tool (cookbook.testing.strategies.WIDE_TOOLS, case tools_wide_declaration)
+# -> the chat template's: "// default: metric" gets the template's trailing comma, the nested object is written
+# as the template's render_typescript_type writes it (one line, "\n" + 16 spaces before each property type)
+HARMONY_TO_TEMPLATE_DECLARATION: tuple[tuple[str, str], ...] = (
+    ('unit?: "metric" | "imperial", // default: metric\n', 'unit?: "metric" | "imperial", // default: metric,\n'),
+    (
+        "traveller?: {\n    name: string,\n    age?: number,\n    },\n",
+        "traveller?: {\nname: \n" + " " * 16 + "string, age?: \n" + " " * 16 + "number},\n",
+    ),
+)
+
+
+def template_declaration(text: str, case: Case) -> str:
+    """harmony's text with the template's declaration of the wide tool (each edit must match once)."""
+    if not any(t["name"] == "book_trip" for t in case.tools):
+        return text
+    for old, new in HARMONY_TO_TEMPLATE_DECLARATION:
+        assert text.count(old) == 1, f"{case.id}: harmony's declaration changed: {old!r} not found once in {text!r}"
+        text = text.replace(old, new)
+    return text
+
+
 @pytest.mark.parametrize("name", list(CLASSES))
 def test_agrees_with_openai_harmony(
     name: str, specs: dict[str, Spec], tok: Any, renderers: dict[str, GptOssRenderer], harmony: Any
@@ -180,7 +208,7 @@ def test_agrees_with_openai_harmony(
             ref = enc.render_conversation_for_completion(
                 harmony_conversation(h, renderer, case, case.prompt_messages, False), h.Role.ASSISTANT
             )
-            text = developer_newlines(codec.decode(ref), case)
+            text = template_declaration(developer_newlines(codec.decode(ref), case), case)
             expected = list(ref) if text == codec.decode(ref) else codec.encode_special(text)
             got = model_input_tokens(
                 renderer.build_generation_prompt(with_tools(renderer, case, case.prompt_messages))
@@ -192,7 +220,7 @@ def test_agrees_with_openai_harmony(
             ref = enc.render_conversation_for_training(
                 harmony_conversation(h, renderer, case, case.messages, True), cfg
             )
-            text = developer_newlines(codec.decode(ref), case)
+            text = template_declaration(developer_newlines(codec.decode(ref), case), case)
             tokens, _ = renderer.supervised_tokens(with_tools(renderer, case, case.messages))
             assert codec.decode(tokens) == text, f"{case.id}: supervised text differs from openai-harmony"
             checked += 1
@@ -243,3 +271,54 @@ def test_parse_and_stops(renderers: dict[str, GptOssRenderer], tok: Any) -> None
     assert msg["content"] == [{"type": "thinking", "thinking": "R"}]
     with pytest.raises(RendererError, match="no 'name'"):
         r.build_generation_prompt([{"role": "user", "content": "Hi"}, {"role": "tool", "content": "1"}])
+
+
+SCHEMA_SHAPES: list[dict[str, Any]] = [  # parameter shapes of the template's render_typescript_type macro
+    {"type": "string", "enum": ["é", 'q"uote'], "default": "é"},
+    {"type": "string", "nullable": True, "description": "a nullable string"},
+    {"type": "number", "default": 1.5},
+    {"type": "boolean", "default": False},
+    {"type": "array", "items": {"type": "integer"}},
+    {"type": "array", "items": {"type": "object", "properties": {"k": {"type": "string"}}}},
+    {"type": "array", "items": {"type": "array", "items": {"type": "boolean"}}, "nullable": True},
+    {"type": "array"},
+    {"type": ["string", "null"]},
+    {"oneOf": [{"type": "string", "description": "a name"}, {"type": "number", "default": 3}]},
+    {"oneOf": [{"type": "object", "properties": {"a": {"type": "number"}}}, {"type": "boolean"}]},
+    {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}}}},
+    {"type": "object"},
+    {"description": "no type"},
+    {"type": "string", "default": "ü"},
+]
+
+
+def template_developer_message(tok: Any, tools: list[Any], system: str) -> str:
+    """The chat template's text from its developer message on (the template is the oracle)."""
+    msgs: list[Any] = [{"role": "system", "content": system}, {"role": "user", "content": "x"}]
+    text = TemplateOracle(tok).render(msgs, True, [{"type": "function", "function": t} for t in tools]).text
+    return text[text.index("<|start|>developer") :]
+
+
+def test_tool_declaration_matches_the_template(renderers: dict[str, GptOssRenderer], tok: Any) -> None:
+    """Every parameter shape of the template's TypeScript-like rendering, one tool per shape (the oracle is the
+    chat template itself), and the tools of an empty system message: a developer message with the tools only."""
+    r = renderers["gpt_oss_medium_reasoning"]
+    tools: list[Any] = [
+        {
+            "name": f"t{i}",
+            "description": "Dé",
+            "parameters": {"type": "object", "properties": {"p": s, "q": s}, "required": ["q"]},
+        }
+        for i, s in enumerate(SCHEMA_SHAPES)
+    ]
+    tools.append({"name": "none", "description": "no parameters", "parameters": {"type": "object"}})
+    for system in ("", "Be brief."):
+        want = template_developer_message(tok, tools, system)
+        # a system message (even an empty one) followed by the tool_declare message, written directly
+        msgs: list[Any] = [
+            {"role": "system", "content": system},
+            {"role": "tool_declare", "content": tool_namespace(tools)},
+            {"role": "user", "content": "x"},
+        ]
+        got = r.decode(model_input_tokens(r.build_generation_prompt(msgs)))
+        assert got[got.index("<|start|>developer") :] == want

@@ -235,6 +235,17 @@ def test_wide_options_are_off_unless_asked(conv: Conversation) -> None:
     assert "book_trip" not in {t["name"] for t in conv.tools}
 
 
+@given(conversations(tools=True, tool_calls=False, wide=True, max_turns=3))
+def test_tool_calls_off_declares_tools_without_calls(conv: Conversation) -> None:
+    assert not any(m.get("tool_calls") or m["role"] == "tool" for m in conv.messages)
+
+
+def test_tool_calls_off_still_declares_the_wide_tools() -> None:
+    from hypothesis import find
+
+    find(conversations(tools=True, tool_calls=False, wide=True), lambda c: any(t["name"] == "book_trip" for t in c.tools))
+
+
 @given(conversations(max_turns=3, inline_think=True))
 def test_inline_think_only_in_history(conv: Conversation) -> None:
     assert not str(conv.messages[-1]["content"]).startswith("<think>")
