@@ -22,6 +22,13 @@ Token format (ChatML, a close relative of Qwen3.5)::
   dropped and the message is ``<think></think>`` + the rest trimmed; a message that had reasoning keeps the
   ``\\n`` that followed ``</think>`` (``<think></think>\\n{text}``), and with tool calls ``<think></think>{text}\\n``.
   The ``<think></think>`` of such a message is its header (untrained: the model never wrote it that way).
+* **A reply string with an inline think block** (``"<think>x</think>text"``, both tags in string content) is the
+  template's own text, not reasoning to re-frame: at or after the last user message (every message, preserving
+  history) it is written as given, trimmed, its two tags the control tokens the template's tokenizer makes of them;
+  before the last user message it is ``<think></think>`` + what follows its last ``</think>`` (trimmed, no newline
+  added). Only the message being produced reads such a block as reasoning (it continues the prompt's ``<think>\n``).
+  The Ultra format keeps reading it as reasoning (not compared: its oracle, tml-renderers, writes such a string as
+  literal text).
 * **The message being produced** (the last message of a supervised example, thinking mode): the ``<think>\\n``
   that the generation prompt ``...<|im_start|>assistant\\n<think>\\n`` supplies is header and the rest,
   ``{reasoning}\\n</think>\\n{text}``, is trained. When it does not reason the template writes
@@ -66,7 +73,13 @@ from cookbook.renderers.base import (
 )
 from cookbook.renderers.kit.parsing import parse_think_and_calls
 from cookbook.renderers.kit.segments import Lit, Piece, SegmentWriter, jinja_string, tojson
-from cookbook.renderers.kit.thinking import restore_think_opening, split_reasoning
+from cookbook.renderers.kit.thinking import (
+    END_THINK,
+    THINK,
+    inline_think_block,
+    restore_think_opening,
+    split_reasoning,
+)
 from cookbook.renderers.kit.tools import (
     XML_TOOLS_INSTRUCTIONS,
     XML_TOOLS_PREAMBLE,
@@ -215,6 +228,9 @@ class Nemotron3Renderer(Renderer):
         reasoning, text = split_reasoning(msg)
         reasons = bool(reasoning.strip())
         calls = msg.get("tool_calls") or []
+        content = msg["content"]
+        # Nano / Super: string content with both think tags is the template's own text, not reasoning to re-frame
+        tagged = not self.ultra and isinstance(content, str) and THINK in content and END_THINK in content
         header: list[Piece] = [self._open("assistant", ctx)]
         body: list[Piece] = []
         if self.strip_thinking_from_history and ctx.idx < ctx.last_user_index:  # history: reasoning truncated
@@ -222,7 +238,10 @@ class Nemotron3Renderer(Renderer):
             if calls:
                 body += [Lit(text.strip()), "\n"]
             else:  # Nano / Super keep the "\n" that followed the truncated </think>; the Ultra format does not
-                kept = "\n" + text if reasons and not self.ultra else text
+                if tagged:  # the template: "<think></think>" + what follows the last </think>, as written
+                    kept = str(content).split(END_THINK)[-1]
+                else:
+                    kept = "\n" + text if reasons and not self.ultra else text
                 rest = ("<think></think>" + kept).strip()
                 body.append(Lit(rest[len("<think></think>") :]))
         else:
@@ -230,7 +249,11 @@ class Nemotron3Renderer(Renderer):
             # a produced turn always continues the prompt's "<think>\n" (deviation); the Ultra format (thinking on)
             # frames every message after the last user message, with empty reasoning if need be (tml-renderers)
             framed = self.ultra and self.prefill_block == "<think>\n" and ctx.idx > ctx.last_user_index
-            if reasons or produced or framed:
+            block = inline_think_block(content) if tagged and not produced else None
+            if block is not None:  # written as given, trimmed: its tags are the control tokens the template's are
+                lead, thought, after = block
+                body += [Lit(lead.lstrip()), "<think>", Lit(thought), "</think>", Lit(after.rstrip())]
+            elif reasons or produced or framed:
                 full = ("<think>\n" + reasoning + self.think_close + text).rstrip()
                 if produced:
                     header.append("<think>\n")

@@ -22,6 +22,7 @@ from cookbook.conformance.spec import (
 from cookbook.data import specs_dir
 from cookbook.errors import RendererError
 from cookbook.renderers import TrainOnWhat
+from cookbook.renderers.base import ToolCall
 from cookbook.renderers.nemotron3 import (
     Nemotron3Renderer,
     tool_declaration_xml,
@@ -122,3 +123,50 @@ def test_tool_declaration_matches_the_template_on_extra_keys(tok: Any, renderers
     r = renderers["nemotron3"]
     msgs: Any = [*r.create_conversation_prefix_with_tools([tool]), *conv]
     assert r.decode(r.generation_prompt_tokens(msgs)) == expected
+
+
+_CALL: Any = {"type": "function", "function": {"name": "f", "arguments": {"q": "x"}}}
+_INLINE: dict[str, list[Any]] = {  # inline think blocks in history reply strings (the wide property inputs' kind)
+    "before the last user message": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "<think>x</think>text"},
+        {"role": "user", "content": "b"},
+    ],
+    "before the last user message, blank lines": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "<think>\n\n</think>\n\n text "},
+        {"role": "user", "content": "b"},
+    ],
+    "a tool-calling step of the current turn": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": " <think> x </think> text ", "tool_calls": [_CALL]},
+        {"role": "tool", "content": "r"},
+    ],
+    "a history tool-calling step": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "<think>x</think>", "tool_calls": [_CALL]},
+        {"role": "tool", "content": "r"},
+        {"role": "assistant", "content": "pre<think>y</think>z"},
+        {"role": "user", "content": "b"},
+    ],
+}
+
+
+@pytest.mark.parametrize("name", ["nemotron3", "nemotron3_disable_thinking", "nemotron3_preserve_thinking"])
+@pytest.mark.parametrize("where", list(_INLINE))
+def test_inline_think_in_history_is_kept_as_the_template_keeps_it(tok: Any, name: str, where: str) -> None:
+    """The template keeps a reply string with a think block as written (a history one before the last user message:
+    "<think></think>" + what follows the last </think>), its tags tokenized as the control tokens: token-exact."""
+    kwargs = {"nemotron3": {}, "nemotron3_disable_thinking": {"enable_thinking": False},
+              "nemotron3_preserve_thinking": {"truncate_history_thinking": False}}[name]
+    opts = {"nemotron3": {}, "nemotron3_disable_thinking": {"enable_thinking": False},
+            "nemotron3_preserve_thinking": {"strip_thinking_from_history": False}}[name]
+    conv = _INLINE[where]
+    tmsgs = [
+        {**m, "tool_calls": [c["function"] for c in m["tool_calls"]]} if m.get("tool_calls") else m for m in conv
+    ]
+    expected = tok.apply_chat_template(tmsgs, tokenize=True, add_generation_prompt=True, **kwargs)
+    expected = list(getattr(expected, "input_ids", expected))
+    r = Nemotron3Renderer(tok, **opts)
+    msgs: Any = [{**m, "tool_calls": [ToolCall("f", '{"q": "x"}')]} if m.get("tool_calls") else m for m in conv]
+    assert r.generation_prompt_tokens(msgs) == expected

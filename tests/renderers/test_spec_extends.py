@@ -164,10 +164,14 @@ def test_a_merged_case_is_validated_like_any_case(parent: Path) -> None:
 
 
 def test_the_repo_variants_extend_their_parents() -> None:
-    """Variant specs state only what differs: each extends its family's spec and is shorter than it."""
+    """Variant specs state only what differs: each extends its family's spec and is shorter than it (unless its
+    oracle is another kind than its parent's, e.g. tml-renderers' Qwen38 under the Qwen3.5 template: then nearly
+    every expected text differs and is restated)."""
     variants = {p.stem: p for p in all_spec_paths() if "extends:" in p.read_text(encoding="utf-8")}
     assert {"deepseekv3_disable_thinking", "qwen3_disable_thinking", "gpt_oss_low_reasoning", "kimi_k2_thinking"} <= set(variants)
     for name, path in variants.items():
         parent = path.parent / yaml.safe_load(path.read_text(encoding="utf-8"))["extends"]
-        assert len(path.read_text(encoding="utf-8")) < len(parent.read_text(encoding="utf-8")), name
-        assert load_spec(path).renderer == name
+        spec = load_spec(path)
+        assert spec.renderer == name
+        if spec.oracle.kind == load_spec(parent).oracle.kind:
+            assert len(path.read_text(encoding="utf-8")) < len(parent.read_text(encoding="utf-8")), name

@@ -22,6 +22,20 @@ def split_reasoning(msg: Message) -> tuple[str, str]:
     return "\n".join(thinking_of(parts)), text_of(parts)
 
 
+def inline_think_block(content: str | list[ContentPart]) -> tuple[str, str, str] | None:
+    """``(lead, reasoning, text)`` of string content that holds an inline think block, ``lead<think>reasoning</think>text``
+    (the first ``<think>`` and the first ``</think>`` after it; the three parts are as written, untrimmed), else None
+    (parts, or no such pair). For templates that keep such a string as written, its two tags being the format's own
+    control tokens (the Nemotron 3 template)."""
+    if not isinstance(content, str):
+        return None
+    lead, opened, rest = content.partition(THINK)
+    reasoning, closed, text = rest.partition(END_THINK)
+    if not (opened and closed):
+        return None
+    return lead, reasoning, text
+
+
 def has_reasoning(msg: Message) -> bool:
     """True when an assistant message carries non-empty reasoning (a thinking part, or inline ``<think>``)."""
     return bool(split_reasoning(msg)[0].strip())
