@@ -114,8 +114,10 @@ class Qwen3Renderer(Renderer):
         """``enable_thinking=False``: ``qwen3_disable_thinking`` (the prompt pre-fills the empty block, which is the
         untrained header of a produced turn; a trained turn that reasons is refused). ``instruct=True``:
         ``qwen3_instruct`` (never frames a think block). ``vision=True``: Qwen3-VL Instruct
-        (``qwen3_vl_instruct``): image parts of user and system messages are written
-        ``<|vision_start|>`` + image + ``<|vision_end|>`` (an ``ImageChunk`` of Qwen3-VL's token count)."""
+        (``qwen3_vl_instruct``): image parts of user, system, assistant and tool messages are written in place
+        ``<|vision_start|>`` + image + ``<|vision_end|>`` (an ``ImageChunk`` of Qwen3-VL's token count), as
+        tml-renderers' ``Qwen3.vision_instruct()`` writes them in every role; a tool message's parts share one
+        ``<tool_response>`` (tml writes one per part)."""
         super().__init__(tokenizer)
         if think_opening and (instruct or not enable_thinking):
             raise ConfigurationError(
