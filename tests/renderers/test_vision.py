@@ -170,3 +170,19 @@ def test_text_only_renderer_refuses_images() -> None:
         r.build_generation_prompt(_convo(32, 32)[:1])
     with pytest.raises(RendererError):
         r.build_supervised_example(_convo(32, 32))
+
+
+@pytest.mark.parametrize("role", ["tool", "assistant"])
+def test_qwen3_8_images_in_tool_results_and_assistant_history_match_tml(tml: Any, role: str) -> None:
+    """Qwen3.8 (the same renderer class; oracle tml-renderers' Qwen38, no Qwen3.8 template is public) writes a tool
+    result's and an assistant message's images in place as tml does. An image in a system message stays refused, as
+    the Qwen3.5 template refuses it (tml's Qwen38 writes it; qwen3_8_xhigh_reasoning.yaml names the difference)."""
+    from cookbook.renderers import get_renderer
+
+    ours = get_renderer("qwen3_8_xhigh_reasoning", get_tokenizer("Qwen/Qwen3.8-27B"))
+    oracle = tml_renderers().Qwen38()
+    convo = role_convos(call_id="call_1")[role]
+    assert len(assert_prompt_matches_tml(ours, oracle, convo[:-1])) == 1
+    assert_sft_matches_tml(ours, oracle, convo, example=-1)
+    with pytest.raises(RendererError):
+        ours.build_generation_prompt(role_convos()["system"][:-1])
