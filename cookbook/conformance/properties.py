@@ -55,6 +55,35 @@ def as_tokens(model_input: Any) -> list[int]:
     return model_input_tokens(model_input)
 
 
+def collapse_images(model_input: Any, weights: Any | None, placeholder: int | None) -> tuple[list[int], list[float] | None]:
+    """Tokens (and weights) of a ``ModelInput`` with every ``ImageChunk`` written as the one ``placeholder`` token
+    a chat template writes for an image (the HF processor expands it to ``expected_tokens`` copies). The weight of
+    that token is the largest weight over the image's positions, so a trained image position still shows."""
+    chunks = getattr(model_input, "chunks", None)
+    if chunks is None or not any(getattr(c, "type", "") == "image" for c in chunks):
+        return as_tokens(model_input), None if weights is None else as_float_list(weights)
+    if placeholder is None:
+        from cookbook.conformance.impls import AdapterError
+
+        raise AdapterError("the renderer wrote an ImageChunk, but the spec names no image_token to compare it as")
+    w = None if weights is None else as_float_list(weights)
+    toks: list[int] = []
+    out_w: list[float] = []
+    pos = 0
+    for ch in chunks:
+        n = int(ch.expected_tokens) if ch.type == "image" else len(ch.tokens)
+        if ch.type == "image":
+            toks.append(placeholder)
+            if w is not None:
+                out_w.append(max(w[pos : pos + n], default=0.0))
+        else:
+            toks += [int(t) for t in ch.tokens]
+            if w is not None:
+                out_w += w[pos : pos + n]
+        pos += n
+    return toks, None if w is None else out_w
+
+
 def termination_name(term: Any) -> str:
     return str(getattr(term, "value", term))
 
@@ -62,9 +91,11 @@ def termination_name(term: Any) -> str:
 class RendererAdapter:
     """Calls a renderer through :class:`RendererProtocol` and normalises what it returns."""
 
-    def __init__(self, renderer: Any, codec: Codec):
+    def __init__(self, renderer: Any, codec: Codec, image_token: str | None = None):
         self.renderer = renderer
         self.codec = codec
+        #: the token id an ImageChunk is compared as (the spec's ``image_token``)
+        self.image_token = None if image_token is None else codec.token_id(image_token)
 
     @property
     def name(self) -> str:
@@ -76,13 +107,15 @@ class RendererAdapter:
             kwargs["prefill"] = prefill
         if role != "assistant":
             kwargs["role"] = role
-        return as_tokens(self.renderer.build_generation_prompt(list(messages), **kwargs))
+        return collapse_images(self.renderer.build_generation_prompt(list(messages), **kwargs), None, self.image_token)[0]
 
     def supervised(
         self, messages: Sequence[Message], train_on_what: TrainOnWhat = TrainOnWhat.LAST_ASSISTANT_MESSAGE
     ) -> tuple[list[int], list[float]]:
         mi, w = self.renderer.build_supervised_example(list(messages), train_on_what)
-        return as_tokens(mi), as_float_list(w)
+        toks, weights = collapse_images(mi, w, self.image_token)
+        assert weights is not None
+        return toks, weights
 
     def parse(self, tokens: Sequence[int]) -> tuple[Mapping[str, Any], str]:
         msg, term = self.renderer.parse_response(list(tokens))
@@ -399,7 +432,7 @@ class PropertyContext:
         if spec.oracle.kind == "chat_template" and getattr(tokenizer, "chat_template", None):
             oracle = TemplateOracle(tokenizer, spec.oracle.template_kwargs)
         claims = spec.claim("extension_property") or bool(getattr(renderer, "has_extension_property", False))
-        return cls(RendererAdapter(renderer, codec), spec, codec, oracle, claims, spec.general_deviations())
+        return cls(RendererAdapter(renderer, codec, spec.image_token), spec, codec, oracle, claims, spec.general_deviations())
 
     @property
     def compare_text(self) -> bool:

@@ -108,7 +108,7 @@ def run_spec(
     """Every check of ``spec`` against ``renderer`` (which uses ``tokenizer``)."""
     opts = options or RunOptions()
     codec = Codec(tokenizer)
-    adapter = RendererAdapter(renderer, codec)
+    adapter = RendererAdapter(renderer, codec, spec.image_token)
     col = _Collector(label or spec.renderer, implementation)
     prov = tokenizer_provenance(tokenizer_name or spec.tokenizer, tokenizer)
     _check_stop_sequences(col, spec, adapter, codec)

@@ -46,7 +46,10 @@ SCENARIOS: tuple[str, ...] = (
     "special_token_text",
     *(f"train_on_{t.value}" for t in TrainOnWhat),
     "prefill",
+    "images",
 )
+#: scenarios only a vision-language spec (one with ``image_token``) has: cases with ``{type: image}`` parts
+IMAGE_SCENARIOS = ("images",)
 #: scenarios that need a claim (``thinking`` / ``tools``); every other scenario is required of every renderer
 THINKING_SCENARIOS = ("reasoning_last_turn", "reasoning_in_history")
 TOOL_SCENARIOS = (
@@ -224,6 +227,9 @@ class Spec:
     parse: tuple[ParseCase, ...]
     sha256: str
     tml: TmlRef | None = None
+    #: the placeholder token the template writes for an image (``<|image_pad|>``); the runner compares a renderer's
+    #: ``ImageChunk`` as this one token (see :func:`cookbook.conformance.properties.collapse_images`)
+    image_token: str | None = None
 
     def case(self, case_id: str) -> Case:
         for c in self.cases:
@@ -357,7 +363,8 @@ def _unknown(ctx: _Ctx, d: Mapping[str, Any], allowed: Iterable[str], case: str 
         raise ctx.err(f"unknown field(s) {extra}; allowed: {sorted(allowed)}", case, prefix.rstrip(".") or None)
 
 
-_TOP_KEYS = ("renderer", "title", "tokenizer", "oracle", "claims", "stop_sequences", "deviations", "cases", "parse", "tml")
+_TOP_KEYS = ("renderer", "title", "tokenizer", "oracle", "claims", "stop_sequences", "deviations", "cases", "parse", "tml",
+             "image_token")
 #: keys only a spec that ``extends:`` another may use
 _EXTENDS_KEYS = ("extends", "remove_deviations", "remove_cases", "remove_parse")
 #: list fields whose entries are identified by ``id`` (merged by id when a spec extends another)
@@ -487,8 +494,15 @@ def load_spec(path: str | Path) -> Spec:
         deviations[dev.id] = dev
     cases: list[Case] = []
     seen: set[str] = set()
+    image_token = _opt(ctx, doc, "image_token", str, None)
     for i, c in enumerate(_req(ctx, doc, "cases", list)):
         case = _load_case(ctx, c, i, deviations, oracle)
+        if _has_image(case.messages) and image_token is None:
+            raise ctx.err("a case with an image part needs the spec's image_token (the template's image placeholder, "
+                          "e.g. <|image_pad|>)", case.id, "messages")
+        if _has_image(case.messages) and oracle.kind == "tml_renderers" and case.template_skip is None:
+            raise ctx.err("image cases need the chat_template (or spec) oracle: the tml-renderers golden path does not "
+                          "translate images", case.id, "messages")
         if case.id in seen:
             raise ctx.err("duplicate case id", case.id, "id")
         seen.add(case.id)
@@ -514,6 +528,7 @@ def load_spec(path: str | Path) -> Spec:
         parse=tuple(parse_cases),
         sha256=hashlib.sha256(raw_bytes).hexdigest(),
         tml=tml,
+        image_token=image_token,
     )
 
 
@@ -646,8 +661,13 @@ def _check_message(ctx: _Ctx, m: Any, case: str, fld: str) -> None:
     if isinstance(content, list):
         for k, part in enumerate(content):
             pf = f"{fld}.content[{k}]"
+            if isinstance(part, dict) and part.get("type") == "image":
+                _check_image_part(ctx, part, case, pf)
+                continue
             if not isinstance(part, dict) or part.get("type") not in ("text", "thinking"):
-                raise ctx.err(f"a part must be {{type: text, text}} or {{type: thinking, thinking}}, got {part!r}", case, pf)
+                raise ctx.err(
+                    f"a part must be {{type: text, text}}, {{type: thinking, thinking}} or {{type: image, png: [width, "
+                    f"height]}}, got {part!r}", case, pf)
             key = part["type"]
             if not isinstance(part.get(key), str):
                 raise ctx.err(f"a {key} part needs a string {key!r}", case, pf)
@@ -668,6 +688,24 @@ def _check_message(ctx: _Ctx, m: Any, case: str, fld: str) -> None:
             raise ctx.err("arguments must be a JSON string (or a mapping)", case, pf + ".arguments")
     if "trainable" in m and not isinstance(m["trainable"], bool):
         raise ctx.err("trainable must be true or false", case, fld + ".trainable")
+
+
+def _check_image_part(ctx: _Ctx, part: Mapping[str, Any], case: str, pf: str) -> None:
+    """``{type: image, png: [width, height], seed: N}``: the deterministic PNG of
+    :func:`cookbook.renderers.kit.vision.make_png` (seed 0 by default)."""
+    _unknown(ctx, part, ("type", "png", "seed"), case, pf + ".")
+    size = part.get("png")
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= 4096 for x in size)):
+        raise ctx.err(f"an image part needs png: [width, height] (integers 1..4096), got {size!r}", case, pf + ".png")
+    seed = part.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ctx.err(f"seed must be an integer, got {seed!r}", case, pf + ".seed")
+
+
+def _has_image(messages: Iterable[Any]) -> bool:
+    return any(isinstance(m.get("content"), list) and any(p.get("type") == "image" for p in m["content"])
+               for m in messages if isinstance(m, dict))
 
 
 def _load_case(ctx: _Ctx, c: Any, i: int, deviations: Mapping[str, Deviation], oracle: Oracle) -> Case:
@@ -807,7 +845,17 @@ def all_spec_paths(root: Path | None = None) -> list[Path]:
 
 
 def _parts(content: Any) -> list[ContentPart]:
-    return [dict(p) for p in content]  # type: ignore[misc]
+    return [_part(p) for p in content]
+
+
+def _part(p: Mapping[str, Any]) -> ContentPart:
+    """A spec part as a cookbook part; ``{type: image, png: [w, h], seed}`` becomes an image part with that PNG."""
+    if p.get("type") == "image" and "png" in p:
+        from cookbook.renderers.kit.vision import make_png
+
+        width, height = p["png"]
+        return {"type": "image", "image": make_png(int(width), int(height), int(p.get("seed", 0)))}
+    return dict(p)  # type: ignore[return-value]
 
 
 def to_tool_call(tc: Mapping[str, Any]) -> ToolCall:
@@ -849,11 +897,20 @@ def to_template_message(m: Mapping[str, Any], options: MessageOptions | None = N
     parsed JSON (``tool_arguments: object``) or the JSON string. ``trainable`` is dropped.
     """
     opts = options or MessageOptions()
-    text, thinking = _text_and_thinking(m.get("content", ""))
+    content = m.get("content", "")
+    text, thinking = _text_and_thinking(content)
     out: dict[str, Any] = {"role": m["role"]}
-    if thinking is not None and opts.thinking == "content_tags":
-        text = f"<think>\n{thinking}\n</think>\n\n{text}"
-    out["content"] = text
+    if isinstance(content, list) and any(p.get("type") == "image" for p in content):
+        # images: a list of {type: text, text} and {type: image} parts, in order (the template places each image)
+        parts: list[dict[str, Any]] = [{"type": "image"} if p["type"] == "image" else {"type": "text", "text": p["text"]}
+                                       for p in content if p.get("type") in ("text", "image")]
+        if thinking is not None and opts.thinking == "content_tags":
+            parts.insert(0, {"type": "text", "text": f"<think>\n{thinking}\n</think>\n\n"})
+        out["content"] = parts
+    else:
+        if thinking is not None and opts.thinking == "content_tags":
+            text = f"<think>\n{thinking}\n</think>\n\n{text}"
+        out["content"] = text
     if thinking is not None and opts.thinking == "reasoning_content":
         out["reasoning_content"] = thinking
     calls = m.get("tool_calls") or []

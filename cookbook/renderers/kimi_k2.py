@@ -57,8 +57,9 @@ message), where tinker-cookbook's Kimi renderer reuses its reasoning turn.
 Thinking format with the opening ``<think>`` moved into the assistant header, so the generation prompt ends
 ``<|im_assistant|>assistant<|im_middle|><think>`` and a message's trained output is ``{reasoning}</think>{text}
 [calls]<|im_end|>`` (a sampled response starts inside the block; one that never closes it is all reasoning); no
-default system prompt; the ``tool_declare`` JSON deep-sorted with compact separators; image parts of user, system and
-tool messages as ``<|media_begin|>image<|media_content|>[ImageChunk]<|media_end|>`` (``expected_tokens`` from MoonViT's
+default system prompt; the ``tool_declare`` JSON deep-sorted with compact separators; image parts of user, system,
+tool and assistant messages as ``<|media_begin|>image<|media_content|>[ImageChunk]<|media_end|>`` in place, as
+tml-renderers' KimiK25 writes them in every role (``expected_tokens`` from MoonViT's
 resize, :data:`cookbook.renderers.kit.vision.MOONVIT`). ``enable_thinking=False`` (``*_disable_thinking``) puts the
 closed ``<think></think>`` in the header, renders no reasoning at all and refuses a trained message that reasons;
 ``preserve_thinking=True`` (``kimi_k26_preserve_thinking``, K2.6's ``preserve_thinking``) keeps every message's
@@ -77,7 +78,6 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-from cookbook.errors import RendererError
 from cookbook.renderers.base import (
     ContentPart,
     Message,
@@ -247,12 +247,7 @@ class KimiK2Renderer(Renderer):
         name = str(msg.get("name") or role)
         header = self.w(*self._opening(role, name, ctx))
         if role == "assistant":
-            if has_images(msg["content"]):
-                raise RendererError(
-                    f"message {ctx.idx} (assistant) has an image part; {self.name!r} writes images in user, system "
-                    "and tool messages only (the model never produces images)"
-                )
-            return RenderedMessage(header=header, output=self.w(*self._assistant_body(msg, ctx), "<|im_end|>"))
+            return RenderedMessage(header=header, output=self._assistant_output(msg, ctx))
         prefix: list[Piece] = []
         if role == "tool":
             prefix = ["## Return of ", Lit(self._response_id(msg, ctx)), "\n"]
@@ -277,7 +272,17 @@ class KimiK2Renderer(Renderer):
                 out += self.w(Lit(p["text"]))
         return out
 
-    def _assistant_body(self, msg: Message, ctx: RenderContext) -> list[Piece]:
+    def _assistant_output(self, msg: Message, ctx: RenderContext) -> list[Segment]:
+        """Reasoning, text (with images in place, as tml-renderers' KimiK25 writes an image part of an assistant
+        message: the same media block as in a user message; never trained), tool calls, ``<|im_end|>``."""
+        content = msg["content"]
+        if not has_images(content):
+            return self.w(*self._assistant_body(msg, ctx), "<|im_end|>")
+        head, tail = self._assistant_body(msg, ctx, split=True)
+        return self.w(*head) + self._vision_content(msg, ctx) + self.w(*tail, "<|im_end|>")
+
+    def _assistant_body(self, msg: Message, ctx: RenderContext, split: bool = False) -> Any:
+        """The assistant pieces; ``split=True``: ``(pieces before the content, pieces after it)`` without the text."""
         body: list[Piece] = []
         content = msg["content"]
         if self.renders_reasoning:
@@ -285,7 +290,11 @@ class KimiK2Renderer(Renderer):
             reasoning = "\n".join(thinking_of(content)) if keep else ""
             # K2.5: the header already opened the block (the generation prompt ends with <think>)
             body += ([] if self.k25 else ["<think>"]) + [Lit(reasoning), "</think>"]
-        body.append(Lit(text_of(content)))
+        head = body
+        if split:
+            body = []
+        else:
+            body.append(Lit(text_of(content)))
         calls = msg.get("tool_calls") or []
         if calls:
             body.append("<|tool_calls_section_begin|>")
@@ -295,7 +304,7 @@ class KimiK2Renderer(Renderer):
                 body += ["<|tool_call_begin|>", Lit(call_id), "<|tool_call_argument_begin|>", Lit(call.arguments),
                          "<|tool_call_end|>"]
             body.append("<|tool_calls_section_end|>")
-        return body
+        return (head, body) if split else body
 
     def _response_id(self, msg: Message, ctx: RenderContext) -> str:
         conv = _conversation()

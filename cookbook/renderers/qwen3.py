@@ -74,6 +74,9 @@ from cookbook.renderers.kit.thinking import frame_thinking, restore_think_openin
 from cookbook.renderers.kit.tools import parse_json_tool_call, tool_call_json, tool_run
 from cookbook.renderers.kit.vision import QWEN3_VL, image_segment
 
+#: stands for an image part while an assistant message's text is built (a private-use character)
+_IMAGE_MARK = "\ue000"
+
 EMPTY_THINK = "<think>\n\n</think>\n\n"
 THINK_OPENING = "<think>\n"
 
@@ -111,8 +114,10 @@ class Qwen3Renderer(Renderer):
         """``enable_thinking=False``: ``qwen3_disable_thinking`` (the prompt pre-fills the empty block, which is the
         untrained header of a produced turn; a trained turn that reasons is refused). ``instruct=True``:
         ``qwen3_instruct`` (never frames a think block). ``vision=True``: Qwen3-VL Instruct
-        (``qwen3_vl_instruct``): image parts of user and system messages are written
-        ``<|vision_start|>`` + image + ``<|vision_end|>`` (an ``ImageChunk`` of Qwen3-VL's token count)."""
+        (``qwen3_vl_instruct``): image parts of user, system, assistant and tool messages are written in place
+        ``<|vision_start|>`` + image + ``<|vision_end|>`` (an ``ImageChunk`` of Qwen3-VL's token count), as
+        tml-renderers' ``Qwen3.vision_instruct()`` writes them in every role; a tool message's parts share one
+        ``<tool_response>`` (tml writes one per part)."""
         super().__init__(tokenizer)
         if think_opening and (instruct or not enable_thinking):
             raise ConfigurationError(
@@ -161,11 +166,8 @@ class Qwen3Renderer(Renderer):
 
     def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
         role = msg["role"]
-        if has_images(msg["content"]) and role not in ("user", "system"):
-            raise RendererError(
-                f"message {ctx.idx} ({role}) has an image part; {self.name!r} writes images only in user and "
-                "system messages (as the Qwen3-VL template's vision blocks); move the image to a user message"
-            )
+        if role == "assistant" and has_images(msg["content"]):
+            return self._render_assistant_with_images(msg, ctx)
         if role == "tool":
             return self._render_tool_response(msg, ctx)
         if role != "assistant":
@@ -182,6 +184,43 @@ class Qwen3Renderer(Renderer):
         return RenderedMessage(
             header=self._header("assistant", ctx, header_extra), output=[text, [self.im_end]]
         )
+
+    def _render_assistant_with_images(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
+        """An assistant message with image parts (vision): rendered as without them, each image written in place as
+        ``<|vision_start|>`` + image + ``<|vision_end|>`` (tml-renderers' ``Qwen3.vision()`` writes an assistant's
+        image parts so; they are never trained). Each image stands in the text as a placeholder character while
+        the text is built, and the built text is cut there."""
+        marks: list[Any] = []
+        parts: list[ContentPart] = []
+        content: list[Any] = list(msg["content"])
+        for part in content:
+            if part["type"] == "image":
+                parts.append({"type": "text", "text": _IMAGE_MARK})
+                marks.append(part["image"])
+            else:
+                parts.append(part)
+        if any(_IMAGE_MARK in str(p.get("text", "")) + str(p.get("thinking", "")) for p in content):
+            raise RendererError(f"message {ctx.idx}: text holds the reserved character U+E000; remove it")
+        rendered = self.render_message({**msg, "content": parts}, ctx)  # type: ignore[typeddict-item]
+        output: list[Segment] = []
+        k = 0
+        for seg in rendered.output:
+            if not isinstance(seg, str) or _IMAGE_MARK not in seg:
+                output.append(seg)
+                continue
+            pieces = seg.split(_IMAGE_MARK)
+            for i, text in enumerate(pieces):
+                if i:
+                    image = image_segment(marks[k], QWEN3_VL, self.image_pad, f"message {ctx.idx} image {k}")
+                    output += [[self.vision_start], image, [self.vision_end]]
+                    k += 1
+                if text:
+                    output.append(text)
+        if k != len(marks):
+            raise RendererError(f"message {ctx.idx}: an image part was dropped with the reasoning it follows; "
+                                "keep images out of thinking-only history turns")
+        header = [s.replace(_IMAGE_MARK, "") if isinstance(s, str) else s for s in rendered.header]
+        return RenderedMessage(header=header, output=output)
 
     def _assistant_text(self, msg: Message, ctx: RenderContext) -> tuple[str, str, str]:
         """(rendered text before the tool calls, the raw text that decides the ``\\n`` before the first call,
@@ -233,9 +272,14 @@ class Qwen3Renderer(Renderer):
         between two responses ends the first one's output so that ``</tool_response>\\n`` tokenises as the
         template's single string does."""
         continues, followed = tool_run(ctx)
-        body = "<tool_response>\n" + text_of(msg["content"]) + "\n</tool_response>"
         header = [] if continues else self._header("user", ctx)
-        output: list[Segment] = [body + "\n"] if followed else [body, [self.im_end]]
+        if has_images(msg["content"]):  # vision: the images in place, inside the one tool response
+            inner = self._content(msg, ctx)
+            end = "\n</tool_response>" + ("\n" if followed else "")
+            output: list[Segment] = ["<tool_response>\n", *inner, end] + ([] if followed else [[self.im_end]])
+            return RenderedMessage(header=header, output=output)
+        body = "<tool_response>\n" + text_of(msg["content"]) + "\n</tool_response>"
+        output = [body + "\n"] if followed else [body, [self.im_end]]
         return RenderedMessage(header=header, output=output)
 
     def _content(self, msg: Message, ctx: RenderContext) -> list[Segment]:

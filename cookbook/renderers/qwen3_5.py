@@ -63,7 +63,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cookbook.errors import ConfigurationError
+from cookbook.errors import ConfigurationError, RendererError
 from cookbook.renderers.base import (
     Message,
     RenderContext,
@@ -87,7 +87,7 @@ from cookbook.renderers.kit.tools import (
     xml_parameter_value,
     xml_tool_call_pieces,
 )
-from cookbook.renderers.kit.vision import QWEN3_VL, image_segment
+from cookbook.renderers.kit.vision import QWEN3_VL, ImageSegment, image_segment
 
 __all__ = ["Qwen3_5Renderer", "parse_xml_tool_call", "xml_parameter_value"]
 
@@ -196,12 +196,19 @@ class Qwen3_5Renderer(Renderer):
 
     def render_message(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
         role = msg["role"]
+        if role == "system" and has_images(msg["content"]):
+            # the template: raise_exception('System message cannot contain images.')
+            raise RendererError(
+                f"message {ctx.idx} (system) has an image part; the Qwen3.5 chat template refuses images in a system "
+                "message: move the image into a user message"
+            )
         if role == "tool":
             return self._render_tool_response(msg, ctx)
         if role == "assistant":
             return self._render_assistant(msg, ctx)
         if role != "system" and has_images(msg["content"]):
-            return RenderedMessage(header=self.w(self._open(role, ctx)), output=self._vision_content(msg, ctx))
+            content = self._vision_content(msg["content"], ctx.idx)
+            return RenderedMessage(header=self.w(self._open(role, ctx)), output=content + self.w("<|im_end|>"))
         text = text_of(msg["content"]).strip()
         if role != "system":
             return RenderedMessage(header=self.w(self._open(role, ctx)), output=self.w(Lit(text), "<|im_end|>"))
@@ -212,26 +219,32 @@ class Qwen3_5Renderer(Renderer):
             body = [self.instruction + ("\n\n" if text else ""), *body]
         return RenderedMessage(header=self.w(self._open(role, ctx)), output=self.w(*body, "<|im_end|>"))
 
-    def _vision_content(self, msg: Message, ctx: RenderContext) -> list[Segment]:
-        """Text and images in order, ``{text}<|vision_start|>[image]<|vision_end|>...<|im_end|>``; the content is
-        trimmed as a whole (the template's ``|trim``), so only its first and last text parts lose whitespace."""
-        content = msg["content"]
-        parts: list[dict[str, Any]] = [dict(p) for p in content if p["type"] != "thinking"] if isinstance(content, list) else []
-        out: list[Segment] = []
-        for j, p in enumerate(parts):
+    def _vision_content(self, content: Any, idx: int) -> list[Segment]:
+        """Text and images in order, ``{text}<|vision_start|>[image]<|vision_end|>...`` (the template's
+        ``render_content``); the content is trimmed as a whole (the template's ``|trim``), so only the text before
+        the first image and after the last one lose whitespace. Thinking parts are left out (they are reasoning)."""
+        runs: list[str | ImageSegment] = []  # consecutive text parts form one run (one piece, as the template's text)
+        for j, p in enumerate(content):
             if p["type"] == "image":
-                where = f"message {ctx.idx} part {j}"
+                runs.append(image_segment(p["image"], QWEN3_VL, self.image_pad, f"message {idx} part {j}"))
+            elif p["type"] == "text":
+                if runs and isinstance(runs[-1], str):
+                    runs[-1] += str(p["text"])
+                else:
+                    runs.append(str(p["text"]))
+        if runs and isinstance(runs[0], str):
+            runs[0] = runs[0].lstrip()
+        if runs and isinstance(runs[-1], str):
+            runs[-1] = runs[-1].rstrip()
+        out: list[Segment] = []
+        for r in runs:
+            if isinstance(r, str):
+                out += self.w(Lit(r))
+            else:
                 out += self.w("<|vision_start|>")
-                out.append(image_segment(p["image"], QWEN3_VL, self.image_pad, where))
+                out.append(r)
                 out += self.w("<|vision_end|>")
-                continue
-            text = str(p["text"])
-            if j == 0:
-                text = text.lstrip()
-            if j == len(parts) - 1:
-                text = text.rstrip()
-            out += self.w(Lit(text))
-        return out + self.w("<|im_end|>")
+        return out
 
     def _reasoning_and_text(self, msg: Message) -> tuple[str, str]:
         if self.inline_thinking:
@@ -243,8 +256,17 @@ class Qwen3_5Renderer(Renderer):
         return bool(self._reasoning_and_text(msg)[0].strip())
 
     def _render_assistant(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
-        reasoning, text = self._reasoning_and_text(msg)
-        reasoning, text = reasoning.strip(), text.strip()
+        images = has_images(msg["content"])
+        if images:  # list content: reasoning from thinking parts, content = text and images (the template's render_content)
+            reasoning, text = "\n".join(thinking_of(msg["content"])).strip(), ""
+            if "</think>" in text_of(msg["content"]) and self.inline_thinking:
+                raise RendererError(
+                    f"message {ctx.idx} (assistant) has an image part and inline </think> text; the template would "
+                    "split its rendered content at </think>: give the reasoning as a thinking part instead"
+                )
+        else:
+            reasoning, text = self._reasoning_and_text(msg)
+            reasoning, text = reasoning.strip(), text.strip()
         header: list[Piece] = [self._open("assistant", ctx)]
         body: list[Piece] = []
         # the template frames every message after the last user query (every message with preserve_thinking)
@@ -261,13 +283,16 @@ class Qwen3_5Renderer(Renderer):
                     body += ["\n", Lit(reasoning), "\n</think>\n\n"]
             else:
                 header.append(self.think_opening)
-        body.append(Lit(text))
+        content: list[Segment] = self._vision_content(msg["content"], ctx.idx) if images else []
+        if not images:
+            body.append(Lit(text))
+        tail: list[Piece] = []
         calls = msg.get("tool_calls") or []
         for i, call in enumerate(calls):
-            body.append(("\n\n" if text else "") if i == 0 else "\n")
-            body += xml_tool_call_pieces(call, self.json_arguments)
-        body.append("<|im_end|>")
-        return RenderedMessage(header=self.w(*header), output=self.w(*body))
+            tail.append(("\n\n" if text or content else "") if i == 0 else "\n")
+            tail += xml_tool_call_pieces(call, self.json_arguments)
+        tail.append("<|im_end|>")
+        return RenderedMessage(header=self.w(*header), output=self.w(*body) + content + self.w(*tail))
 
     def generation_suffix(self, role: str, ctx: RenderContext) -> list[Segment]:
         """``\\n<|im_start|>assistant\\n<think>\\n`` (thinking) or ``...<think>\\n\\n</think>\\n\\n`` (disabled);
@@ -279,10 +304,14 @@ class Qwen3_5Renderer(Renderer):
     def _render_tool_response(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
         continues, followed = tool_run(ctx)
         header = [] if continues else self.w(self._open("user", ctx)[:-1])
-        body: list[Piece] = ["\n<tool_response>\n", Lit(text_of(msg["content"]).strip()), "\n</tool_response>"]
+        if has_images(msg["content"]):  # the template renders the images in place, inside the tool response
+            content = self._vision_content(msg["content"], ctx.idx)
+        else:
+            content = self.w(Lit(text_of(msg["content"]).strip()))
+        tail: list[Piece] = ["\n</tool_response>"]
         if not followed:
-            body.append("<|im_end|>")
-        return RenderedMessage(header=header, output=self.w(*body))
+            tail.append("<|im_end|>")
+        return RenderedMessage(header=header, output=self.w("\n<tool_response>\n") + content + self.w(*tail))
 
     # ------------------------------------------------------------------------------------------ tools
     def create_conversation_prefix_with_tools(

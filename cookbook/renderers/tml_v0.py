@@ -3,7 +3,8 @@
 Oracle: tml-renderers' ``tml_renderers.v0.Renderer`` with its ``O200kBaseChatTokenizer`` (no chat template exists
 for this format); the Inkling tokenizer folder is exported from that tokenizer. Every message is framed on its own::
 
-    <|message_{system|user}|><|content_text|>{text}<|end_message|>
+    <|message_{system|user}|><|content_text|>{text}<|end_message|>          (one per text part of a list)
+    <|message_{role}|>[{tool name}]<|content_image|>[ImageChunk]<|end_message|>   (one per image part, any role)
     <|message_system|>tool_declare<|content_xml|>{tools as compact JSON}<|end_message|>
     <|message_tool|>{name}<|content_text|>{content}<|end_message|>
     <|message_model|><|content_thinking|>{reasoning}<|end_message|>        (one per thinking part)
@@ -16,6 +17,12 @@ leading system messages (tml's ``render_for_completion_with_effort``; tinker-coo
 into supervised examples; default effort 0.9). The generation prompt adds no header: the model writes
 ``<|message_model|>`` itself, so an assistant message is output from its first token (trained whole). Stop token
 ``<|content_model_end_sampling|>``. Nothing depends on position, so the extension property holds.
+
+Images: an image part is a message of its own, ``<|content_image|>`` then an ``ImageChunk`` of
+:data:`cookbook.renderers.kit.vision.INKLING` tokens (``(width // 40 + 1) * ceil(height / 40)``, as tml's
+``v0.Renderer`` counts them), in any role; the image positions are never trained (the ``<|content_image|>`` token of
+an assistant's image message is output like the rest of the message). In token lists the positions hold the
+``<|content_image|>`` id (the format has no pad token).
 """
 
 from __future__ import annotations
@@ -37,13 +44,16 @@ from cookbook.renderers.base import (
     ToolCall,
     ToolSpec,
     UnparsedToolCall,
+    has_images,
     text_of,
 )
 from cookbook.renderers.kit.parsing import assistant_message
 from cookbook.renderers.kit.segments import Lit, Piece, SegmentWriter
+from cookbook.renderers.kit.vision import INKLING, image_segment
 
 _MSG = {"system": "<|message_system|>", "user": "<|message_user|>", "assistant": "<|message_model|>", "tool": "<|message_tool|>"}
 _TEXT, _THINK, _CALL, _XML = "<|content_text|>", "<|content_thinking|>", "<|content_invoke_tool_json|>", "<|content_xml|>"
+_IMAGE = "<|content_image|>"
 _END, _STOP = "<|end_message|>", "<|content_model_end_sampling|>"
 _SYSTEMS = ("system", "tool_declare")
 DEFAULT_EFFORT = 0.9  # tinker-cookbook 0.6.1 tml_v0: "DEFAULT_EFFORT: float = 0.9"
@@ -59,9 +69,10 @@ class TmlV0Renderer(Renderer):
     name = "tml_v0"
     supports_thinking = True
     supports_tools = True
+    supports_images = True
     has_extension_property = True
 
-    CONTROL_TOKENS = (*_MSG.values(), _TEXT, _THINK, _CALL, _XML, _END, _STOP)
+    CONTROL_TOKENS = (*_MSG.values(), _TEXT, _THINK, _CALL, _XML, _IMAGE, _END, _STOP)
 
     def __init__(self, tokenizer: Any, effort: float | None = DEFAULT_EFFORT):
         super().__init__(tokenizer)
@@ -70,6 +81,9 @@ class TmlV0Renderer(Renderer):
         self.effort = effort
         self.w = SegmentWriter(self.enc, self.CONTROL_TOKENS)
         self.stop_id = self.w.ids[_STOP]
+        #: the id at an image's positions in token lists (the format has no pad token; the ModelInput holds an
+        #: ImageChunk there)
+        self.image_pad = self.w.ids[_IMAGE]
         self._leading = 0  # how many leading system messages the conversation being rendered has
 
     def _contexts(self, messages: Sequence[Message], turn_start: int, for_prompt: bool = False) -> list[RenderContext]:
@@ -91,16 +105,62 @@ class TmlV0Renderer(Renderer):
             return RenderedMessage(header=self.w(*header, _MSG["system"], "tool_declare", _XML),
                                    output=self.w(Lit(text_of(msg["content"])), _END))
         if role == "assistant":
-            return RenderedMessage(header=self.w(*header), output=self.w(*self._assistant(msg)))
+            return RenderedMessage(header=self.w(*header), output=self._assistant(msg, ctx))
         if role not in _MSG:
             raise ConfigurationError(f"tml_v0 has no role {role!r} (system, user, assistant, tool, tool_declare)")
-        if role == "tool":
-            head = [_MSG["tool"], Lit(str(msg.get("name") or "")), _TEXT]
-        else:
-            head = [_MSG[role], _TEXT]
-        return RenderedMessage(header=self.w(*header, *head), output=self.w(Lit(text_of(msg["content"])), _END))
+        opening: list[Piece] = [_MSG["tool"], Lit(str(msg.get("name") or ""))] if role == "tool" else [_MSG[role]]
+        content = msg["content"]
+        blocks = self._blocks(list(content), opening, ctx) if isinstance(content, list) else []
+        if not blocks:
+            return RenderedMessage(header=self.w(*header, *opening, _TEXT), output=self.w(Lit(text_of(content)), _END))
+        # a list of parts: a message per text or image part, as tml writes a multi-part message
+        first_head, first_body = blocks[0]
+        output = list(first_body)
+        for head, body in blocks[1:]:
+            output += head + body
+        return RenderedMessage(header=self.w(*header) + first_head, output=output)
 
-    def _assistant(self, msg: Message) -> list[Piece]:
+    def _blocks(self, parts: list[Any], opening: list[Piece], ctx: RenderContext) -> list[tuple[list[Segment], list[Segment]]]:
+        """``(head, body)`` per message: ``{opening}<|content_image|>[image]<|end_message|>`` per image part and
+        ``{opening}<|content_text|>{text}<|end_message|>`` per text part (thinking parts are not content)."""
+        out: list[tuple[list[Segment], list[Segment]]] = []
+        for j, p in enumerate(parts):
+            if p["type"] == "text":
+                out.append((self.w(*opening, _TEXT), self.w(Lit(str(p["text"])), _END)))
+            elif p["type"] == "image":
+                seg = image_segment(p["image"], INKLING, self.image_pad, f"message {ctx.idx} part {j}")
+                out.append((self.w(*opening, _IMAGE), [seg, *self.w(_END)]))
+        return out
+
+    def _assistant(self, msg: Message, ctx: RenderContext) -> list[Segment]:
+        content = msg["content"]
+        if has_images(content):
+            return self._assistant_with_images(msg, ctx)
+        return self.w(*self._assistant_pieces(msg))
+
+    def _assistant_with_images(self, msg: Message, ctx: RenderContext) -> list[Segment]:
+        """Thinking, text and image parts in order, a ``<|message_model|>`` message each (an image:
+        ``<|content_image|>[image]``), then the tool calls and the stop token."""
+        out: list[Segment] = []
+        run: list[Any] = []  # text and image parts since the last thinking part
+
+        def flush() -> None:
+            for head, body in self._blocks(run, [_MSG["assistant"]], ctx):
+                out.extend(head + body)
+            run.clear()
+
+        parts: list[Any] = list(msg["content"])
+        for p in parts:
+            if p["type"] == "thinking":
+                flush()
+                out += self.w(_MSG["assistant"], _THINK, Lit(p["thinking"]), _END)
+            else:
+                run.append(p)
+        flush()
+        calls_only: Message = {"role": "assistant", "content": [], "tool_calls": msg.get("tool_calls") or []}
+        return out + self.w(*self._assistant_pieces(calls_only, write_empty=False))
+
+    def _assistant_pieces(self, msg: Message, write_empty: bool = True) -> list[Piece]:
         content = msg["content"]
         parts: list[ContentPart] = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
         calls = msg.get("tool_calls") or []
@@ -110,7 +170,7 @@ class TmlV0Renderer(Renderer):
                 out += [_MSG["assistant"], _THINK, Lit(p["thinking"]), _END]  # type: ignore[typeddict-item]
             elif p["type"] == "text" and (p["text"] or not calls):  # type: ignore[typeddict-item]
                 out += [_MSG["assistant"], _TEXT, Lit(p["text"]), _END]  # type: ignore[typeddict-item]
-        if not out and not calls:
+        if not out and not calls and write_empty:
             out += [_MSG["assistant"], _TEXT, _END]
         for c in calls:
             args = c.arguments_dict()

@@ -7,7 +7,7 @@ which KimiK25 writes verbatim and the renderer rewrites to ``functions.NAME:IDX`
 the same random conversations with native ids must agree with the official renderer token for token.
 
 Oracle: tml-renderers 0.2.1's ``KimiK25`` (Thinking Machines' official renderer; test-time only, it imports torch):
-token ids, per-token SFT weights and image chunk sizes. Images are PNGs made here (kit.vision.make_png).
+token ids, per-token SFT weights and image chunk sizes. Images and the tml comparisons: tests/renderers/vision_helpers.py.
 """
 
 from __future__ import annotations
@@ -17,6 +17,14 @@ import os
 from typing import Any
 
 import pytest
+from vision_helpers import (
+    assert_prompt_matches_tml,
+    assert_sft_matches_tml,
+    image,
+    png,
+    role_convos,
+    tml_renderers,
+)
 
 from cookbook.conformance import tml
 from cookbook.conformance.spec import load_spec, spec_path_for
@@ -24,7 +32,7 @@ from cookbook.errors import RendererError
 from cookbook.renderers import ParseTermination, ToolCall, TrainOnWhat, get_renderer
 from cookbook.renderers.base import Message
 from cookbook.renderers.kimi_k2 import KimiK2Renderer
-from cookbook.renderers.kit.vision import MOONVIT, data_uri, make_png, vision_config_for_model
+from cookbook.renderers.kit.vision import MOONVIT, make_png, vision_config_for_model
 from cookbook.renderers.registry import builtin_renderer
 from cookbook.tokenizers import get_tokenizer
 
@@ -201,74 +209,9 @@ def test_random_conversations_with_native_ids_agree_with_tml(name: str, tok: Any
     assert any(seen_calls), "no conversation with tool calls was generated: the test would prove nothing"
 
 
-def _tml_messages(convo: list[Any]) -> Any:
-    from tml_renderers import chat
-
-    oss = []
-    for m in convo:
-        content = m["content"]
-        if isinstance(content, list):
-            content = [
-                {"type": "image_url", "image_url": {"url": data_uri(p["image"])}} if p["type"] == "image" else p
-                for p in content
-            ]
-        oss.append({"role": m["role"], "content": content})
-    return chat.OpenAIMessage.from_oss_messages(oss)
-
-
-def _tml_flat(spans: Any) -> tuple[list[int], list[tuple[int, int]]]:
-    from tml_renderers import chat
-
-    toks: list[int] = []
-    imgs: list[tuple[int, int]] = []
-    pos = 0
-    for s in spans:
-        inner = s.span
-        if isinstance(inner, chat.ImageAssetPointerTokenSpan):
-            imgs.append((pos, inner.num_tokens))
-            pos += inner.num_tokens
-        else:
-            toks.extend(inner.tokens)
-            pos += len(inner.tokens)
-    return toks, imgs
-
-
-def _flat(model_input: Any) -> tuple[list[int], list[tuple[int, int, bytes]]]:
-    toks: list[int] = []
-    imgs: list[tuple[int, int, bytes]] = []
-    pos = 0
-    for ch in model_input.chunks:
-        if ch.type == "image":
-            imgs.append((pos, ch.expected_tokens, bytes(ch.data)))
-            pos += ch.expected_tokens
-        else:
-            toks.extend(ch.tokens)
-            pos += len(ch.tokens)
-    return toks, imgs
-
-
 @pytest.fixture(scope="module")
 def tml_k25() -> Any:
-    pytest.importorskip("tml_renderers.renderers", reason="tml-renderers 0.2.1 (test extra) is the oracle")
-    pytest.importorskip("PIL", reason="tml-renderers decodes data: URI images with Pillow")
-    from tml_renderers import renderers
-
-    return renderers.KimiK25()
-
-
-def _png(width: int, height: int) -> bytes:
-    """make_png for small images; a large one is a solid PNG built row by row in C (make_png loops per pixel)."""
-    if width * height <= 1_000_000:
-        return make_png(width, height)
-    import struct
-    import zlib
-
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
-
-    row = b"\x00" + bytes([90, 120, 200]) * width
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row * height, 1)) + chunk(b"IEND", b"")
+    return tml_renderers().KimiK25()
 
 
 # sizes that exercise every branch of the resize: tiny, exact multiples, the one-side limit (7168 px), the
@@ -280,15 +223,11 @@ SIZES = [(1, 1), (13, 13), (14, 14), (27, 28), (29, 29), (64, 48), (100, 37), (5
 @needs_tml
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 def test_image_prompt_matches_tml(k25: KimiK2Renderer, tml_k25: Any, size: tuple[int, int]) -> None:
-    convo = [{"role": "user", "content": [{"type": "text", "text": "What is"}, {"type": "image", "image": _png(*size)},
+    convo = [{"role": "user", "content": [{"type": "text", "text": "What is"}, image(*size),
                                           {"type": "text", "text": " this?"}]}]
-    ours = k25.build_generation_prompt(convo)  # type: ignore[arg-type]
-    toks, imgs = _flat(ours)
-    ref_toks, ref_imgs = _tml_flat(tml_k25.render_for_completion(_tml_messages(convo))[0])
-    assert toks == ref_toks
-    assert [(s, n) for s, n, _ in imgs] == ref_imgs
+    imgs = assert_prompt_matches_tml(k25, tml_k25, convo)
     assert imgs[0][1] == MOONVIT.num_tokens(*size)
-    assert imgs[0][2] == _png(*size)
+    assert imgs[0][2] == png(*size)
 
 
 @needs_tml
@@ -301,24 +240,38 @@ def test_images_in_history_and_sft_weights_match_tml(k25: KimiK2Renderer, tml_k2
         {"role": "user", "content": [{"type": "image", "image": make_png(64, 64, 3)}]},
         {"role": "assistant", "content": "A gradient."},
     ]
-    mi, weights = k25.build_supervised_example(convo, TrainOnWhat.ALL_ASSISTANT_MESSAGES)  # type: ignore[arg-type]
-    (example,) = tml_k25.render_for_sft(_tml_messages(convo))  # tml trains every model message by default
-    toks, imgs = _flat(mi)
-    ref_toks, ref_imgs = _tml_flat(example.input_token_spans)
-    assert toks == ref_toks
-    assert [(s, n) for s, n, _ in imgs] == ref_imgs
-    assert list(weights) == [float(w) for w in example.per_token_loss_weight_unshifted]
+    # tml trains every model message by default
+    imgs = assert_sft_matches_tml(k25, tml_k25, convo, TrainOnWhat.ALL_ASSISTANT_MESSAGES)
     for mode in (TrainOnWhat.ALL_MESSAGES, TrainOnWhat.ALL_TOKENS):  # image positions are never trained
         tokens, w = k25.supervised_tokens(convo, mode)  # type: ignore[arg-type]
         assert [x for t, x in zip(tokens, w) if t == k25.media_pad] == [0.0] * sum(n for _, n, _ in imgs)
 
 
-def test_images_are_refused_where_the_format_has_none(k25: KimiK2Renderer) -> None:
-    img = {"type": "image", "image": make_png(8, 8)}
-    with pytest.raises(RendererError):
-        k25.supervised_tokens([{"role": "user", "content": "Draw"}, {"role": "assistant", "content": [img]}])  # type: ignore[list-item]
+@needs_tml
+@pytest.mark.parametrize("role", ["tool", "assistant", "system"])
+def test_images_in_every_role_match_tml(k25: KimiK2Renderer, tml_k25: Any, role: str) -> None:
+    """KimiK25 writes an image part in place in a tool result, an assistant message and a system message alike:
+    ids, images and weights (prompt and SFT example; tml trains every model message by default)."""
+    convo = role_convos()[role]
+    assert len(assert_prompt_matches_tml(k25, tml_k25, convo[:-1])) == 1
+    assert_sft_matches_tml(k25, tml_k25, convo, TrainOnWhat.ALL_ASSISTANT_MESSAGES)
+
+
+@needs_tml
+def test_image_in_a_trained_reply_matches_tml_and_is_never_trained(k25: KimiK2Renderer, tml_k25: Any) -> None:
+    convo = [{"role": "user", "content": "Draw a square."},
+             {"role": "assistant", "content": [{"type": "text", "text": "Here:"}, image(32, 32, 4)]}]
+    assert_sft_matches_tml(k25, tml_k25, convo)
+    tokens, weights = k25.supervised_tokens(convo)  # type: ignore[arg-type]
+    assert [w for t, w in zip(tokens, weights) if t == k25.media_pad] == [0.0] * MOONVIT.num_tokens(32, 32)
+
+
+def test_bad_images_are_refused(k25: KimiK2Renderer) -> None:
     with pytest.raises(RendererError):
         k25.generation_prompt_tokens([{"role": "user", "content": [{"type": "image", "image": b"not an image"}]}])
+    with pytest.raises(RendererError):
+        k25.supervised_tokens([{"role": "user", "content": "Draw"},  # type: ignore[list-item]
+                               {"role": "assistant", "content": [{"type": "image", "image": b"GIF89a"}]}])
 
 
 def test_mock_knows_the_kimi_image_processor() -> None:

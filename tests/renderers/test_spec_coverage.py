@@ -7,6 +7,7 @@ import pytest
 
 from cookbook.conformance.golden import golden_root, load_golden
 from cookbook.conformance.spec import (
+    IMAGE_SCENARIOS,
     SCENARIOS,
     THINKING_SCENARIOS,
     TOOL_SCENARIOS,
@@ -25,7 +26,7 @@ def test_registered_renderer_has_a_spec(name: str) -> None:
 
 
 def required_scenarios(claims: dict[str, bool]) -> set[str]:
-    req = set(SCENARIOS) - set(THINKING_SCENARIOS) - set(TOOL_SCENARIOS)
+    req = set(SCENARIOS) - set(THINKING_SCENARIOS) - set(TOOL_SCENARIOS) - set(IMAGE_SCENARIOS)
     if claims.get("thinking"):
         req |= set(THINKING_SCENARIOS)
     if claims.get("tools"):

@@ -20,6 +20,15 @@ import struct
 from typing import Any
 
 import pytest
+from vision_helpers import (
+    assert_prompt_matches_tml,
+    assert_sft_matches_tml,
+    flat,
+    image_convo,
+    png,
+    role_convos,
+    tml_renderers,
+)
 
 from cookbook.errors import RendererError
 from cookbook.renderers import TrainOnWhat
@@ -36,26 +45,7 @@ def renderer() -> Qwen3_5Renderer:
     return Qwen3_5Renderer(get_tokenizer("Qwen/Qwen3.5-4B"))
 
 
-def _convo(w: int, h: int, seed: int = 0, text: str = "What is this?") -> list[Any]:
-    return [
-        {"role": "user", "content": [{"type": "image", "image": make_png(w, h, seed)}, {"type": "text", "text": text}]},
-        {"role": "assistant", "content": "A gradient."},
-    ]
-
-
-def _flat(model_input: Any) -> tuple[list[int], list[tuple[int, int, bytes]]]:
-    """Text tokens with image chunks as (start, expected_tokens, data)."""
-    toks: list[int] = []
-    imgs: list[tuple[int, int, bytes]] = []
-    pos = 0
-    for ch in model_input.chunks:
-        if ch.type == "image":
-            imgs.append((pos, ch.expected_tokens, bytes(ch.data)))
-            pos += ch.expected_tokens
-        else:
-            toks.extend(ch.tokens)
-            pos += len(ch.tokens)
-    return toks, imgs
+_convo = image_convo
 
 
 def test_png_header_and_jpeg_header() -> None:
@@ -74,67 +64,22 @@ def test_png_header_and_jpeg_header() -> None:
 
 @pytest.fixture(scope="module")
 def tml() -> Any:
-    renderers = pytest.importorskip("tml_renderers.renderers", reason="tml-renderers 0.2.1 (test extra) is the oracle")
-    pytest.importorskip("PIL", reason="tml-renderers decodes data: URI images with Pillow")
-    return renderers.Qwen35()
-
-
-def _tml_messages(convo: list[Any]) -> Any:
-    from tml_renderers import chat
-
-    oss = []
-    for m in convo:
-        content = m["content"]
-        if isinstance(content, list):
-            content = [
-                {"type": "image_url", "image_url": {"url": data_uri(p["image"])}} if p["type"] == "image" else p
-                for p in content
-            ]
-        oss.append({"role": m["role"], "content": content})
-    return chat.OpenAIMessage.from_oss_messages(oss)
-
-
-def _tml_flat(spans: Any) -> tuple[list[int], list[tuple[int, int]]]:
-    from tml_renderers import chat
-
-    toks: list[int] = []
-    imgs: list[tuple[int, int]] = []
-    pos = 0
-    for s in spans:
-        inner = s.span
-        if isinstance(inner, chat.ImageAssetPointerTokenSpan):
-            imgs.append((pos, inner.num_tokens))
-            pos += inner.num_tokens
-        else:
-            toks.extend(inner.tokens)
-            pos += len(inner.tokens)
-    return toks, imgs
+    return tml_renderers().Qwen35()
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_generation_prompt_matches_tml(renderer: Qwen3_5Renderer, tml: Any, size: tuple[int, int]) -> None:
     convo = _convo(*size)
-    ours = renderer.build_generation_prompt(convo[:1])
-    spans, _ = tml.render_for_completion(_tml_messages(convo[:1]))
-    toks, imgs = _flat(ours)
-    ref_toks, ref_imgs = _tml_flat(spans)
-    assert toks == ref_toks
-    assert [(s, n) for s, n, _ in imgs] == ref_imgs
+    imgs = assert_prompt_matches_tml(renderer, tml, convo[:1])
     assert imgs[0][1] == QWEN3_VL.num_tokens(*size)
-    assert imgs[0][2] == make_png(*size)
-    assert ours.length == sum(n for _, n in ref_imgs) + len(ref_toks)
+    assert imgs[0][2] == png(*size)
+    mi = renderer.build_generation_prompt(convo[:1])
+    assert mi.length == len(flat(mi)[0]) + imgs[0][1]
 
 
 @pytest.mark.parametrize("size", [(64, 48), (640, 480)])
 def test_supervised_example_matches_tml(renderer: Qwen3_5Renderer, tml: Any, size: tuple[int, int]) -> None:
-    convo = _convo(*size)
-    mi, weights = renderer.build_supervised_example(convo)
-    (example,) = tml.render_for_sft(_tml_messages(convo))
-    toks, imgs = _flat(mi)
-    ref_toks, ref_imgs = _tml_flat(example.input_token_spans)
-    assert toks == ref_toks
-    assert [(s, n) for s, n, _ in imgs] == ref_imgs
-    assert list(weights) == [float(w) for w in example.per_token_loss_weight_unshifted]
+    assert_sft_matches_tml(renderer, tml, _convo(*size))
 
 
 def test_two_images_and_history(renderer: Qwen3_5Renderer, tml: Any) -> None:
@@ -149,10 +94,27 @@ def test_two_images_and_history(renderer: Qwen3_5Renderer, tml: Any) -> None:
         {"role": "assistant", "content": "The second is wider."},
         {"role": "user", "content": [{"type": "image", "image": make_png(64, 64, 3)}]},
     ]
-    toks, imgs = _flat(renderer.build_generation_prompt(convo))
-    ref_toks, ref_imgs = _tml_flat(tml.render_for_completion(_tml_messages(convo))[0])
-    assert toks == ref_toks
-    assert [(s, n) for s, n, _ in imgs] == ref_imgs
+    assert_prompt_matches_tml(renderer, tml, convo)
+
+
+@pytest.mark.parametrize("role", ["tool", "assistant"])
+def test_images_in_tool_results_and_assistant_history_match_tml(renderer: Qwen3_5Renderer, tml: Any, role: str) -> None:
+    """Where template and tml-renderers agree (a one-image tool result, an assistant history message; the spec cases
+    image_in_tool_result / image_in_assistant_history check the template's text): ids, images and weights."""
+    convo = role_convos()[role]
+    imgs = assert_prompt_matches_tml(renderer, tml, convo[:-1])
+    assert len(imgs) == 1
+    assert_sft_matches_tml(renderer, tml, convo, example=-1)
+
+
+def test_image_in_a_system_message_is_refused(renderer: Qwen3_5Renderer) -> None:
+    """The Qwen3.5 template raises 'System message cannot contain images.' (tml-renderers' Qwen35 writes the image;
+    the renderer follows the template, the spec's oracle)."""
+    convo = role_convos()["system"]
+    with pytest.raises(RendererError):
+        renderer.build_generation_prompt(convo[:-1])
+    with pytest.raises(RendererError):
+        renderer.build_supervised_example(convo)
 
 
 # ---------------------------------------------------------------------------------------------- template oracle
@@ -186,12 +148,12 @@ def test_image_positions_are_never_trained(renderer: Qwen3_5Renderer) -> None:
 
 
 def test_image_inputs_accepted(renderer: Qwen3_5Renderer, tmp_path: Any) -> None:
-    png = make_png(64, 48)
+    data = make_png(64, 48)
     path = tmp_path / "x.png"
-    path.write_bytes(png)
-    for image in (png, data_uri(png), str(path), f"file://{path}"):
+    path.write_bytes(data)
+    for image in (data, data_uri(data), str(path), f"file://{path}"):
         convo = [{"role": "user", "content": [{"type": "image", "image": image}]}]
-        assert _flat(renderer.build_generation_prompt(convo))[1][0][2] == png
+        assert flat(renderer.build_generation_prompt(convo))[1][0][2] == data
 
 
 @pytest.mark.parametrize(
@@ -208,3 +170,19 @@ def test_text_only_renderer_refuses_images() -> None:
         r.build_generation_prompt(_convo(32, 32)[:1])
     with pytest.raises(RendererError):
         r.build_supervised_example(_convo(32, 32))
+
+
+@pytest.mark.parametrize("role", ["tool", "assistant"])
+def test_qwen3_8_images_in_tool_results_and_assistant_history_match_tml(tml: Any, role: str) -> None:
+    """Qwen3.8 (the same renderer class; oracle tml-renderers' Qwen38, no Qwen3.8 template is public) writes a tool
+    result's and an assistant message's images in place as tml does. An image in a system message stays refused, as
+    the Qwen3.5 template refuses it (tml's Qwen38 writes it; qwen3_8_xhigh_reasoning.yaml names the difference)."""
+    from cookbook.renderers import get_renderer
+
+    ours = get_renderer("qwen3_8_xhigh_reasoning", get_tokenizer("Qwen/Qwen3.8-27B"))
+    oracle = tml_renderers().Qwen38()
+    convo = role_convos(call_id="call_1")[role]
+    assert len(assert_prompt_matches_tml(ours, oracle, convo[:-1])) == 1
+    assert_sft_matches_tml(ours, oracle, convo, example=-1)
+    with pytest.raises(RendererError):
+        ours.build_generation_prompt(role_convos()["system"][:-1])

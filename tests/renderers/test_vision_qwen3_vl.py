@@ -14,11 +14,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from vision_helpers import (
+    assert_prompt_matches_tml,
+    assert_sft_matches_tml,
+    image,
+    image_convo,
+    png,
+    role_convos,
+    tml_renderers,
+)
 
 from cookbook.errors import RendererError
 from cookbook.renderers import TrainOnWhat, get_renderer
 from cookbook.renderers.base import ParseTermination
-from cookbook.renderers.kit.vision import QWEN3_VL, data_uri, make_png
+from cookbook.renderers.kit.vision import QWEN3_VL, make_png
 from cookbook.tokenizers import get_tokenizer
 
 NAMES = {"qwen3_vl_instruct": "vision_instruct", "qwen3_vl": "vision"}  # ours -> tml-renderers' Qwen3 constructor
@@ -32,88 +41,24 @@ def tok() -> Any:
 
 @pytest.fixture(scope="module", params=sorted(NAMES))
 def pair(request: Any, tok: Any) -> tuple[Any, Any]:
-    renderers = pytest.importorskip("tml_renderers.renderers", reason="tml-renderers 0.2.1 (test extra) is the oracle")
-    pytest.importorskip("PIL", reason="tml-renderers decodes data: URI images with Pillow")
-    return get_renderer(request.param, tok), getattr(renderers.Qwen3, NAMES[request.param])()
+    return get_renderer(request.param, tok), getattr(tml_renderers().Qwen3, NAMES[request.param])()
 
 
-def _convo(w: int, h: int, seed: int = 0, text: str = "What is this?") -> list[Any]:
-    return [
-        {"role": "user", "content": [{"type": "image", "image": make_png(w, h, seed)}, {"type": "text", "text": text}]},
-        {"role": "assistant", "content": "A gradient."},
-    ]
-
-
-def _flat(model_input: Any) -> tuple[list[int], list[tuple[int, int, bytes]]]:
-    """Text tokens with image chunks as (start, expected_tokens, data)."""
-    toks: list[int] = []
-    imgs: list[tuple[int, int, bytes]] = []
-    pos = 0
-    for ch in model_input.chunks:
-        if ch.type == "image":
-            imgs.append((pos, ch.expected_tokens, bytes(ch.data)))
-            pos += ch.expected_tokens
-        else:
-            toks.extend(ch.tokens)
-            pos += len(ch.tokens)
-    return toks, imgs
-
-
-def _tml_messages(convo: list[Any]) -> Any:
-    from tml_renderers import chat
-
-    oss = []
-    for m in convo:
-        content = m["content"]
-        if isinstance(content, list):
-            content = [
-                {"type": "image_url", "image_url": {"url": data_uri(p["image"])}} if p["type"] == "image" else p
-                for p in content
-            ]
-        oss.append({"role": m["role"], "content": content})
-    return chat.OpenAIMessage.from_oss_messages(oss)
-
-
-def _tml_flat(spans: Any) -> tuple[list[int], list[tuple[int, int]]]:
-    from tml_renderers import chat
-
-    toks: list[int] = []
-    imgs: list[tuple[int, int]] = []
-    pos = 0
-    for s in spans:
-        inner = s.span
-        if isinstance(inner, chat.ImageAssetPointerTokenSpan):
-            imgs.append((pos, inner.num_tokens))
-            pos += inner.num_tokens
-        else:
-            toks.extend(inner.tokens)
-            pos += len(inner.tokens)
-    return toks, imgs
+_convo = image_convo
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_generation_prompt_matches_tml(pair: tuple[Any, Any], size: tuple[int, int]) -> None:
     ours, tml = pair
-    convo = _convo(*size)
-    toks, imgs = _flat(ours.build_generation_prompt(convo[:1]))
-    ref_toks, ref_imgs = _tml_flat(tml.render_for_completion(_tml_messages(convo[:1]))[0])
-    assert toks == ref_toks
-    assert [(s, n) for s, n, _ in imgs] == ref_imgs
+    imgs = assert_prompt_matches_tml(ours, tml, _convo(*size)[:1])
     assert imgs[0][1] == QWEN3_VL.num_tokens(*size)
-    assert imgs[0][2] == make_png(*size)
+    assert imgs[0][2] == png(*size)
 
 
 @pytest.mark.parametrize("size", [(64, 48), (640, 480)])
 def test_supervised_example_matches_tml(pair: tuple[Any, Any], size: tuple[int, int]) -> None:
     ours, tml = pair
-    convo = _convo(*size)
-    mi, weights = ours.build_supervised_example(convo)
-    (example,) = tml.render_for_sft(_tml_messages(convo))
-    toks, imgs = _flat(mi)
-    ref_toks, ref_imgs = _tml_flat(example.input_token_spans)
-    assert toks == ref_toks
-    assert [(s, n) for s, n, _ in imgs] == ref_imgs
-    assert list(weights) == [float(w) for w in example.per_token_loss_weight_unshifted]
+    assert_sft_matches_tml(ours, tml, _convo(*size))
 
 
 def test_two_images_text_between_and_history(pair: tuple[Any, Any]) -> None:
@@ -129,10 +74,38 @@ def test_two_images_text_between_and_history(pair: tuple[Any, Any]) -> None:
         {"role": "assistant", "content": "The second is wider."},
         {"role": "user", "content": [{"type": "image", "image": make_png(64, 64, 3)}]},
     ]
-    toks, imgs = _flat(ours.build_generation_prompt(convo))
-    ref_toks, ref_imgs = _tml_flat(tml.render_for_completion(_tml_messages(convo))[0])
-    assert toks == ref_toks
-    assert [(s, n) for s, n, _ in imgs] == ref_imgs
+    assert_prompt_matches_tml(ours, tml, convo)
+
+
+@pytest.mark.parametrize("role", ["tool", "assistant", "system"])
+def test_images_in_every_role_match_tml(pair: tuple[Any, Any], role: str) -> None:
+    """tml-renderers' Qwen3.vision() / vision_instruct() write an image part in place in a tool result, an assistant
+    message and a system message alike: ids, images and weights (prompt and SFT example)."""
+    ours, tml = pair
+    convo = role_convos(call_id="call_1")[role]
+    assert len(assert_prompt_matches_tml(ours, tml, convo[:-1])) == 1
+    assert_sft_matches_tml(ours, tml, convo, example=-1)
+
+
+def test_image_in_a_trained_reply_is_never_trained(pair: tuple[Any, Any]) -> None:
+    ours, tml = pair
+    convo = [{"role": "user", "content": "Draw a square."},
+             {"role": "assistant", "content": [{"type": "text", "text": "Here:"}, image(32, 32, 4)]}]
+    assert_sft_matches_tml(ours, tml, convo, example=-1)
+    tokens, weights = ours.supervised_tokens(convo)
+    assert [w for t, w in zip(tokens, weights, strict=True) if t == ours.image_pad] == [0.0] * QWEN3_VL.num_tokens(32, 32)
+
+
+def test_a_tool_result_with_text_and_an_image_is_one_tool_response(tok: Any) -> None:
+    """Named difference from tml-renderers: tml writes each part of a tool message as a tool response of its own
+    (it splits a multi-part message into messages); the renderer writes the message's parts in one
+    ``<tool_response>``, as the Qwen3.5 template (same family, same format) writes tool content."""
+    r = get_renderer("qwen3_vl_instruct", tok)
+    convo = role_convos(call_id="call_1")["tool"]
+    convo[2] = {**convo[2], "content": [{"type": "text", "text": "Screenshot:"}, image(40, 40, 1)]}
+    text = r.decode(r.generation_prompt_tokens(convo[:-1]))
+    assert text.count("<tool_response>") == 1
+    assert "<tool_response>\nScreenshot:<|vision_start|>" + "<|image_pad|>" * QWEN3_VL.num_tokens(40, 40) in text
 
 
 @pytest.mark.parametrize("history_thinks", [False, True])
@@ -140,9 +113,7 @@ def test_thinking_turn_with_images_matches_tml(tok: Any, history_thinks: bool) -
     """qwen3_vl: a reasoning reply after images and an earlier turn (its reasoning stripped from history); ids and
     weights of the generation prompt and of the last SFT example as tml's (tml starts a new example where history
     reasoning is stripped, so its last example is the one with the trained reply)."""
-    renderers = pytest.importorskip("tml_renderers.renderers", reason="tml-renderers 0.2.1 (test extra) is the oracle")
-    pytest.importorskip("PIL", reason="tml-renderers decodes data: URI images with Pillow")
-    ours, tml = get_renderer("qwen3_vl", tok), renderers.Qwen3.vision()
+    ours, tml = get_renderer("qwen3_vl", tok), tml_renderers().Qwen3.vision()
     earlier: Any = [{"type": "thinking", "thinking": "Four equal sides."}, {"type": "text", "text": "A square."}]
     convo: list[Any] = [
         {"role": "user", "content": [{"type": "image", "image": make_png(48, 48, 4)}, {"type": "text", "text": "Shape?"}]},
@@ -150,15 +121,8 @@ def test_thinking_turn_with_images_matches_tml(tok: Any, history_thinks: bool) -
         {"role": "user", "content": [{"type": "text", "text": "Colour?"}, {"type": "image", "image": make_png(80, 40, 5)}]},
         {"role": "assistant", "content": [{"type": "thinking", "thinking": "A gradient\nof grey."}, {"type": "text", "text": "Grey."}]},
     ]
-    toks, imgs = _flat(ours.build_generation_prompt(convo[:-1]))
-    ref_toks, ref_imgs = _tml_flat(tml.render_for_completion(_tml_messages(convo[:-1]))[0])
-    assert (toks, [(s, n) for s, n, _ in imgs]) == (ref_toks, ref_imgs)
-    mi, weights = ours.build_supervised_example(convo)
-    ex = tml.render_for_sft(_tml_messages(convo))[-1]
-    toks, imgs = _flat(mi)
-    ref_toks, ref_imgs = _tml_flat(ex.input_token_spans)
-    assert (toks, [(s, n) for s, n, _ in imgs]) == (ref_toks, ref_imgs)
-    assert list(weights) == [float(w) for w in ex.per_token_loss_weight_unshifted]
+    assert_prompt_matches_tml(ours, tml, convo[:-1])
+    assert_sft_matches_tml(ours, tml, convo, example=-1)
 
 
 def test_qwen3_vl_parses_a_response_that_starts_inside_the_think_block(tok: Any) -> None:
@@ -186,17 +150,13 @@ def test_image_positions_are_never_trained(tok: Any, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(NAMES))
-def test_images_outside_user_and_system_messages_are_refused(tok: Any, name: str) -> None:
+def test_bad_images_are_refused(tok: Any, name: str) -> None:
     r = get_renderer(name, tok)
-    img = {"type": "image", "image": make_png(32, 32)}
-    for bad in (
-        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [img]}],
-        [{"role": "user", "content": "hi"}, {"role": "tool", "content": [img], "tool_call_id": "c"}],
-    ):
-        with pytest.raises(RendererError):
-            r.build_supervised_example(bad, TrainOnWhat.ALL_MESSAGES)
     with pytest.raises(RendererError):
         r.build_generation_prompt([{"role": "user", "content": [{"type": "image", "image": b"not an image"}]}])
+    with pytest.raises(RendererError):  # in an assistant message too
+        r.build_supervised_example([{"role": "user", "content": "hi"},
+                                    {"role": "assistant", "content": [{"type": "image", "image": b"GIF89a"}]}])
 
 
 def test_text_only_qwen3_still_refuses_images(tok: Any) -> None:

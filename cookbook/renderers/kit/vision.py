@@ -124,6 +124,28 @@ class NavitConfig(VisionConfig):
 MOONVIT = NavitConfig(patch_size=14, merge_size=2, min_pixels=1, max_pixels=16_384 * 14 * 14, max_aspect_ratio=math.inf)
 
 
+@dataclass(frozen=True)
+class GridConfig(VisionConfig):
+    """Inkling (TMLv0): no resize; ``(width // patch + 1) * ceil(height / patch)`` tokens with ``patch`` 40 px --
+    the count tml-renderers 0.2.1's ``v0.Renderer`` gives an ``ImagePointer`` (its compiled image layout; no Inkling
+    image-processor config is public). The formula is fitted to and checked against tml over sizes from 1x1 to
+    20000x1 and 40x8192 (``tests/renderers/test_tml_v0_vision.py``); the asymmetry (``// + 1`` across, ``ceil``
+    down: 40x40 is 2 tokens, 39x39 and 40x39 one and two) is tml's. No size or aspect-ratio limit."""
+
+    def resized(self, width: int, height: int) -> tuple[int, int]:
+        if width <= 0 or height <= 0:
+            raise RendererError(f"image has size {width}x{height}; width and height must be positive")
+        return width, height
+
+    def num_tokens(self, width: int, height: int) -> int:
+        w, h = self.resized(width, height)
+        return (w // self.patch_size + 1) * -(-h // self.patch_size)
+
+
+#: Inkling / Inkling-Small (TMLv0 ``<|content_image|>`` messages)
+INKLING = GridConfig(patch_size=40, merge_size=1, min_pixels=1, max_pixels=2**62, max_aspect_ratio=math.inf)
+
+
 def vision_config_for_model(model_name: str) -> VisionConfig | None:
     """The image processor of a Tinker base model, or ``None`` for a text-only model."""
     low = model_name.lower()
@@ -131,6 +153,8 @@ def vision_config_for_model(model_name: str) -> VisionConfig | None:
         return QWEN3_VL
     if "kimi-k2.5" in low or "kimi-k2.6" in low:
         return MOONVIT
+    if low.startswith("thinkingmachines/inkling"):
+        return INKLING
     return None
 
 
