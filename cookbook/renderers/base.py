@@ -458,8 +458,12 @@ class Renderer:
     ) -> list[int]:
         self.check_messages(messages)
         pieces: list[_Piece] = [(self.bos_tokens(), 0.0)]
-        turn_start = self.last_assistant_turn_start(messages)
-        for m, ctx in zip(messages, self._contexts(messages, turn_start, for_prompt=True)):
+        # The conversation is rendered as it is when a message of ``role`` follows it: for another role than the
+        # assistant's (a user simulator, say) the messages so far are history of that coming message, as a
+        # template sees them when it renders them followed by one.
+        ahead = [*messages, message(role, "")] if role != "assistant" else list(messages)
+        turn_start = self.last_assistant_turn_start(ahead)
+        for m, ctx in zip(messages, self._contexts(ahead, turn_start, for_prompt=True)):
             r = self.render_message(m, ctx)
             pieces += [(s, 0.0) for s in r.header] + [(s, 0.0) for s in r.output]
         suffix_ctx = RenderContext(
@@ -467,8 +471,8 @@ class Renderer:
             is_last=True,
             prev=messages[-1] if messages else None,
             next=None,
-            last_user_index=last_user_index(messages),
-            in_last_assistant_turn=True,
+            last_user_index=last_user_index(ahead),
+            in_last_assistant_turn=role == "assistant" or len(messages) >= turn_start,
             for_prompt=True,
         )
         pieces += [(s, 0.0) for s in self.generation_suffix(role, suffix_ctx)]

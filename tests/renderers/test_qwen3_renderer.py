@@ -182,9 +182,13 @@ def test_spec_text_matches_the_oracle(name: str, case: dict[str, Any]) -> None:
     has_sup = "supervised" in expect  # a case may give only a generation prompt
     sup_text = template_render(name, case, case["messages"], gen=False, tokenize=False) if has_sup else ""
     sup, n_sup = apply_edits(sup_text, devs)
-    gp, n_gp = apply_edits(
-        template_render(name, case, prompt_messages(case["messages"]), gen=True, tokenize=False), devs
-    )
+    role = case.get("role", "assistant")
+    if role == "assistant":
+        gp_text = template_render(name, case, prompt_messages(case["messages"]), gen=True, tokenize=False)
+    else:  # the template opens an assistant turn only: the conversation followed by an empty message of the role
+        gp_text = template_render(name, case, [*case["messages"], {"role": role, "content": ""}], gen=False,
+                                  tokenize=False)
+    gp, n_gp = apply_edits(gp_text, devs)
     for required, a, b in zip(required_edit_flags(devs), n_sup, n_gp):
         assert not required or a + b > 0, "a required template edit matched nothing"
     if has_sup:
@@ -207,8 +211,9 @@ def test_renderer_matches_spec(name: str, case: dict[str, Any]) -> None:
         assert set(weights) <= {0.0, 1.0}
         assert marked_text(r, tokens, weights) == expect["supervised"]
 
-    prompt = renderer_conversation(r, case, prompt_messages(case["messages"]))
-    gp_tokens = model_input_tokens(r.build_generation_prompt(prompt, prefill=case.get("prefill")))
+    role = case.get("role", "assistant")
+    prompt = renderer_conversation(r, case, prompt_messages(case["messages"]) if role == "assistant" else case["messages"])
+    gp_tokens = model_input_tokens(r.build_generation_prompt(prompt, role=role, prefill=case.get("prefill")))
     assert r.decode(gp_tokens) == expect["generation_prompt"]
     for tok_text, count in (expect.get("token_counts") or {}).items():
         assert gp_tokens.count(r.enc.special(tok_text)) == count, tok_text
@@ -225,6 +230,9 @@ def test_generation_prompt_tokens_match_the_template(name: str, case: dict[str, 
         pytest.skip("compare: text deviation (checked as text with token_counts)")
     r = renderer_for(name)
     tok = tokenizer_for(name)
+    role = case.get("role", "assistant")
+    if role != "assistant":
+        pytest.skip("a prompt for another role is the template's text of an empty message of it, edited: checked as text")
     pmsgs = prompt_messages(case["messages"])
     text = template_render(name, case, pmsgs, gen=True, tokenize=False)
     edited, _ = apply_edits(text, devs)
