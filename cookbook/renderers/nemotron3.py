@@ -27,8 +27,9 @@ Token format (ChatML, a close relative of Qwen3.5)::
   history) it is written as given, trimmed, its two tags the control tokens the template's tokenizer makes of them;
   before the last user message it is ``<think></think>`` + what follows its last ``</think>`` (trimmed, no newline
   added). Only the message being produced reads such a block as reasoning (it continues the prompt's ``<think>\n``).
-  The Ultra format keeps reading it as reasoning (not compared: its oracle, tml-renderers, writes such a string as
-  literal text).
+  The Ultra format writes such a string as literal text, as its oracle tml-renderers does (``<think></think>`` or,
+  after the last user message, ``<think>\n</think>`` + the string; preserving history: ``<think></think>`` + the
+  string); only the message being produced reads the block as reasoning.
 * **The message being produced** (the last message of a supervised example, thinking mode): the ``<think>\\n``
   that the generation prompt ``...<|im_start|>assistant\\n<think>\\n`` supplies is header and the rest,
   ``{reasoning}\\n</think>\\n{text}``, is trained. When it does not reason the template writes
@@ -226,9 +227,14 @@ class Nemotron3Renderer(Renderer):
 
     def _render_assistant(self, msg: Message, ctx: RenderContext) -> RenderedMessage:
         reasoning, text = split_reasoning(msg)
-        reasons = bool(reasoning.strip())
         calls = msg.get("tool_calls") or []
         content = msg["content"]
+        # Ultra format (tml-renderers, its oracle): string content is text, think tags and all, except in the
+        # message being produced (the last one of a supervised example), which continues the prompt's "<think>\n"
+        literal = self.ultra and isinstance(content, str) and (ctx.for_prompt or not ctx.is_last)
+        if literal:
+            reasoning, text = "", str(content)
+        reasons = bool(reasoning.strip())
         # Nano / Super: string content with both think tags is the template's own text, not reasoning to re-frame
         tagged = not self.ultra and isinstance(content, str) and THINK in content and END_THINK in content
         header: list[Piece] = [self._open("assistant", ctx)]
@@ -253,6 +259,8 @@ class Nemotron3Renderer(Renderer):
             if block is not None:  # written as given, trimmed: its tags are the control tokens the template's are
                 lead, thought, after = block
                 body += [Lit(lead.lstrip()), "<think>", Lit(thought), "</think>", Lit(after.rstrip())]
+            elif literal and framed:  # "<think>\n</think>" + the text as written (_split_think would cut it)
+                body += ["<think>\n", "</think>", Lit(text.rstrip())]
             elif reasons or produced or framed:
                 full = ("<think>\n" + reasoning + self.think_close + text).rstrip()
                 if produced:

@@ -170,3 +170,47 @@ def test_inline_think_in_history_is_kept_as_the_template_keeps_it(tok: Any, name
     r = Nemotron3Renderer(tok, **opts)
     msgs: Any = [{**m, "tool_calls": [ToolCall("f", '{"q": "x"}')]} if m.get("tool_calls") else m for m in conv]
     assert r.generation_prompt_tokens(msgs) == expected
+
+
+_ULTRA_INLINE: dict[str, list[Any]] = {
+    "a history reply": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "pre<think>y</think>z"},
+        {"role": "user", "content": "b"},
+    ],
+    "a history reply with newlines": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "<think>\ny\n</think>\nz"},
+        {"role": "user", "content": "b"},
+    ],
+    "a step of the current turn": [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "<think>y</think>w"},
+        {"role": "assistant", "content": "q"},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "constructor"),
+    [("nemotron3_ultra", "ultra"), ("nemotron3_ultra_disable_thinking", "ultra_disable_thinking"),
+     ("nemotron3_ultra_preserve_thinking", "ultra_preserve_thinking_history")],
+)
+@pytest.mark.parametrize("where", list(_ULTRA_INLINE))
+def test_ultra_inline_think_in_history_is_literal_text_as_tml_writes_it(name: str, constructor: str, where: str) -> None:
+    """The Ultra format's oracle (tml-renderers' Nemotron3.ultra*()) writes a history reply string with a think block
+    as literal text after its own think block; the renderer does too: generation prompt and supervised example
+    (the last message produced) token-exact, with tml's weights."""
+    pytest.importorskip("tml_renderers.renderers", reason="tml-renderers 0.2.1 (test extra) is the oracle")
+    from cookbook.conformance.tml import TmlOracle
+    from cookbook.renderers import get_renderer
+
+    oracle = TmlOracle("Nemotron3", constructor)
+    ours = get_renderer(name, get_tokenizer("nvidia/Nemotron-3-Nano-30B-A3B"))
+    conv = _ULTRA_INLINE[where]
+    assert list(ours.generation_prompt_tokens(conv)) == oracle.generation(conv).tokens
+    full = [*conv, {"role": "assistant", "content": "Done."}] if conv[-1]["role"] == "user" else conv
+    mi, weights = ours.build_supervised_example(full)
+    ref = oracle.supervised(full)
+    assert mi.to_ints() == ref.tokens
+    assert [float(w) for w in weights] == ref.weights
