@@ -137,7 +137,10 @@ def test_tinker_cookbook_qwen3_fails_only_on_split_tool_results_and_parsing() ->
         c.key for c in causes
     ]
     assert "'R'" in structural["tools_wide_declaration"].key
-    assert all(len(c.cases) == 1 for c in structural.values())
+    # the think cause explains a second case too: before a user-role prompt (a user simulator's), tinker-cookbook
+    # still frames the last reply with a think block; the template renders that reply as history (no block)
+    assert structural["think_tag_in_history"].cases == ["think_tag_in_history", "generation_for_user_role"]
+    assert all(len(c.cases) == 1 for k, c in structural.items() if k != "think_tag_in_history")
     split = structural["consecutive_tool_responses"].key
     assert "'<|im_end|>'" in split and "151645" in split
     assert "151667 '<think>'" in structural["think_tag_in_history"].key
