@@ -264,6 +264,27 @@ def test_text_encoder_literal_added_tokens() -> None:
     assert end not in lit.encode("<|im_end|>")
 
 
+def test_text_encoders_share_the_literal_copy_until_the_tokenizer_changes() -> None:
+    """The literal copy (a JSON round trip of the vocabulary) is built once per tokenizer and flag; a tokenizer that
+    gained a token gets a fresh copy, in which the new token's text is literal too."""
+    from transformers import AutoTokenizer
+
+    from cookbook.renderers.base import TextEncoder
+    from cookbook.tokenizers import tokenizer_dir
+
+    qwen = get_tokenizer("Qwen/Qwen3-8B")
+    assert TextEncoder(qwen)._literal is TextEncoder(qwen)._literal
+    assert TextEncoder(qwen, literal_added_tokens=True)._literal is not TextEncoder(qwen)._literal
+    own = AutoTokenizer.from_pretrained(str(tokenizer_dir("Qwen/Qwen3-8B")))  # a private copy we may change
+    before = TextEncoder(own)
+    own.add_special_tokens({"additional_special_tokens": ["<|cookbook_test|>"]})
+    new_id = own.convert_tokens_to_ids("<|cookbook_test|>")
+    after = TextEncoder(own)
+    assert after._literal is not before._literal
+    assert new_id not in after.encode("<|cookbook_test|>")
+    assert after.decode(after.encode("<|cookbook_test|>")) == "<|cookbook_test|>"
+
+
 def test_flatten_segments_memo_and_images(llama: Llama3Renderer) -> None:
     from cookbook.renderers.base import _flatten
     from cookbook.renderers.kit.vision import ImageSegment
