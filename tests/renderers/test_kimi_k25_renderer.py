@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 from vision_helpers import (
+    assert_image_prompt_matches_tml,
     assert_prompt_matches_tml,
     assert_sft_matches_tml,
     image,
-    png,
     role_convos,
     tml_renderers,
 )
@@ -223,11 +223,7 @@ SIZES = [(1, 1), (13, 13), (14, 14), (27, 28), (29, 29), (64, 48), (100, 37), (5
 @needs_tml
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 def test_image_prompt_matches_tml(k25: KimiK2Renderer, tml_k25: Any, size: tuple[int, int]) -> None:
-    convo = [{"role": "user", "content": [{"type": "text", "text": "What is"}, image(*size),
-                                          {"type": "text", "text": " this?"}]}]
-    imgs = assert_prompt_matches_tml(k25, tml_k25, convo)
-    assert imgs[0][1] == MOONVIT.num_tokens(*size)
-    assert imgs[0][2] == png(*size)
+    assert_image_prompt_matches_tml(k25, tml_k25, size, MOONVIT)
 
 
 @needs_tml

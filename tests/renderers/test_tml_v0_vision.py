@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from vision_helpers import (
+    assert_image_prompt_matches_tml,
     assert_prompt_matches_tml,
     assert_sft_matches_tml,
     image,
-    png,
     role_convos,
     tml_renderers,
 )
@@ -46,11 +46,7 @@ def tml() -> Any:
 
 @pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
 def test_image_prompt_matches_tml(ours: TmlV0Renderer, tml: Any, size: tuple[int, int]) -> None:
-    convo = [{"role": "user", "content": [{"type": "text", "text": "What is"}, image(*size),
-                                          {"type": "text", "text": " this?"}]}]
-    imgs = assert_prompt_matches_tml(ours, tml, convo)
-    assert imgs[0][1] == INKLING.num_tokens(*size)
-    assert imgs[0][2] == png(*size)
+    assert_image_prompt_matches_tml(ours, tml, size, INKLING)
 
 
 def test_two_images_text_runs_and_sft_weights_match_tml(ours: TmlV0Renderer, tml: Any) -> None:

@@ -170,3 +170,13 @@ def assert_sft_matches_tml(
     assert [(s, n) for s, n, _ in imgs] == ref_imgs
     assert list(weights) == [float(w) for w in ex.per_token_loss_weight_unshifted]
     return imgs
+
+
+def assert_image_prompt_matches_tml(ours: Any, tml: Any, size: tuple[int, int], config: Any) -> None:
+    """One image between two text parts of a user message: our generation prompt equals tml's, and the image
+    chunk carries ``config``'s token count and the PNG's bytes."""
+    convo = [{"role": "user", "content": [{"type": "text", "text": "What is"}, image(*size),
+                                          {"type": "text", "text": " this?"}]}]
+    imgs = assert_prompt_matches_tml(ours, tml, convo)
+    assert imgs[0][1] == config.num_tokens(*size)
+    assert imgs[0][2] == png(*size)
