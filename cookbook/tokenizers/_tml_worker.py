@@ -66,7 +66,7 @@ def export(outdir: str, cls_name: str) -> None:
         "bos_token": getattr(tok, "bos_token", None),
         "max_id": max([r[0] for r in ranks] + sorted(special_ids)),
     }
-    tmp = os.path.join(outdir, f".{cls_name}.json.partial")
+    tmp = os.path.join(outdir, f".{cls_name}.json.{os.getpid()}.partial")  # per process: never shared
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(result, f)
     os.replace(tmp, os.path.join(outdir, f"{cls_name}.json"))

@@ -14,6 +14,7 @@ kept; partial ones live in a temporary directory), atomic (folders are built asi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,28 @@ def cache_root() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "cookbook"
+
+
+@contextlib.contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """Hold the exclusive inter-process lock of one cache entry (``<cache>/locks/<name>.lock``).
+
+    Two provisioning runs sharing a cache (a CI job and a developer's shell, two nox sessions, pytest workers)
+    then never build, download or export the same entry at once: the second waits, finds the entry built and
+    reuses it. Without ``fcntl`` (Windows) it is a no-op."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - POSIX machines have it
+        yield
+        return
+    folder = cache_root() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.lock", "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def family_dir(name: str) -> Path:
@@ -86,6 +110,14 @@ def ensure_artifact(art: Artifact, quiet: bool = False) -> Path:
     if dest.exists():
         _verify(dest, art)
         return dest
+    with cache_lock(f"download-{art.filename}"):
+        if dest.exists():  # another process fetched it while this one waited
+            _verify(dest, art)
+            return dest
+        return _download(art, dest, quiet)
+
+
+def _download(art: Artifact, dest: Path, quiet: bool) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     _log(f"fetching {art.description} ({art.size / 1e6:.1f} MB)", quiet)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".partial-") as tmp:
@@ -164,10 +196,18 @@ def is_built(name: str) -> bool:
 
 def build_family(name: str, quiet: bool = False, force: bool = False) -> Path:
     """Build (or reuse) the cache folder of tokenizer family ``name``."""
-    fam = family(name)
+    family(name)  # an unknown name fails here, before any lock or download
     dest = family_dir(name)
     if is_built(name) and not force:
         return dest
+    with cache_lock(f"tokenizers-{name}"):
+        if is_built(name) and not force:  # built by another process while this one waited
+            return dest
+        return _build_family(name, dest, quiet)
+
+
+def _build_family(name: str, dest: Path, quiet: bool) -> Path:
+    fam = family(name)
     paths = {key: ensure_artifact(ARTIFACTS[key], quiet) for key in fam.artifacts}
     wanted: dict[str, set[str]] = {}
     refs: list[FileRef] = [r for r in [fam.tokenizer_json, fam.config, fam.chat_template] if r is not None]
@@ -306,6 +346,7 @@ def read_provenance(folder: Path) -> dict[str, Any]:
 
 __all__ = [
     "build_family",
+    "cache_lock",
     "cache_root",
     "ensure_artifact",
     "family_dir",

@@ -34,6 +34,9 @@ TML_ARTIFACT = "tml-renderers"
 TOOLS_VENV_PACKAGES = ("torch==2.13.0", "numpy")
 _READY = "cookbook-tools-ready.json"
 _WORKER = Path(__file__).with_name("_tml_worker.py")
+#: the cache lock (``cookbook.tokenizers.provision.cache_lock``) held while the tools venv, the unpacked wheel or
+#: an export is being made
+_TOOLS_LOCK = "tools"
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -144,11 +147,25 @@ def ensure_tml_package(quiet: bool = False) -> Path:
 
 def run_worker(args: list[str], stdin: str | None = None, quiet: bool = True, timeout: float = 900) -> str:
     """Run ``_tml_worker.py ARGS`` with the tools venv's Python and tml on ``PYTHONPATH``; return stdout."""
+    from cookbook.tokenizers.provision import cache_lock
+
+    with cache_lock(_TOOLS_LOCK):
+        python, env = _worker_setup(quiet)
+    return _call_worker(python, env, args, stdin, timeout)
+
+
+def _worker_setup(quiet: bool) -> tuple[Path, dict[str, str]]:
+    """The tools venv's Python and the worker's environment, creating both on first use (the caller holds the
+    tools lock, so two processes never build the venv or unpack the wheel at once)."""
     python = ensure_tools_venv(quiet)
     pkg = ensure_tml_package(quiet)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env["PYTHONPATH"] = str(pkg)
     env["PYTHONNOUSERSITE"] = "1"
+    return python, env
+
+
+def _call_worker(python: Path, env: dict[str, str], args: list[str], stdin: str | None, timeout: float) -> str:
     proc = _run([str(python), str(_WORKER), *args], "run the tml-renderers worker", timeout, input=stdin, env=env)
     if proc.returncode != 0:
         raise ProvisioningError(
@@ -164,12 +181,17 @@ def exports_dir() -> Path:
 
 def export_tml_tokenizers(classes: list[str], quiet: bool = False) -> dict[str, dict[str, Any]]:
     """The exported data of each tml tokenizer class (cached; missing ones are exported in one subprocess)."""
+    from cookbook.tokenizers.provision import cache_lock
+
     out_dir = exports_dir()
-    missing = [c for c in classes if not (out_dir / f"{c}.json").exists()]
-    if missing:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _log(f"exporting {', '.join(missing)} from tml-renderers", quiet)
-        run_worker(["export", str(out_dir), *missing], quiet=quiet)
+    if any(not (out_dir / f"{c}.json").exists() for c in classes):
+        with cache_lock(_TOOLS_LOCK):  # one export at a time per cache; a waiting process reuses the files
+            missing = [c for c in classes if not (out_dir / f"{c}.json").exists()]
+            if missing:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                _log(f"exporting {', '.join(missing)} from tml-renderers", quiet)
+                python, env = _worker_setup(quiet)
+                _call_worker(python, env, ["export", str(out_dir), *missing], None, 900)
     result: dict[str, dict[str, Any]] = {}
     for c in classes:
         path = out_dir / f"{c}.json"
