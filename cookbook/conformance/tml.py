@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,13 @@ FEATURES: dict[str, str] = {
     "thinking_without_text": "an assistant message with a thinking part, no text and no tool calls",
     "tools": "tools are declared",
     "assistant_before_last_user": "an assistant message before the last user message",
+    "images": "a message with an image part",
+    "image_beside_space": "a text part that starts or ends with whitespace on its side next to an image part",
 }
+
+#: the token id an image position has in :class:`TmlRendered` tokens and in the differential's token lists (each
+#: image is ``num_tokens`` of it, so two renderings agree on an image's position and token count, not its pixels)
+IMAGE = -1
 
 
 def conversation_features(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()) -> set[str]:
@@ -60,6 +66,18 @@ def conversation_features(messages: Sequence[Mapping[str, Any]], tools: Sequence
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
     if any(m["role"] == "assistant" for m in messages[:last_user]):
         out.add("assistant_before_last_user")
+    for m in messages:
+        parts = _content_parts(m.get("content"))
+        kinds = [k for k, _ in parts]
+        if "image" in kinds:
+            out.add("images")
+        for i, (k, v) in enumerate(parts):
+            if k != "text" or not v:
+                continue
+            if (i > 0 and kinds[i - 1] == "image" and v[:1].isspace()) or (
+                i + 1 < len(parts) and kinds[i + 1] == "image" and v[-1:].isspace()
+            ):
+                out.add("image_beside_space")
     return out
 
 
@@ -118,22 +136,40 @@ def load_tml_renderer(cls: str, constructor: str | None = None, kwargs: Mapping[
 # --------------------------------------------------------------------------------------------- messages
 
 
-def _text_parts(content: Any) -> list[tuple[str, str]]:
-    """(kind, text) pairs of a cookbook message's content: kind is ``text`` or ``thinking``."""
+def _content_parts(content: Any) -> list[tuple[str, Any]]:
+    """(kind, value) pairs of a cookbook message's content: ``text`` / ``thinking`` with their text, ``image``
+    with the image part's ``image`` (bytes, a data: URI or a path)."""
     if content is None:
         return []
     if isinstance(content, str):
         return [("text", content)]
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, Any]] = []
     for p in content:
         kind = p.get("type")
         if kind == "text":
             out.append(("text", str(p.get("text", ""))))
         elif kind == "thinking":
             out.append(("thinking", str(p.get("thinking", ""))))
+        elif kind == "image":
+            out.append(("image", p.get("image")))
         else:
             raise SpecError(f"the tml_renderers oracle cannot convert a content part of type {kind!r}")
     return out
+
+
+def _text_parts(content: Any) -> list[tuple[str, str]]:
+    """(kind, text) pairs of a cookbook message's text and thinking parts."""
+    return [(k, str(v)) for k, v in _content_parts(content) if k != "image"]
+
+
+def _image_pointer(chat: Any, image: Any) -> Any:
+    """tml's ``ImagePointer`` for an image part: the bytes as a ``data:`` URI, with the format and size of their
+    header (tml reads the pixels from the URI itself)."""
+    from cookbook.renderers.kit.vision import data_uri, image_bytes, image_header
+
+    data = image_bytes(image)
+    fmt, width, height = image_header(data)
+    return chat.ImagePointer(data_uri(data, fmt), chat.ImageFormat.from_str(fmt), width, height)
 
 
 def _call_fields(tc: Any) -> tuple[str, str, str | None]:
@@ -175,7 +211,8 @@ def to_tml_messages(
             decl_pending = False
         if role not in kinds:
             raise SpecError(f"the tml_renderers oracle cannot convert role {role!r}")
-        items: list[Any] = [chat.Text(t) if k == "text" else chat.Thinking(t) for k, t in _text_parts(m.get("content"))]
+        make = {"text": chat.Text, "thinking": chat.Thinking, "image": lambda v: _image_pointer(chat, v)}
+        items: list[Any] = [make[k](v) for k, v in _content_parts(m.get("content"))]
         calls = []
         for tc in m.get("tool_calls") or []:
             name, arguments, cid = _call_fields(tc)
@@ -262,16 +299,21 @@ class TmlOracle:
         return chat.MessageList([*msgs[:at], effort, *msgs[at:]])
 
     def decode(self, ids: Sequence[int]) -> str:
-        return str(self.tokenizer.decode(list(ids)))
+        """Text of token ids; each run of :data:`IMAGE` positions is shown as ``<image: N tokens>``."""
+        return show_tokens(lambda t: str(self.tokenizer.decode(list(t))), ids)
 
     @staticmethod
     def _span_tokens(spans: Sequence[Any]) -> list[int]:
+        """Token ids of tml's spans; an image span is its ``num_tokens`` positions of :data:`IMAGE`."""
         toks: list[int] = []
         for s in spans:
             inner = s.span
-            if not hasattr(inner, "tokens"):
-                raise SpecError(f"the tml_renderers oracle produced a non-text span ({type(inner).__name__})")
-            toks += [int(t) for t in inner.tokens]
+            if hasattr(inner, "tokens"):
+                toks += [int(t) for t in inner.tokens]
+            elif hasattr(inner, "num_tokens") and hasattr(inner, "location"):
+                toks += [IMAGE] * int(inner.num_tokens)
+            else:
+                raise SpecError(f"the tml_renderers oracle produced a span it cannot compare ({type(inner).__name__})")
         return toks
 
     def completion(self, ml: Any) -> tuple[Any, Any]:
@@ -317,6 +359,36 @@ class TmlOracle:
 # --------------------------------------------------------------------------------------------- differential
 
 
+def show_tokens(decode: Callable[[Sequence[int]], str], ids: Sequence[int]) -> str:
+    """``decode`` of the text runs of ``ids``, each run of :data:`IMAGE` written ``<image: N tokens>``."""
+    out: list[str] = []
+    run: list[int] = []
+    images = 0
+    for t in [*ids, None]:
+        if t == IMAGE:
+            if run:
+                out.append(decode(run))
+                run = []
+            images += 1
+            continue
+        if images:
+            out.append(f"<image: {images} tokens>")
+            images = 0
+        if t is not None:
+            run.append(int(t))
+    if run:
+        out.append(decode(run))
+    return "".join(out)
+
+
+def _images_marked(tokens: Sequence[int], images: Sequence[tuple[int, Any]]) -> list[int]:
+    """Our token list with each image's pad positions (``(start, ImageSegment)``) written as :data:`IMAGE`."""
+    out = [int(t) for t in tokens]
+    for start, seg in images:
+        out[start : start + seg.expected_tokens] = [IMAGE] * seg.expected_tokens
+    return out
+
+
 @dataclass
 class Differential:
     """Result of :func:`differential`: how many random conversations agreed token-exact, how many differed in a
@@ -328,11 +400,30 @@ class Differential:
     agreements: int = 0
     named: dict[str, int] = field(default_factory=dict)
     unexplained: list[str] = field(default_factory=list)
+    #: how many of the compared conversations had each :data:`FEATURES` entry (what the comparison covered)
+    features: dict[str, int] = field(default_factory=dict)
+    #: whether the conversations could carry image parts (the renderer is vision-language)
+    images: bool = False
 
 
 def _first_diff(a: str, b: str) -> str:
     i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
     return f"at character {i}:\n  ours: {a[max(0, i - 80) : i + 60]!r}\n  tml:  {b[max(0, i - 80) : i + 60]!r}"
+
+
+def _token_diff(ours: Sequence[int], theirs: Sequence[int], decode: Callable[[Sequence[int]], str]) -> str:
+    """Where two token lists first differ: the text when it differs, else the token ids there (the same text
+    split into other tokens, or an image with another token count)."""
+    a, b = show_tokens(decode, ours), show_tokens(decode, theirs)
+    if a != b:
+        return _first_diff(a, b)
+    i = next((k for k in range(min(len(ours), len(theirs))) if ours[k] != theirs[k]), min(len(ours), len(theirs)))
+    lo = max(0, i - 3)
+    return (
+        f"the same text, other tokens from token {i}:\n  ours: {list(ours[lo : i + 4])} "
+        f"{[show_tokens(decode, [t]) for t in ours[lo : i + 4]]!r}\n  tml:  {list(theirs[lo : i + 4])} "
+        f"{[show_tokens(decode, [t]) for t in theirs[lo : i + 4]]!r}"
+    )
 
 
 def differential(spec: Any, examples: int = 200, seed: int = 0, renderer: Any = None, tokenizer: Any = None) -> Differential:
@@ -359,21 +450,30 @@ def differential(spec: Any, examples: int = 200, seed: int = 0, renderer: Any = 
     ours: Any = renderer if renderer is not None else get_renderer(spec.renderer, tokenizer)
     ctx = PropertyContext.build(ours, spec, tokenizer)
     oracle = TmlOracle(spec.tml.cls, spec.tml.constructor, spec.tml.kwargs)
-    out = Differential(spec.renderer, oracle.label)
+    out = Differential(spec.renderer, oracle.label, images=bool(getattr(ours, "supports_images", False)))
     decode = ctx.codec.decode
 
     def one(conv: Any) -> None:
         out.compared += 1
-        sup_t, sup_w = ours.supervised_tokens(ctx.adapter.with_tools(conv.messages, conv.tools), "last_assistant_message")
-        gen_t = ours.generation_prompt_tokens(ctx.adapter.with_tools(conv.prompt_messages, conv.tools), "assistant", None)
+        feats = conversation_features(conv.messages, conv.tools)
+        for f in feats:
+            out.features[f] = out.features.get(f, 0) + 1
+        sup_imgs: list[tuple[int, Any]] = []
+        gen_imgs: list[tuple[int, Any]] = []
+        sup_t, sup_w = ours.supervised_tokens(
+            ctx.adapter.with_tools(conv.messages, conv.tools), "last_assistant_message", _images=sup_imgs
+        )
+        gen_t = ours.generation_prompt_tokens(
+            ctx.adapter.with_tools(conv.prompt_messages, conv.tools), "assistant", None, _images=gen_imgs
+        )
         t_sup = oracle.supervised(conv.messages, conv.tools)
         t_gen = oracle.generation(conv.prompt_messages, conv.tools)
-        sup_t, gen_t = [int(x) for x in sup_t], [int(x) for x in gen_t]
+        sup_t, gen_t = _images_marked(sup_t, sup_imgs), _images_marked(gen_t, gen_imgs)
         weights = [float(x) for x in sup_w]
         if gen_t != t_gen.tokens:
-            what = "generation prompt " + _first_diff(decode(gen_t), t_gen.text)
+            what = "generation prompt " + _token_diff(gen_t, t_gen.tokens, decode)
         elif sup_t != t_sup.tokens:
-            what = "supervised tokens " + _first_diff(decode(sup_t), t_sup.text)
+            what = "supervised tokens " + _token_diff(sup_t, t_sup.tokens, decode)
         elif weights != t_sup.weights:
             mine = decode([t for t, w in zip(sup_t, weights, strict=True) if w])
             theirs = oracle.decode([t for t, w in zip(t_sup.tokens, t_sup.weights, strict=True) if w])
@@ -381,7 +481,6 @@ def differential(spec: Any, examples: int = 200, seed: int = 0, renderer: Any = 
         else:
             out.agreements += 1
             return
-        feats = conversation_features(conv.messages, conv.tools)
         for d in spec.tml.differences:
             if set(d.when) <= feats:
                 out.named[d.id] = out.named.get(d.id, 0) + 1
@@ -394,7 +493,8 @@ def differential(spec: Any, examples: int = 200, seed: int = 0, renderer: Any = 
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
-    )(given(conversations(**ctx.strategy_options(wide=False)))(one))  # the peer comparison keeps to the classic inputs
+    )(given(conversations(**ctx.strategy_options(wide=False), images=out.images))(one))
+    # the peer comparison keeps to the classic inputs, with image parts for a vision-language renderer
     if seed:
         run = hseed(seed)(run)
     run()

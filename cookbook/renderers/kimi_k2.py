@@ -93,7 +93,7 @@ from cookbook.renderers.base import (
     thinking_of,
 )
 from cookbook.renderers.kit.segments import Lit, Piece, SegmentWriter
-from cookbook.renderers.kit.vision import MOONVIT, image_segment
+from cookbook.renderers.kit.vision import MOONVIT, content_runs
 
 KIMI_DEFAULT_SYSTEM = "You are Kimi, an AI assistant created by Moonshot AI."
 
@@ -262,14 +262,11 @@ class KimiK2Renderer(Renderer):
         <|media_end|>`` (tml-renderers' KimiK25; tinker-cookbook adds a newline after ``<|media_end|>``)."""
         assert self.media_pad is not None  # check_messages refuses images unless supports_images (K2.5)
         out: list[Segment] = []
-        parts: list[Any] = list(msg["content"])
-        for j, p in enumerate(parts):
-            if p["type"] == "image":
-                out += self.w("<|media_begin|>image<|media_content|>")
-                out.append(image_segment(p["image"], MOONVIT, self.media_pad, f"message {ctx.idx} part {j}"))
-                out += self.w("<|media_end|>")
-            elif p["type"] == "text":
-                out += self.w(Lit(p["text"]))
+        for run in content_runs(list(msg["content"]), MOONVIT, self.media_pad, ctx.idx):
+            if isinstance(run, str):
+                out += self.w(Lit(run))
+            else:
+                out += [*self.w("<|media_begin|>image<|media_content|>"), run, *self.w("<|media_end|>")]
         return out
 
     def _assistant_output(self, msg: Message, ctx: RenderContext) -> list[Segment]:

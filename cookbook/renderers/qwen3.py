@@ -72,7 +72,7 @@ from cookbook.renderers.base import (
 from cookbook.renderers.kit.segments import tojson
 from cookbook.renderers.kit.thinking import frame_thinking, restore_think_opening
 from cookbook.renderers.kit.tools import parse_json_tool_call, tool_call_json, tool_run
-from cookbook.renderers.kit.vision import QWEN3_VL, image_segment
+from cookbook.renderers.kit.vision import QWEN3_VL, content_runs, image_segment
 
 #: stands for an image part while an assistant message's text is built (a private-use character)
 _IMAGE_MARK = "\ue000"
@@ -290,13 +290,8 @@ class Qwen3Renderer(Renderer):
         if isinstance(content, str) or not has_images(content):
             return [text_of(content)]
         out: list[Segment] = []
-        for j, part in enumerate(content):
-            p: dict[str, Any] = dict(part)
-            if p["type"] == "image":
-                seg = image_segment(p["image"], QWEN3_VL, self.image_pad, f"message {ctx.idx} part {j}")
-                out += [[self.vision_start], seg, [self.vision_end]]
-            elif p["type"] == "text":
-                out.append(str(p["text"]))
+        for run in content_runs(content, QWEN3_VL, self.image_pad, ctx.idx):
+            out += [run] if isinstance(run, str) else [[self.vision_start], run, [self.vision_end]]
         return out
 
     # ------------------------------------------------------------------------------------------ tools

@@ -87,7 +87,7 @@ from cookbook.renderers.kit.tools import (
     xml_parameter_value,
     xml_tool_call_pieces,
 )
-from cookbook.renderers.kit.vision import QWEN3_VL, ImageSegment, image_segment
+from cookbook.renderers.kit.vision import QWEN3_VL, content_runs
 
 __all__ = ["Qwen3_5Renderer", "parse_xml_tool_call", "xml_parameter_value"]
 
@@ -223,15 +223,7 @@ class Qwen3_5Renderer(Renderer):
         """Text and images in order, ``{text}<|vision_start|>[image]<|vision_end|>...`` (the template's
         ``render_content``); the content is trimmed as a whole (the template's ``|trim``), so only the text before
         the first image and after the last one lose whitespace. Thinking parts are left out (they are reasoning)."""
-        runs: list[str | ImageSegment] = []  # consecutive text parts form one run (one piece, as the template's text)
-        for j, p in enumerate(content):
-            if p["type"] == "image":
-                runs.append(image_segment(p["image"], QWEN3_VL, self.image_pad, f"message {idx} part {j}"))
-            elif p["type"] == "text":
-                if runs and isinstance(runs[-1], str):
-                    runs[-1] += str(p["text"])
-                else:
-                    runs.append(str(p["text"]))
+        runs = content_runs(content, QWEN3_VL, self.image_pad, idx)
         if runs and isinstance(runs[0], str):
             runs[0] = runs[0].lstrip()
         if runs and isinstance(runs[-1], str):

@@ -15,6 +15,7 @@ markup such as ``<|``, ``<think>``, ``[INST]``); pass the tokenizer's special-to
 
 from __future__ import annotations
 
+import functools
 import json
 import unicodedata
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from cookbook.renderers.base import ContentPart, Message, ToolCall, ToolSpec
 
 __all__ = [
     "DEFAULT_FORBID",
+    "IMAGE_SIZES",
     "TOOLS",
     "WIDE_TOOLS",
     "Conversation",
@@ -210,6 +212,7 @@ def conversations(
     wide_tools: bool | None = None,
     inline_think: bool | None = None,
     control_text: Sequence[str] = (),
+    images: bool = False,
 ) -> Conversation:
     """A random conversation: an optional system message, then ``1..max_turns`` user/assistant exchanges.
 
@@ -230,7 +233,9 @@ def conversations(
     * ``inline_think``: a string history reply (an assistant message before the last message) may carry an
       inline ``<think>...</think>`` block before its text;
     * ``control_text``: control-token strings (e.g. ``<|eot_id|>``) spliced into the text of every role, for
-      checks that such text stays literal; empty (the default) keeps them out.
+      checks that such text stays literal; empty (the default) keeps them out;
+    * ``images``: a user message may carry image parts (PNGs of :data:`IMAGE_SIZES`, before, between or after
+      its text parts), and a tool result may be one image (a screenshot tool): for vision-language renderers.
     """
     empty_system = wide if empty_system is None else empty_system
     missing_ids = wide if missing_ids is None else missing_ids
@@ -251,7 +256,7 @@ def conversations(
     n_turns = draw(st.integers(1, max(1, max_turns)))
     call_no = 0
     for turn in range(n_turns):
-        msgs.append({"role": "user", "content": draw(nonempty)})
+        msgs.append({"role": "user", "content": _user_content(draw, nonempty) if images else draw(nonempty)})
         last_turn = turn == n_turns - 1
         if last_turn and end_with == "user":
             break
@@ -268,7 +273,9 @@ def conversations(
                 calls.append(ToolCall(name=tool["name"], arguments=json.dumps(args, ensure_ascii=False), id=call_id))
             msgs.append({"role": "assistant", "content": _assistant_content(draw, text, thought), "tool_calls": calls})
             for c in calls:
-                result = json.dumps({"result": draw(text)}, ensure_ascii=False)
+                result: str | list[ContentPart] = json.dumps({"result": draw(text)}, ensure_ascii=False)
+                if images and draw(st.integers(0, 3)) == 0:
+                    result = [_image_part(draw)]
                 tool_msg: Message = {"role": "tool", "content": result, "name": c.name}
                 if c.id is not None:
                     tool_msg["tool_call_id"] = c.id
@@ -280,6 +287,33 @@ def conversations(
             if m["role"] == "assistant" and isinstance(m["content"], str) and draw(st.booleans()):
                 m["content"] = f"<think>{draw(think)}</think>{m['content']}"
     return Conversation(msgs, declared)
+
+
+#: (width, height) of the images :func:`conversations` draws: square, wide, tall, sizes that are not multiples of
+#: any patch size, and one below the smallest patch grid, so each family's resize and rounding rules are exercised
+IMAGE_SIZES: tuple[tuple[int, int], ...] = ((32, 32), (64, 40), (40, 72), (27, 45), (90, 17), (120, 96), (8, 8))
+
+
+@functools.lru_cache(maxsize=64)
+def _png(width: int, height: int, seed: int) -> bytes:
+    from cookbook.renderers.kit.vision import make_png
+
+    return make_png(width, height, seed)
+
+
+def _image_part(draw: st.DrawFn) -> ContentPart:
+    width, height = draw(st.sampled_from(IMAGE_SIZES))
+    return {"type": "image", "image": _png(width, height, draw(st.integers(0, 3)))}
+
+
+def _user_content(draw: st.DrawFn, nonempty: st.SearchStrategy[str]) -> str | list[ContentPart]:
+    """A user message's content: its text, or text and one or two images in some order (an image alone too)."""
+    if draw(st.integers(0, 2)) != 0:
+        return draw(nonempty)
+    parts: list[ContentPart] = [{"type": "text", "text": draw(nonempty)} for _ in range(draw(st.integers(0, 2)))]
+    for _ in range(draw(st.integers(1, 2))):
+        parts.insert(draw(st.integers(0, len(parts))), _image_part(draw))
+    return parts
 
 
 def _with_control(text: st.SearchStrategy[str], control: Sequence[str]) -> st.SearchStrategy[str]:

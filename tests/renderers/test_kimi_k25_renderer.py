@@ -275,3 +275,14 @@ def test_mock_knows_the_kimi_image_processor() -> None:
     assert vision_config_for_model("moonshotai/Kimi-K2.6") is MOONVIT
     assert vision_config_for_model("moonshotai/Kimi-K2-Thinking") is None
     assert MOONVIT.num_tokens(640, 480) == 23 * 18  # 644 x 504 after padding to multiples of 28
+
+
+@needs_tml
+def test_adjacent_text_parts_are_one_text_as_tml_encodes_them(k25: KimiK2Renderer, tml_k25: Any) -> None:
+    """Text parts next to each other (an image before or after them) are encoded as their joined text, as
+    KimiK25 encodes them: ``" "`` + ``"\\n\\n"`` is the one token ``" \\n\\n"``, not two (found by the random tml
+    differential once it drew image parts)."""
+    convo = [{"role": "user", "content": [image(32, 32, 1), {"type": "text", "text": "Look "}, {"type": "text", "text": "\n\n"}]},
+             {"role": "assistant", "content": "A gradient."}]
+    assert_prompt_matches_tml(k25, tml_k25, convo[:-1])
+    assert_sft_matches_tml(k25, tml_k25, convo)

@@ -27,8 +27,9 @@ if not tml.available():
 FULL = "COOKBOOK_TML_EXAMPLES" in os.environ
 EXAMPLES = int(os.environ.get("COOKBOOK_TML_EXAMPLES", "5"))
 ALL_SPECS = [s for s in (load_spec(p) for p in all_spec_paths()) if s.tml is not None]
-#: the suite's sample (nox -s tml runs every name): a template-oracle family and a tml-oracle one
-SAMPLE = ("qwen3", "deepseekv4_1")
+#: the suite's sample (nox -s tml runs every name): a template-oracle family, a tml-oracle one and a
+#: vision-language one (its random conversations carry image parts)
+SAMPLE = ("qwen3", "deepseekv4_1", "qwen3_vl")
 SPECS = ALL_SPECS if FULL else [s for s in ALL_SPECS if s.renderer in SAMPLE]
 
 
@@ -37,9 +38,11 @@ def test_renderer_agrees_with_tml(spec: Spec) -> None:
     result = tml.differential(spec, examples=EXAMPLES)
     print(
         f"\n{spec.renderer} vs {result.oracle}: compared {result.compared}, agreements {result.agreements}, "
-        f"named differences {result.named}"
+        f"named differences {result.named}, features {dict(sorted(result.features.items()))}"
     )
     assert result.compared > 0
+    if FULL and result.images:  # a vision-language renderer: images must be among 200 random conversations
+        assert result.features.get("images", 0) >= result.compared // 10, result.features
     assert not result.unexplained, (
         f"{len(result.unexplained)} of {result.compared} conversations differ from {result.oracle} in a way "
         f"specs/renderers/{spec.renderer}.yaml does not name (tml.differences); first:\n{result.unexplained[0]}"
@@ -53,6 +56,32 @@ def test_every_named_difference_uses_known_features() -> None:
             assert d.reason.strip() and set(d.when) <= set(tml.FEATURES)
 
 
+def test_vision_conversations_carry_images_that_tml_reads() -> None:
+    """The random conversations of a vision-language renderer hold image parts in user messages and tool results;
+    the oracle's message translation turns each into tml's ImagePointer (format and size from the PNG header)."""
+    from hypothesis import HealthCheck, given, settings
+
+    from cookbook.testing.strategies import conversations
+
+    seen: dict[str, int] = {"user": 0, "tool": 0}
+
+    @settings(max_examples=60, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(conversations(tools=True, images=True))
+    def draw(conv: object) -> None:
+        msgs = conv.messages  # type: ignore[attr-defined]
+        for m in msgs:
+            if isinstance(m["content"], list) and any(p["type"] == "image" for p in m["content"]):
+                seen[m["role"]] += 1
+        ml = tml.to_tml_messages(msgs, conv.tools)  # type: ignore[attr-defined]
+        pointers = [c for msg in ml.messages for c in ([msg.content] if not isinstance(msg.content, list) else msg.content)
+                    if type(c).__name__ == "ImagePointer"]
+        n_images = sum(1 for m in msgs if isinstance(m["content"], list) for p in m["content"] if p["type"] == "image")
+        assert len(pointers) == n_images
+
+    draw()
+    assert seen["user"] > 0 and seen["tool"] > 0, seen
+
+
 def test_features_of_a_conversation() -> None:
     msgs = [
         {"role": "user", "content": "hi"},
@@ -62,3 +91,9 @@ def test_features_of_a_conversation() -> None:
     ]
     assert tml.conversation_features(msgs) == {"tool_calls", "thinking"}
     assert "empty_assistant" in tml.conversation_features([{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}])
+    img = {"type": "image", "image": b"png"}
+    assert tml.conversation_features([{"role": "user", "content": [{"type": "text", "text": "a"}, img]}]) == {"images"}
+    for text, at in (("a ", 1), ("\nb", 0)):
+        parts = [{"type": "text", "text": text}]
+        parts.insert(at, img)  # text before the image ends, or text after it starts, with whitespace
+        assert "image_beside_space" in tml.conversation_features([{"role": "user", "content": parts}])

@@ -275,6 +275,25 @@ def image_segment(image: Any, config: VisionConfig, pad_token: int, where: str =
     return ImageSegment(data, fmt, width, height, n, pad_token)
 
 
+def content_runs(
+    content: Sequence[Any], config: VisionConfig, pad_token: int, idx: int
+) -> list[str | ImageSegment]:
+    """A message's text and image parts in order, as what a format writes: consecutive text parts joined into one
+    text (a chat template concatenates them, and the official renderers encode them as one text, so the tokens
+    at a part boundary are the joined text's), each image part an :class:`ImageSegment`; thinking parts are left
+    out (they are reasoning, not content). ``idx``: the message's index, for errors."""
+    runs: list[str | ImageSegment] = []
+    for j, p in enumerate(content):
+        if p["type"] == "image":
+            runs.append(image_segment(p["image"], config, pad_token, f"message {idx} part {j}"))
+        elif p["type"] == "text":
+            if runs and isinstance(runs[-1], str):
+                runs[-1] += str(p["text"])
+            else:
+                runs.append(str(p["text"]))
+    return runs
+
+
 def model_input_from_tokens(tokens: Sequence[int], images: Sequence[tuple[int, ImageSegment]]) -> tinker.ModelInput:
     """A ``ModelInput`` from the flattened tokens, each ``(start, image)`` run of pad tokens an ``ImageChunk``."""
     import tinker
