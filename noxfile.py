@@ -74,7 +74,9 @@ def tests(session: nox.Session) -> None:
     house = _wheelhouse(session)
     workers = os.environ.get("PYTEST_WORKERS", "auto")
     env = {**OFFLINE_ENV, "COOKBOOK_WHEELHOUSE": house}
-    session.run("pytest", "-n", workers, "-q", *session.posargs, env=env)
+    # worksteal: a worker that runs out of tests takes queued ones from the other (with the default load
+    # scheduling one of two workers sat idle for the last minutes of a run while the other worked through its queue)
+    session.run("pytest", "-n", workers, "--dist", "worksteal", "-q", *session.posargs, env=env)
 
 
 @nox.session
