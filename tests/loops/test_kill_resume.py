@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from subprocess_env import ENV
 
 from cookbook.runlog import RunLog
 
 pytestmark = pytest.mark.e2e
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TINKER_TELEMETRY": "0"}
-ENV.pop("TINKER_API_KEY", None)
-ENV.pop("TINKER_BASE_URL", None)
 
 RL_SMALL = ["n_batches=7", "batch_size=4", "group_size=4", "save_every=2", "lora_rank=8", "eval_every=3", "eval_size=4"]
 CASES: dict[str, tuple[str, list[str]]] = {

@@ -4,7 +4,6 @@ every recipe and RL mode: tests/loops/test_kill_resume.py)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -12,15 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from subprocess_env import ENV
 
 from cookbook.errors import TrainingError
 from cookbook.runlog import RunLog
 
 pytestmark = pytest.mark.e2e
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TINKER_TELEMETRY": "0"}
-ENV.pop("TINKER_API_KEY", None)
-ENV.pop("TINKER_BASE_URL", None)
 
 
 def _nll_by_step(log_path: Path) -> dict[int, float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -15,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from subprocess_env import ENV
 
 from cookbook.errors import ConfigurationError
 from cookbook.recipes.common import preflight
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TINKER_TELEMETRY": "0"}
-ENV.pop("TINKER_API_KEY", None)
-ENV.pop("TINKER_BASE_URL", None)
 SMALL = ["max_steps=3", "save_every=0", "eval_every=0", "lora_rank=4"]
 
 

@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from subprocess_env import ENV
 
 from cookbook.runlog import RunLog
 
 pytestmark = pytest.mark.e2e
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TINKER_TELEMETRY": "0"}
-ENV.pop("TINKER_API_KEY", None)
-ENV.pop("TINKER_BASE_URL", None)
 
 
 def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from subprocess_env import ENV
 
 from cookbook.runlog import RunLog
 
 pytestmark = pytest.mark.e2e
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TINKER_TELEMETRY": "0"}
-ENV.pop("TINKER_API_KEY", None)
-ENV.pop("TINKER_BASE_URL", None)
 SMALL = ["max_steps=3", "save_every=0", "eval_every=0", "lora_rank=4"]
 
 

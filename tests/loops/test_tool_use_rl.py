@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from subprocess_env import ENV
 
 from cookbook.mock.tiny_chat import TINY_CHAT_TOOLS, tiny_chat_dir
 from cookbook.renderers import get_renderer
@@ -18,10 +18,6 @@ from cookbook.rl.data import trajectory_to_data
 from cookbook.rl.tool_env import CalculatorEnv, calculate
 from cookbook.rl.types import TokensWithLogprobs, Trajectory, Transition
 from cookbook.runlog import RunLog
-
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TINKER_TELEMETRY": "0"}
-ENV.pop("TINKER_API_KEY", None)
-ENV.pop("TINKER_BASE_URL", None)
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from subprocess_env import subprocess_env
 
 pytest.importorskip("wandb", reason="wandb is not installed (optional extra 'wandb')")
 
@@ -61,9 +61,7 @@ def test_no_project_means_no_wandb(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_a_recipe_with_wandb_project_writes_a_run_folder(tmp_path: Path) -> None:
-    env = {**os.environ, **OFFLINE, "HF_HUB_OFFLINE": "1", "TINKER_TELEMETRY": "0",
-           "WANDB_CONFIG_DIR": str(tmp_path / "cfg"), "WANDB_CACHE_DIR": str(tmp_path / "cache")}
-    env.pop("TINKER_API_KEY", None)
+    env = subprocess_env(**OFFLINE, WANDB_CONFIG_DIR=str(tmp_path / "cfg"), WANDB_CACHE_DIR=str(tmp_path / "cache"))
     log_path = tmp_path / "run"
     out = subprocess.run(
         [sys.executable, "-m", "cookbook", "run", "sl_basic", f"log_path={log_path}", "max_steps=3", "eval_every=0",

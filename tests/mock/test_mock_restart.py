@@ -3,7 +3,6 @@ checkpoints are still served (atomic writes, nothing kept only in memory)."""
 
 from __future__ import annotations
 
-import os
 import re
 import selectors
 import signal
@@ -17,13 +16,14 @@ import numpy as np
 import pytest
 import tinker
 from mock_helpers import ce_datum, corpus, train_client
+from subprocess_env import subprocess_env
 from tinker import types
 
 pytestmark = pytest.mark.e2e
 
 
 def _start(state_dir: Path) -> tuple[subprocess.Popen[str], str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = subprocess_env(PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "cookbook", "mock", "serve", "--port", "0", "--state-dir", str(state_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
