@@ -397,6 +397,12 @@ def _golden_from_tml(
     try:
         gen = oracle.generation(case.prompt_messages, case.tools) if exp.generation_prompt is not None else None
         sup = oracle.supervised(case.messages, case.tools, case.train_on_what.value) if exp.supervised is not None else None
+        if spec.image_token is not None:  # images as the spec's placeholder token, as a template golden has them
+            pad = codec.token_id(spec.image_token)
+            if pad is None:
+                raise SpecError(f"{where}image_token {spec.image_token!r} is not a token of {spec.tokenizer}")
+            gen = gen.with_placeholder(pad, oracle.decode) if gen is not None else None
+            sup = sup.with_placeholder(pad, oracle.decode) if sup is not None else None
     except SpecError:
         raise
     except Exception as exc:

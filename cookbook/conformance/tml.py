@@ -150,8 +150,14 @@ def _content_parts(content: Any) -> list[tuple[str, Any]]:
             out.append(("text", str(p.get("text", ""))))
         elif kind == "thinking":
             out.append(("thinking", str(p.get("thinking", ""))))
-        elif kind == "image":
-            out.append(("image", p.get("image")))
+        elif kind == "image":  # a cookbook image part, or a spec's {type: image, png: [w, h], seed}
+            if "png" in p and "image" not in p:
+                from cookbook.renderers.kit.vision import make_png
+
+                width, height = p["png"]
+                out.append(("image", make_png(int(width), int(height), int(p.get("seed", 0)))))
+            else:
+                out.append(("image", p.get("image")))
         else:
             raise SpecError(f"the tml_renderers oracle cannot convert a content part of type {kind!r}")
     return out
@@ -262,9 +268,26 @@ def trained_indices(messages: Sequence[Mapping[str, Any]], train_on_what: str) -
 
 @dataclass(frozen=True)
 class TmlRendered:
+    """Token ids (an image is ``num_tokens`` positions of :data:`IMAGE`), per-token weights (empty for a prompt
+    they are all 0) and the decoded text."""
+
     tokens: list[int]
     weights: list[float]
     text: str
+
+    def with_placeholder(self, placeholder: int, decode: Callable[[Sequence[int]], str]) -> TmlRendered:
+        """Each image written as the one ``placeholder`` token a chat template writes for it (a spec's
+        ``image_token``), its weight the largest over the image's positions: the form goldens and spec texts use."""
+        toks: list[int] = []
+        weights: list[float] = []
+        for i, t in enumerate(self.tokens):
+            w = self.weights[i] if self.weights else 0.0
+            if t == IMAGE and i > 0 and self.tokens[i - 1] == IMAGE:
+                weights[-1] = max(weights[-1], w)
+                continue
+            toks.append(placeholder if t == IMAGE else t)
+            weights.append(w)
+        return TmlRendered(toks, weights if self.weights else [], decode(toks))
 
 
 class TmlOracle:

@@ -97,3 +97,14 @@ def test_features_of_a_conversation() -> None:
         parts = [{"type": "text", "text": text}]
         parts.insert(at, img)  # text before the image ends, or text after it starts, with whitespace
         assert "image_beside_space" in tml.conversation_features([{"role": "user", "content": parts}])
+
+
+def test_images_become_one_placeholder_token_for_goldens() -> None:
+    """A tml rendering's image (``num_tokens`` positions of IMAGE) becomes the one image_token a template writes,
+    its weight the largest over its positions; text tokens and their weights are kept."""
+    r = tml.TmlRendered([5, tml.IMAGE, tml.IMAGE, tml.IMAGE, 6, tml.IMAGE, 7], [0, 0, 1, 0, 1, 0, 1], "")
+    out = r.with_placeholder(99, lambda ids: ",".join(map(str, ids)))
+    assert out.tokens == [5, 99, 6, 99, 7] and out.weights == [0, 1, 1, 0, 1] and out.text == "5,99,6,99,7"
+    prompt = tml.TmlRendered([1, tml.IMAGE, tml.IMAGE], [], "").with_placeholder(99, str)
+    assert prompt.tokens == [1, 99] and prompt.weights == []
+    assert tml.show_tokens(lambda ids: "t" * len(ids), [1, 2, tml.IMAGE, tml.IMAGE, 3]) == "tt<image: 2 tokens>t"
