@@ -176,6 +176,17 @@ def mutation(session: nox.Session) -> None:
 
 
 @nox.session
+def resume(session: nox.Session) -> None:
+    """SIGKILL at a random step and a rerun, for every recipe and RL mode (ten cases, about 30 s each; the default
+    suite runs two of them, an SL recipe and async RL, to stay within its 10-minute budget)."""
+    _install(session)
+    _provision(session)
+    env = {**OFFLINE_ENV, "COOKBOOK_RESUME_ALL": "1"}
+    session.run("pytest", "-n", os.environ.get("PYTEST_WORKERS", "auto"), "--dist", "worksteal", "-q",
+                "tests/loops/test_kill_resume.py", *session.posargs, env=env)
+
+
+@nox.session
 def tml(session: nox.Session) -> None:
     """The differential run against tml-renderers at full size (200 random conversations per renderer name;
     the default suite runs the same differential on two names, 5 conversations each)."""

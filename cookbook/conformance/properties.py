@@ -467,9 +467,10 @@ class PropertyContext:
     def control_tokens(self) -> list[str]:
         """The text of the tokenizer's special (control) tokens that a renderer must keep literal in content,
         without string stop sequences that are not one token (a text-delimited format cannot tell them from
-        content)."""
+        content), and without those a deviation exempts (``property_inputs.literal_exempt``)."""
         text_stops = {s.strip() for s in self.spec.stop_sequences if self.codec.token_id(s) is None}
-        return [t for t in self.codec.control_token_strings() if t.strip() and t not in text_stops]
+        exempt = set(self.spec.property_inputs(template=False).get("literal_exempt", []))  # named in a deviation
+        return [t for t in self.codec.control_token_strings() if t.strip() and t not in text_stops | exempt]
 
     def template(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]], generation: bool) -> tuple[str, list[int]]:
         assert self.oracle is not None

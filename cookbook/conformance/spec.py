@@ -73,6 +73,7 @@ PROPERTY_INPUT_KEYS = (
     "missing_ids",
     "wide_tools",
     "inline_think",
+    "literal_exempt",
     "scope",
 )
 _BOOL_INPUT_KEYS = ("strip_whitespace", "thinking", "tools", "tool_calls", "empty_system", "missing_ids", "wide_tools", "inline_think")
@@ -245,7 +246,8 @@ class Spec:
         return [d for d in self.deviations.values() if d.applies_to == "all"]
 
     def property_inputs(self, template: bool = True) -> dict[str, Any]:
-        """The merged ``property_inputs`` of every deviation (``forbid`` lists are concatenated).
+        """The merged ``property_inputs`` of every deviation (``forbid`` and ``literal_exempt`` lists are
+        concatenated).
 
         With ``template=False`` (the inputs of checks that need no template: extension, round trip, weights), the
         inputs of deviations that say ``scope: template`` are left out: a template's limit (e.g. its trimming)
@@ -257,8 +259,8 @@ class Spec:
             for k, v in d.property_inputs.items():
                 if k == "scope":
                     continue
-                if k == "forbid":
-                    out["forbid"] = [*out.get("forbid", []), *v]
+                if k in ("forbid", "literal_exempt"):
+                    out[k] = [*out.get(k, []), *v]
                 else:
                     out[k] = v
         return out
@@ -639,8 +641,8 @@ def _load_deviation(ctx: _Ctx, d: Any, i: int) -> Deviation:
     for k, v in pin.items():
         if k not in PROPERTY_INPUT_KEYS:
             raise ctx.err(f"unknown key {k!r}; known: {list(PROPERTY_INPUT_KEYS)}", fld=pre + "property_inputs")
-        if k == "forbid" and not (isinstance(v, list) and all(isinstance(s, str) for s in v)):
-            raise ctx.err("forbid must be a list of strings", fld=pre + "property_inputs")
+        if k in ("forbid", "literal_exempt") and not (isinstance(v, list) and all(isinstance(s, str) for s in v)):
+            raise ctx.err(f"{k} must be a list of strings", fld=pre + "property_inputs")
         if k == "max_turns" and not isinstance(v, int):
             raise ctx.err("max_turns must be an integer", fld=pre + "property_inputs")
         if k in _BOOL_INPUT_KEYS and not isinstance(v, bool):

@@ -296,3 +296,19 @@ def test_control_text_injection_is_caught(llama_tok: Any) -> None:
     assert check_literal_control_tokens(_ctx(Llama3Renderer(llama_tok), llama_tok), history) is None
     out = {o.name: o for o in run_properties(ctx, examples=20, only=["literal_control_tokens"])}
     assert out["literal_control_tokens"].status == "FAIL"
+
+
+def test_a_deviation_exempts_control_tokens_the_format_reads_as_structure() -> None:
+    """``property_inputs.literal_exempt``: qwen3_5_disable_thinking names <think> / </think> (a reply string's
+    inline-reasoning boundary in the Qwen3.5 format), so the control-token property splices them only for qwen3_5."""
+    from cookbook.conformance.properties import PropertyContext
+    from cookbook.conformance.spec import load_spec, spec_path_for
+    from cookbook.renderers.registry import get_renderer
+    from cookbook.tokenizers import get_tokenizer
+
+    controls = {}
+    for name in ("qwen3_5", "qwen3_5_disable_thinking"):
+        spec = load_spec(spec_path_for(name))
+        tok = get_tokenizer(spec.tokenizer)
+        controls[name] = set(PropertyContext.build(get_renderer(name, tok), spec, tok).control_tokens())
+    assert controls["qwen3_5"] - controls["qwen3_5_disable_thinking"] == {"<think>", "</think>"}
