@@ -72,9 +72,7 @@ def tests(session: nox.Session) -> None:
     _provision(session)
     _peer_smoke_inputs(session)
     house = _wheelhouse(session)
-    # one worker more than cores: a third of the suite waits on subprocesses (recipes, the peer's smoke test, the
-    # wheel's venv) and HTTP round trips, which left a core idle about a fifth of the time with one worker per core
-    workers = os.environ.get("PYTEST_WORKERS", str((os.cpu_count() or 1) + 1))
+    workers = os.environ.get("PYTEST_WORKERS", "auto")
     env = {**OFFLINE_ENV, "COOKBOOK_WHEELHOUSE": house}
     # worksteal: a worker that runs out of tests takes queued ones from the other (with the default load
     # scheduling one of two workers sat idle for the last minutes of a run while the other worked through its queue)

@@ -71,7 +71,7 @@ def tokenizer_dir(model_name: str, fetch: bool = True) -> Path:
     return build_family(fam)
 
 
-@functools.lru_cache(maxsize=32)  # every provisioned family (16) and some folders of the user's: never reloaded
+@functools.lru_cache(maxsize=16)
 def _load(folder: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
