@@ -189,7 +189,7 @@ def resume(session: nox.Session) -> None:
 @nox.session
 def tml(session: nox.Session) -> None:
     """The differential run against tml-renderers at full size (200 random conversations per renderer name;
-    the default suite runs the same differential on two names, 5 conversations each)."""
+    the default suite runs the same differential on three names, 5 conversations each)."""
     _install(session)
     _provision(session)
     env = {**OFFLINE_ENV, "COOKBOOK_TML_EXAMPLES": os.environ.get("COOKBOOK_TML_EXAMPLES", "200")}

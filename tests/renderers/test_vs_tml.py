@@ -7,7 +7,7 @@ weights and generation-prompt ids must agree token-exact, or the disagreement mu
 
 The full differential (every renderer name, ``COOKBOOK_TML_EXAMPLES`` conversations each) is ``nox -s tml``
 (200 each): a heavy peer comparison, so it has a session of its own and the default suite keeps it off its
-10-minute budget. Without ``COOKBOOK_TML_EXAMPLES`` set, the suite runs the same code on two names (``SAMPLE``,
+10-minute budget. Without ``COOKBOOK_TML_EXAMPLES`` set, the suite runs the same code on three names (``SAMPLE``,
 5 conversations each), so the differential machinery itself stays tested; the goldens of the
 ``tml_renderers`` specs (tml's own output) are checked in full by the suite either way.
 """
