@@ -27,6 +27,7 @@ from cookbook.conformance.spec import (
     apply_edits,
     mark,
     merge_spans,
+    to_messages,
     to_template_messages,
     to_template_tools,
 )
@@ -395,8 +396,10 @@ def _golden_from_tml(
     devs = [spec.deviations[d] for d in case.deviations]
     problems: list[str] = []
     try:
-        gen = oracle.generation(case.prompt_messages, case.tools) if exp.generation_prompt is not None else None
-        sup = oracle.supervised(case.messages, case.tools, case.train_on_what.value) if exp.supervised is not None else None
+        # the spec's messages as cookbook messages (its image parts become their PNGs), which the oracle translates
+        prompt, messages = to_messages(case.prompt_messages), to_messages(case.messages)
+        gen = oracle.generation(prompt, case.tools) if exp.generation_prompt is not None else None
+        sup = oracle.supervised(messages, case.tools, case.train_on_what.value) if exp.supervised is not None else None
         if spec.image_token is not None:  # images as the spec's placeholder token, as a template golden has them
             pad = codec.token_id(spec.image_token)
             if pad is None:

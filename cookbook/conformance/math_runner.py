@@ -259,9 +259,10 @@ def load_spec_file(path: Path) -> list[Case]:
     """The cases of one spec file; raises :class:`SpecError` naming the file and case when malformed."""
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    from cookbook.conformance.spec import parse_yaml
+
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: invalid YAML: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):

@@ -150,14 +150,8 @@ def _content_parts(content: Any) -> list[tuple[str, Any]]:
             out.append(("text", str(p.get("text", ""))))
         elif kind == "thinking":
             out.append(("thinking", str(p.get("thinking", ""))))
-        elif kind == "image":  # a cookbook image part, or a spec's {type: image, png: [w, h], seed}
-            if "png" in p and "image" not in p:
-                from cookbook.renderers.kit.vision import make_png
-
-                width, height = p["png"]
-                out.append(("image", make_png(int(width), int(height), int(p.get("seed", 0)))))
-            else:
-                out.append(("image", p.get("image")))
+        elif kind == "image":
+            out.append(("image", p.get("image")))
         else:
             raise SpecError(f"the tml_renderers oracle cannot convert a content part of type {kind!r}")
     return out
@@ -333,7 +327,7 @@ class TmlOracle:
             inner = s.span
             if hasattr(inner, "tokens"):
                 toks += [int(t) for t in inner.tokens]
-            elif hasattr(inner, "num_tokens") and hasattr(inner, "location"):
+            elif isinstance(inner, _mod("tml_renderers.chat").ImageAssetPointerTokenSpan):
                 toks += [IMAGE] * int(inner.num_tokens)
             else:
                 raise SpecError(f"the tml_renderers oracle produced a span it cannot compare ({type(inner).__name__})")
