@@ -18,7 +18,10 @@ measures:
   which recomputed the forward in backward, copied ``[W; B]`` per datum and decoded one GEMV per token per
   sample.
 
-It prints achieved / limit for both (targets: forward_backward >= 0.7, sampling >= 0.6). No assertions.
+It prints achieved / limit for both (targets: forward_backward >= 0.7, sampling >= 0.6). These are figures of the
+dense head (``head="dense"``, a full softmax over V, what ``cookbook mock serve --head dense`` serves). From
+32,768 tokens on the mock serves the class-factored head by default (``cookbook.mock.classed``); the last lines
+run the same work on it and print its speed-up over the dense head in the same run. No assertions.
 BLAS runs single-threaded (``OPENBLAS_NUM_THREADS=1`` unless set), as under ``cookbook mock serve``. If
 ``OPENBLAS_CORETYPE`` is set it is printed: limits and engine then use the same (slower) kernel, so the ratios
 stay fair; to see absolute speed, unset ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` for this command only.
@@ -145,7 +148,8 @@ def main() -> None:
     old = baseline_engine()
     if old is None:
         print(f"(no git checkout with {BASELINE}: 'before' figures are not measured)")
-    spec = BaseModelSpec("bench/vocab-151936", vocab_size=V)
+    spec = BaseModelSpec("bench/vocab-151936", vocab_size=V, head="dense")
+    classed_spec = BaseModelSpec("bench/vocab-151936", vocab_size=V, head="classed")
     rng = np.random.default_rng(0)
     data = [DatumArrays(rng.integers(0, V, TOKENS), {"target_tokens": rng.integers(0, V, TOKENS),
                                                       "weights": np.ones(TOKENS)}) for _ in range(DATUMS)]
@@ -168,6 +172,8 @@ def main() -> None:
         keep("s_new", sample_run(eng, spec))
         if old is not None:
             keep("s_old", sample_run(old, old_spec))
+        keep("fb_classed", fb_run(eng, classed_spec, list(data)))
+        keep("s_classed", sample_run(eng, classed_spec))
 
     def line(what: str, limit: float, new: float, old_t: float | None, target: float) -> None:
         ratio = limit / new
@@ -180,6 +186,12 @@ def main() -> None:
          fig.get("fb_old"), 0.7)
     line(f"sampling {REQUESTS} requests x {SAMPLES} samples x {MAX_TOKENS} tokens (limit: batched GEMM, n={n})",
          fig["s_limit"], fig["s_new"], fig.get("s_old"), 0.6)
+    lay = classed_spec.layout
+    assert lay is not None
+    for what, key in (("forward_backward", "fb"), ("sampling", "s")):
+        new, dense = fig[f"{key}_classed"], fig[f"{key}_new"]
+        print(f"{what}, class-factored head ({lay.K} classes x {lay.S} tokens, the default here): "
+              f"{1 / new:,.0f} tokens/s, {dense / new:.0f}x the dense head")
     sys.stdout.flush()
 
 

@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-resident", type=int, default=8,
         help="trainers/samplers kept in memory; others are spilled to STATE_DIR/spill (default 8)",
     )
+    parser.add_argument(
+        "--head", choices=("auto", "dense", "classed"), default="auto",
+        help="the models' output layer: auto (default) factors the softmax into classes from 32,768 tokens on "
+        "(fast at real vocabularies); dense is a full softmax at every size (slow: seconds per step)",
+    )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
 
 
@@ -60,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     faults = Faults.parse(args.faults) if args.faults else Faults()
     state_dir = Path(args.state_dir).expanduser().resolve()
-    registry = ModelRegistry()
+    registry = ModelRegistry(head=args.head)
     state = MockState(
         state_dir,
         registry,

@@ -13,6 +13,12 @@ Model (per base model name, frozen, seeded from ``sha256(name)``)::
 ``B`` (``[r, V]``, zero at start, as in LoRA; ``A`` ~ N(0, 1)) are trainable; ``s = alpha / r`` with ``alpha = 32``.
 The prediction at position ``i`` depends on the previous token ``x_i`` and, decayed, on every earlier one.
 
+That is the **dense head**. From :data:`~cookbook.mock.classed.CLASSED_VOCAB` tokens on (every real model of the
+lineup) the model's softmax is **class-factored** instead (``BaseModelSpec.head``; :mod:`cookbook.mock.classed`):
+``W`` and ``B`` get ``K·S + K`` columns and ``log p(t) = log p(class(t)) + log p(t | class(t))``, about
+``2·sqrt(V)`` logits per position instead of ``V``. Everything below holds for both heads; the chunking and
+arena notes concern the dense one.
+
 Exactness and determinism:
 
 * everything is float64; the wire carries float32 logprobs;
@@ -51,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from cookbook.errors import DataError, LossInputError
+from cookbook.mock import classed
 from cookbook.mock.errors import InvalidConfig, InvalidData, InvalidLossInput
 
 GAMMA = 0.5
@@ -89,6 +96,24 @@ class BaseModelSpec:
     eos_token_id: int | None = None
     tokenizer_dir: Path | None = None
     max_context_length: int = 32768
+    head: str = "auto"  # "dense" | "classed" | "auto" (classed from classed.CLASSED_VOCAB tokens on)
+
+    def __post_init__(self) -> None:
+        if self.head not in ("auto", "dense", "classed"):
+            raise InvalidConfig("head", f"must be 'auto', 'dense' or 'classed', got {self.head!r}")
+
+    @property
+    def layout(self) -> classed.Layout | None:
+        """The class-factored head's layout, or ``None`` for the dense softmax (see :mod:`cookbook.mock.classed`)."""
+        if self.head == "classed" or (self.head == "auto" and self.vocab_size >= classed.CLASSED_VOCAB):
+            return classed.Layout.of(self.vocab_size)
+        return None
+
+    @property
+    def head_width(self) -> int:
+        """Columns of ``W`` and of a LoRA ``B``."""
+        lay = self.layout
+        return self.vocab_size if lay is None else lay.width
 
     def seed(self) -> int:
         return int.from_bytes(hashlib.sha256(self.name.encode("utf-8")).digest()[:8], "little")
@@ -297,7 +322,7 @@ class Engine:
         rng = np.random.Generator(np.random.PCG64(spec.seed()))
         d, V = spec.d_model, spec.vocab_size
         E = rng.standard_normal((V, d)) / math.sqrt(d)
-        W = np.ascontiguousarray(rng.standard_normal((d, V)))
+        W = np.ascontiguousarray(rng.standard_normal((d, spec.head_width)))
         bw = BaseWeights(spec, E, W)
         with self._lock:
             self._bases[spec.name] = bw
@@ -316,6 +341,14 @@ class Engine:
         """
         spec = bw.spec
         V = spec.vocab_size
+        lay = spec.layout
+        if lay is not None:
+            _log.warning(
+                "mock engine: %s has a %s-token vocabulary; the mock's model factors its softmax into %d classes "
+                "of %d tokens (cookbook.mock.classed), about %d logits per position instead of %s",
+                spec.name, f"{V:,}", lay.K, lay.S, lay.K + lay.S, f"{V:,}",
+            )
+            return
         rb = max(1, min(ROW_BLOCK, BLOCK_ELEMS // V))
         C = self._col_chunk(rb, V)
         cols = min(V, 16 * C)
@@ -342,7 +375,7 @@ class Engine:
             raise InvalidConfig("lora_config.rank", f"must be between 1 and {MAX_RANK}, got {rank}")
         rng = np.random.Generator(np.random.PCG64(seed))
         A = rng.standard_normal((spec.d_model, rank))
-        B = np.zeros((rank, spec.vocab_size))
+        B = np.zeros((rank, spec.head_width))
         return Adapter(A, B)
 
     def new_trainer(self, spec: BaseModelSpec, rank: int, seed: int) -> Trainer:
@@ -351,7 +384,7 @@ class Engine:
 
     @staticmethod
     def empty_adapter(spec: BaseModelSpec) -> Adapter:
-        return Adapter(np.zeros((spec.d_model, 0)), np.zeros((0, spec.vocab_size)))
+        return Adapter(np.zeros((spec.d_model, 0)), np.zeros((0, spec.head_width)))
 
     # ---------------------------------------------------------------- model pieces
 
@@ -548,6 +581,16 @@ class Engine:
         out: list[np.ndarray] = []
         metric_acc: dict[str, list[float]] = {}
         cfg = dict(loss_fn_config) if loss_fn_config else None
+        lay = trainer.spec.layout
+        if lay is not None:  # class-factored head: no logits arena, gradients per datum in datum order too
+            for i, d in enumerate(data):
+                lp, res = self._datum_classed(trainer, bw, lay, loss_fn, cfg, d, i, not forward_only)
+                for k, v in res.metrics.items():
+                    metric_acc.setdefault(k, []).append(float(v))
+                out.append(lp)
+            if not forward_only:
+                trainer.pending_grads += 1
+            return ForwardResult(out, _reduce_metrics(metric_acc))
         V = trainer.spec.vocab_size
         rb = max(1, min(ROW_BLOCK, BLOCK_ELEMS // V))
         C = self._col_chunk(rb, V)
@@ -632,6 +675,35 @@ class Engine:
         finally:
             self._give(tmp)
         return lp, res
+
+    def _datum_classed(
+        self,
+        trainer: Trainer,
+        bw: BaseWeights,
+        lay: classed.Layout,
+        loss_fn: str,
+        cfg: dict[str, float] | None,
+        d: DatumArrays,
+        i: int,
+        backward: bool,
+    ) -> tuple[np.ndarray, Any]:
+        """One datum through the class-factored head (:mod:`cookbook.mock.classed`): forward, loss, backward."""
+        adapter = trainer.adapter
+        targets = d.inputs["target_tokens"].astype(np.int64, copy=False)
+        H = self._hidden(bw, d.tokens, d.images)
+        HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
+        fwd = classed.forward(lay, bw.W, adapter.B, H, HA, targets)
+        try:
+            res = _losses().tinker_loss(loss_fn, fwd.lp, d.inputs, cfg)
+        except LossInputError as exc:
+            raise InvalidLossInput(f"data[{i}]", str(exc)) from exc
+        if not backward or HA is None:
+            return fwd.lp, res
+        g = np.asarray(res.grad, dtype=np.float64).reshape(targets.shape)
+        if not np.all(np.isfinite(g)):
+            raise InvalidData(f"data[{i}]", "the loss gradient is not finite (check advantages/logprobs)")
+        classed.backward(lay, fwd, targets, g, H, HA, adapter.B, adapter.scale, trainer.grad_A, trainer.grad_B)
+        return fwd.lp, res
 
     @staticmethod
     def _softmax_grad(e: np.ndarray, blk: _Block, gather: _Gather, g: np.ndarray, C: int) -> None:
@@ -766,7 +838,16 @@ class Engine:
         k = req.topk_prompt_logprobs
         tids = np.zeros((P, k), dtype=np.int64) if k > 0 else None
         tlps = np.full((P, k), EMPTY_TOPK_LOGPROB) if k > 0 else None
-        if P > 1:
+        lay = bw.spec.layout
+        if P > 1 and lay is not None:
+            H = self._hidden(bw, prompt[:-1], req.images)
+            HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
+            plp[1:] = classed.forward(lay, bw.W, adapter.B, H, HA, prompt[1:]).lp
+            if k > 0 and tids is not None and tlps is not None:
+                for j in range(P - 1):
+                    full = classed.full_logprobs(lay, bw.W, adapter.B, H[j], None if HA is None else HA[j])
+                    tids[j + 1], tlps[j + 1] = _topk(full, 0.0, k)
+        elif P > 1:
             H = self._hidden(bw, prompt[:-1], req.images)
             HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
             rb = max(1, min(ROW_BLOCK, BLOCK_ELEMS // V))
@@ -853,14 +934,24 @@ class Engine:
         for i, s in enumerate(seqs):
             H[i] = s.h
         HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
-        z = batch.buffer(self, n_pad, V)
-        blk = self._chunk_pass(bw, adapter, H, HA, z, SAMPLE_CHUNK, False, None)
-        for i, s in enumerate(seqs):
-            try:
-                s.advance(bw, z[i], blk, i, SAMPLE_CHUNK)
-            except Exception as exc:  # this request's own error (e.g. a scripted token out of range)
-                s.job.error = exc
-                s.job.done = True
+        lay = bw.spec.layout
+        if lay is not None:
+            zc = classed.class_logits(lay, bw.W, adapter.B, H[:n], None if HA is None else HA[:n])
+            for i, s in enumerate(seqs):
+                try:
+                    s.advance_classed(bw, lay, adapter.B, H[i], None if HA is None else HA[i], zc[i])
+                except Exception as exc:  # this request's own error (e.g. a scripted token out of range)
+                    s.job.error = exc
+                    s.job.done = True
+        else:
+            z = batch.buffer(self, n_pad, V)
+            blk = self._chunk_pass(bw, adapter, H, HA, z, SAMPLE_CHUNK, False, None)
+            for i, s in enumerate(seqs):
+                try:
+                    s.advance(bw, z[i], blk, i, SAMPLE_CHUNK)
+                except Exception as exc:  # this request's own error (e.g. a scripted token out of range)
+                    s.job.error = exc
+                    s.job.done = True
         batch.active = [s for s in seqs if not s.done and not s.job.done]
         for s in seqs:
             job = s.job
@@ -958,13 +1049,39 @@ class _Seq:
             tok = _draw_chunked(z, blk, i, C, self.rng)
         else:
             tok = _draw(z, req.temperature, req.top_k, req.top_p, self.rng)
-        self.toks.append(tok)
-        self.lps.append(float(z[tok] - lse))
         k = req.topk_sample_logprobs
-        if k > 0:
-            ids, vals = _topk(z, lse, k)
-            self.tk_ids.append(ids)
-            self.tk_lps.append(vals)
+        self._accept(bw, tok, float(z[tok] - lse), _topk(z, lse, k) if k > 0 else None)
+
+    def advance_classed(
+        self, bw: BaseWeights, lay: classed.Layout, B: np.ndarray, h: np.ndarray, ha: np.ndarray | None,
+        zc: np.ndarray,
+    ) -> None:
+        """:meth:`advance` for the class-factored head, from this row's class logits ``zc``."""
+        req = self.job.req
+        step = len(self.toks)
+        k = req.topk_sample_logprobs
+        plain = req.temperature == 1.0 and req.top_k <= 0 and req.top_p >= 1.0
+        full = None if plain and k <= 0 else classed.full_logprobs(lay, bw.W, B, h, ha)
+        if self.forced is not None:
+            tok = int(self.forced[step])
+            _check_token_range(np.asarray([tok]), lay.V, "scripted completion")
+            lp = classed.token_logprob(lay, bw.W, B, h, ha, zc, tok)
+        elif plain or full is None:
+            tok, lp = classed.draw(lay, bw.W, B, h, ha, zc, self.rng)
+        else:
+            tok = _draw(full, req.temperature, req.top_k, req.top_p, self.rng)
+            lp = float(full[tok])
+        self._accept(bw, tok, lp, _topk(full, 0.0, k) if k > 0 and full is not None else None)
+
+    def _accept(self, bw: BaseWeights, tok: int, lp: float, topk: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Record the step's token and logprob (and top-k); stop checks; prepare ``h`` for the next step."""
+        req = self.job.req
+        step = len(self.toks)
+        self.toks.append(tok)
+        self.lps.append(lp)
+        if topk is not None:
+            self.tk_ids.append(topk[0])
+            self.tk_lps.append(topk[1])
         if tok in req.stop_tokens:
             self.stop_reason = "stop"
             self.done = True
@@ -1132,7 +1249,7 @@ def trainer_from_arrays(
 ) -> Trainer:
     A = np.array(arrays["A"], dtype=np.float64)
     B = np.array(arrays["B"], dtype=np.float64)
-    if A.shape[0] != spec.d_model or B.shape[1] != spec.vocab_size or A.shape[1] != B.shape[0]:
+    if A.shape[0] != spec.d_model or B.shape[1] != spec.head_width or A.shape[1] != B.shape[0]:
         raise DataError(
             f"checkpoint shapes A{list(A.shape)} B{list(B.shape)} do not fit base model {spec.name!r}"
         )

@@ -32,6 +32,7 @@ TOY_CHATS = {TINY_CHAT: (TINY_CHAT_VOCAB, "<|eot_id|>"), TINY_CHAT_TOOLS: (TOOLS
 TINY_VOCAB = 512
 TINY_EOS = TINY_VOCAB - 1
 
+HEADS = ("auto", "dense", "classed")  # "auto": the class-factored head from classed.CLASSED_VOCAB tokens on
 BUILTIN: dict[str, BaseModelSpec] = {
     "cookbook/tiny-test": BaseModelSpec("cookbook/tiny-test", TINY_VOCAB, eos_token_id=TINY_EOS),
     "cookbook/tiny-test-b": BaseModelSpec("cookbook/tiny-test-b", TINY_VOCAB, eos_token_id=TINY_EOS),
@@ -79,7 +80,10 @@ def _eos_from_folder(folder: Path) -> int | None:
 class ModelRegistry:
     """Thread-safe name -> :class:`BaseModelSpec` resolution with caching."""
 
-    def __init__(self) -> None:
+    def __init__(self, head: str = "auto") -> None:
+        if head not in HEADS:
+            raise ConfigurationError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+        self.head = head  # output layer of every model served: see BaseModelSpec.head and cookbook.mock.classed
         self._extra: dict[str, BaseModelSpec] = {}
         self._cache: dict[str, BaseModelSpec] = {}
         self._lock = threading.Lock()
@@ -107,7 +111,9 @@ class ModelRegistry:
                 eos_token_id = _eos_from_folder(folder)
         elif eos_token_id is None:
             eos_token_id = vocab_size - 1
-        spec = BaseModelSpec(name, vocab_size, d_model=d_model, eos_token_id=eos_token_id, tokenizer_dir=folder)
+        spec = BaseModelSpec(
+            name, vocab_size, d_model=d_model, eos_token_id=eos_token_id, tokenizer_dir=folder, head=self.head
+        )
         with self._lock:
             self._extra[name] = spec
             self._cache.pop(name, None)
@@ -157,7 +163,7 @@ class ModelRegistry:
         except CookbookError:
             folder = None  # served without a tokenizer (no stop strings, get_tokenizer unavailable)
         eos = _eos_from_folder(folder) if folder is not None else None
-        return BaseModelSpec(name, int(entry.vocab_size), eos_token_id=eos, tokenizer_dir=folder)
+        return BaseModelSpec(name, int(entry.vocab_size), eos_token_id=eos, tokenizer_dir=folder, head=self.head)
 
     def names(self) -> list[str]:
         names = [*BUILTIN, TINY_CHAT, *sorted(n for n in self._extra if n != TINY_CHAT)]

@@ -91,6 +91,8 @@ class MockTinker:
         session_idle_s: a session without a heartbeat or request for this long ends (its models leave memory).
         max_resident: at most this many trainers and samplers keep their arrays in memory; the least recently
             used others are spilled to ``<state_dir>/spill`` and reloaded transparently.
+        head: the models' output layer: ``"auto"`` (a class-factored softmax from 32,768 tokens on, dense
+            below), ``"dense"`` (a full softmax at every vocabulary: exact but slow at real ones) or ``"classed"``.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class MockTinker:
         hf_cache: bool = True,
         session_idle_s: float = DEFAULT_SESSION_IDLE_S,
         max_resident: int = DEFAULT_MAX_RESIDENT,
+        head: str = "auto",
     ) -> None:
         self._own_dir = state_dir is None
         self.state_dir = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="tinker-mock-"))
@@ -115,7 +118,7 @@ class MockTinker:
         self._port = port
         self.set_env = set_env
         self.hf_cache = hf_cache
-        self.registry = ModelRegistry()
+        self.registry = ModelRegistry(head=head)
         self._injector = FaultInjector(_as_faults(faults))
         self.state = MockState(
             self.state_dir,

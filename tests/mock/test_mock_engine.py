@@ -13,6 +13,9 @@ from cookbook.mock import engine as eng
 from cookbook.mock.engine import AdamHyper, BaseModelSpec, DatumArrays, Engine, SampleSpec
 
 SPEC = BaseModelSpec("test/synthetic", vocab_size=37, d_model=6, eos_token_id=36)
+#: the same vocabulary through the class-factored head (6 classes of 7 tokens, the last one padded by 5)
+CLASSED = BaseModelSpec("test/synthetic-classed", vocab_size=37, d_model=6, eos_token_id=36, head="classed")
+HEADS = pytest.mark.parametrize("spec", [SPEC, CLASSED], ids=["dense", "classed"])
 LOSSES = ["cross_entropy", "importance_sampling", "ppo", "cispo", "dro", "gspo", "stable_reinforce"]
 
 
@@ -34,8 +37,8 @@ def _datum(rng: np.random.Generator, n: int, loss: str, two_d: bool = False) -> 
     return DatumArrays(tokens, inputs)
 
 
-def _trainer(engine: Engine, seed: int = 0):
-    tr = engine.new_trainer(SPEC, rank=3, seed=seed)
+def _trainer(engine: Engine, seed: int = 0, spec: BaseModelSpec = SPEC):
+    tr = engine.new_trainer(spec, rank=3, seed=seed)
     tr.adapter.B[...] = np.random.default_rng(seed + 1).normal(scale=0.3, size=tr.adapter.B.shape)
     return tr
 
@@ -44,8 +47,9 @@ def _loss(engine: Engine, tr, loss: str, data, cfg) -> float:
     return engine.forward_backward(tr, loss, data, cfg, forward_only=True).metrics["loss:sum"]
 
 
+@HEADS
 @pytest.mark.parametrize("loss", ["cross_entropy", "cross_entropy_2d", "importance_sampling", "ppo", "dro", "stable_reinforce"])
-def test_gradients_match_finite_differences(loss: str):
+def test_gradients_match_finite_differences(loss: str, spec: BaseModelSpec):
     """Losses without stop-gradients: the parameter gradient is the derivative of ``loss:sum``."""
     engine = Engine()
     rng = np.random.default_rng(7)
@@ -54,7 +58,7 @@ def test_gradients_match_finite_differences(loss: str):
     cfg = {"beta": 0.1} if name == "dro" else ({"clip_low_threshold": 0.5, "clip_high_threshold": 1.5} if name in ("ppo", "cispo", "gspo") else None)
     if name == "stable_reinforce":
         cfg = {"kl_coeff": 0.3}
-    tr = _trainer(engine)
+    tr = _trainer(engine, spec=spec)
     engine.forward_backward(tr, name, data, cfg, forward_only=False)
     gA, gB = tr.grad_A.copy(), tr.grad_B.copy()
     h = 1e-6
@@ -71,8 +75,9 @@ def test_gradients_match_finite_differences(loss: str):
             assert fd == pytest.approx(grad[ix], rel=1e-4, abs=1e-6), (loss, ix)
 
 
+@HEADS
 @pytest.mark.parametrize("loss", LOSSES)
-def test_gradient_equals_cross_entropy_surrogate(loss: str):
+def test_gradient_equals_cross_entropy_surrogate(loss: str, spec: BaseModelSpec):
     """For every loss (including stop-gradient ones, cispo and gspo) the engine's parameter gradient equals
     the gradient of cross-entropy with weights = -dL/dlogprob from cookbook.losses (the chain rule)."""
     from cookbook.losses import tinker_loss
@@ -81,13 +86,13 @@ def test_gradient_equals_cross_entropy_surrogate(loss: str):
     rng = np.random.default_rng(11)
     data = [_datum(rng, n, loss) for n in (6, 4)]
     cfg = {"clip_low_threshold": 0.5, "clip_high_threshold": 1.5} if loss in ("ppo", "cispo", "gspo") else None
-    tr = _trainer(engine)
+    tr = _trainer(engine, spec=spec)
     out = engine.forward_backward(tr, loss, data, cfg, forward_only=False)
     surrogate = []
     for d, lp in zip(data, out.logprobs):
         g = tinker_loss(loss, lp, d.inputs, cfg).grad
         surrogate.append(DatumArrays(d.tokens, {"target_tokens": d.inputs["target_tokens"], "weights": -np.asarray(g)}))
-    ce = _trainer(engine)
+    ce = _trainer(engine, spec=spec)
     engine.forward_backward(ce, "cross_entropy", surrogate, None, forward_only=False)
     np.testing.assert_allclose(tr.grad_B, ce.grad_B, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(tr.grad_A, ce.grad_A, rtol=1e-12, atol=1e-14)
@@ -193,7 +198,7 @@ def test_sampling_controls():
 
 def test_memory_bounded_for_200k_vocab():
     engine = Engine()
-    spec = BaseModelSpec("test/big", vocab_size=200_000)
+    spec = BaseModelSpec("test/big", vocab_size=200_000, head="dense")
     tr = engine.new_trainer(spec, rank=8, seed=0)
     rng = np.random.default_rng(0)
     data = [DatumArrays(rng.integers(0, 200_000, 96), {"target_tokens": rng.integers(0, 200_000, 96),
@@ -206,3 +211,78 @@ def test_memory_bounded_for_200k_vocab():
     finally:
         tracemalloc.stop()
     assert peak < 300 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_real_vocabularies_get_the_class_factored_head():
+    """From CLASSED_VOCAB tokens on the model factors its softmax (cookbook.mock.classed); below it is dense."""
+    from cookbook.mock.classed import CLASSED_VOCAB, Layout
+
+    assert BaseModelSpec("t/small", vocab_size=CLASSED_VOCAB - 1).layout is None
+    lay = BaseModelSpec("t/qwen", vocab_size=248_320).layout
+    assert lay == Layout(248_320, 499, 498) and lay.K * lay.S >= 248_320 > (lay.K - 1) * lay.S
+    assert BaseModelSpec("t/qwen", vocab_size=248_320, head="dense").layout is None
+    assert BaseModelSpec("t/qwen", vocab_size=248_320).head_width == 499 * 498 + 498
+
+
+def test_classed_logprobs_are_a_distribution_and_match_the_learner():
+    """Closed form: Σ_t p(t) = 1 over the real tokens (padding excluded), and the learner's target logprob is
+    log p(class) + log p(token | class) computed from the raw logits."""
+    from cookbook.mock import classed
+
+    engine = Engine()
+    tr = _trainer(engine, spec=CLASSED)
+    bw = engine.base(CLASSED)
+    lay = CLASSED.layout
+    assert lay is not None and lay.K * lay.S > lay.V  # a padded last class
+    tokens = np.array([1, 2, 3, 36, 35])
+    targets = np.array([36, 0, 35, 7, 13])
+    out = engine.forward_backward(tr, "cross_entropy", [DatumArrays(tokens, {"target_tokens": targets,
+                                                                             "weights": np.ones(5)})], None, True)
+    H = engine._hidden(bw, tokens)
+    HA = tr.adapter.scale * (H @ tr.adapter.A)
+    z = H @ bw.W + HA @ tr.adapter.B
+    for i, t in enumerate(targets):
+        zc = z[i, lay.K * lay.S:]
+        c = t // lay.S
+        zb = z[i, c * lay.S: min(lay.V, (c + 1) * lay.S)]
+        expect = zc[c] - np.log(np.exp(zc).sum()) + z[i, t] - np.log(np.exp(zb).sum())
+        assert out.logprobs[0][i] == pytest.approx(expect, abs=1e-12)
+        full = classed.full_logprobs(lay, bw.W, tr.adapter.B, H[i], HA[i])
+        assert full.shape == (lay.V,) and np.exp(full).sum() == pytest.approx(1.0, abs=1e-12)
+        assert full[t] == pytest.approx(out.logprobs[0][i], abs=1e-12)
+
+
+def test_classed_sampler_draws_from_the_model():
+    """Empirical frequencies of 4,000 one-token samples match the model's probabilities (and the sampler's
+    logprob of a drawn token is the learner's)."""
+    from cookbook.mock import classed
+
+    engine = Engine()
+    tr = _trainer(engine, spec=CLASSED)
+    bw = engine.base(CLASSED)
+    prompt = np.array([4, 9, 30])
+    res = engine.sample(CLASSED, tr.adapter, SampleSpec(prompt, num_samples=4000, max_tokens=1, seed=5))
+    H = engine._hidden(bw, prompt)
+    p = np.exp(classed.full_logprobs(bw.spec.layout, bw.W, tr.adapter.B, H[-1],
+                                     tr.adapter.scale * (H[-1] @ tr.adapter.A)))
+    counts = np.bincount([int(s.tokens[0]) for s in res.sequences], minlength=CLASSED.vocab_size)
+    assert np.abs(counts / 4000 - p).max() < 0.03
+    for s in res.sequences[:20]:
+        assert s.logprobs[0] == pytest.approx(np.log(p[s.tokens[0]]), abs=1e-12)
+    # top-k restricts the support to the k most likely tokens of the factored distribution
+    top = engine.sample(CLASSED, tr.adapter, SampleSpec(prompt, num_samples=50, max_tokens=1, top_k=3, seed=6))
+    assert {int(s.tokens[0]) for s in top.sequences} <= set(np.argsort(-p)[:3].tolist())
+
+
+def test_classed_gradients_do_not_depend_on_how_the_batch_is_split():
+    """One forward_backward over three datums, or three calls of one, accumulate bit-identical gradients."""
+    rng = np.random.default_rng(21)
+    data = [_datum(rng, n, "ppo") for n in (7, 2, 5)]
+    engine = Engine()
+    whole = _trainer(engine, spec=CLASSED)
+    engine.forward_backward(whole, "ppo", data, None, False)
+    split = _trainer(engine, spec=CLASSED)
+    for d in data:
+        engine.forward_backward(split, "ppo", [d], None, False)
+    assert whole.grad_A.tobytes() == split.grad_A.tobytes()
+    assert whole.grad_B.tobytes() == split.grad_B.tobytes()

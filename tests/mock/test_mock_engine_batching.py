@@ -17,6 +17,7 @@ from cookbook.mock.engine import BaseModelSpec, DatumArrays, Engine, SampleSpec
 
 SMALL = BaseModelSpec("test/batching-small", vocab_size=37, d_model=6, eos_token_id=36)
 WIDE = BaseModelSpec("test/batching-wide", vocab_size=5000, d_model=8, eos_token_id=4999)  # 3 sample chunks
+CLASSED = BaseModelSpec("test/batching-classed", vocab_size=5000, d_model=8, eos_token_id=4999, head="classed")
 
 
 def _adapter(engine: Engine, spec: BaseModelSpec, seed: int = 0) -> eng.Adapter:
@@ -48,7 +49,7 @@ def _key(res: eng.SampleResult) -> list[tuple[bytes, bytes, str, bytes | None]]:
     ]
 
 
-@pytest.mark.parametrize("spec", [SMALL, WIDE], ids=["V37", "V5000"])
+@pytest.mark.parametrize("spec", [SMALL, WIDE, CLASSED], ids=["V37", "V5000", "V5000-classed"])
 def test_a_request_batched_with_others_gives_the_bits_it_gives_alone(spec: BaseModelSpec) -> None:
     engine = Engine()
     adapter = _adapter(engine, spec)
@@ -73,15 +74,16 @@ def test_a_request_batched_with_others_gives_the_bits_it_gives_alone(spec: BaseM
     assert batched == alone
 
 
-def test_each_sample_is_independent_of_num_samples() -> None:
+@pytest.mark.parametrize("spec", [WIDE, CLASSED], ids=["dense", "classed"])
+def test_each_sample_is_independent_of_num_samples(spec: BaseModelSpec) -> None:
     """Sample i of a request is the sample a request with the same seed draws at index i, whatever n is."""
     engine = Engine()
-    adapter = _adapter(engine, WIDE)
+    adapter = _adapter(engine, spec)
     prompt = np.array([7, 8, 9])
-    four = engine.sample(WIDE, adapter, SampleSpec(prompt, num_samples=4, max_tokens=12, seed=3))
-    one = engine.sample(WIDE, adapter, SampleSpec(prompt, num_samples=1, max_tokens=12, seed=3))
+    four = engine.sample(spec, adapter, SampleSpec(prompt, num_samples=4, max_tokens=12, seed=3))
+    one = engine.sample(spec, adapter, SampleSpec(prompt, num_samples=1, max_tokens=12, seed=3))
     assert _key(one) == _key(four)[:1]
-    nine = engine.sample(WIDE, adapter, SampleSpec(prompt, num_samples=9, max_tokens=12, seed=3))
+    nine = engine.sample(spec, adapter, SampleSpec(prompt, num_samples=9, max_tokens=12, seed=3))
     assert _key(nine)[:4] == _key(four)
 
 

@@ -11,13 +11,13 @@ The sdist is a pinned, sha256-verified artifact of the tokenizer provisioning (`
 * ``PATH``: the smoke tests start recipes with ``uv run python -m ...``; a two-line ``uv`` on ``PATH`` runs
   ``python -m ...`` with this interpreter instead (no uv project or network needed).
 
-They use the real model names of the recipes (Qwen/Qwen3.5-4B, vocabulary 248,320), so even the cheapest costs
-minutes of CPU on the numpy mock (math_rl: about 155 s of CPU per mode, measured; most of it the rank-32
-forward_backward and AdamW over 32 x 248,320 LoRA entries). ``IN_SUITE`` (math_rl's async mode: StableReinforce on
-data sampled ahead of training) runs in the default suite (``nox -s tests``, in parallel with the rest under
-``-n auto``); ``HEAVY`` (the other two math_rl modes, and the recipes whose rollouts and evaluations sample
-hundreds of sequences) runs only with ``COOKBOOK_PEER_SMOKE=1`` (``nox -s peer_smoke``, which runs them all).
-Every one carries the ``peer_smoke`` marker. ``NEEDS_NETWORK`` says why the others cannot run offline.
+They use the real model names of the recipes (Qwen/Qwen3.5-4B, vocabulary 248,320), which the mock serves with
+its class-factored head (``cookbook.mock.classed``; a dense softmax made even math_rl cost about 155 s of CPU per
+mode, and guess_number or twenty_questions hours). ``IN_SUITE`` (math_rl's async mode, about 20 s) runs in the
+default suite (``nox -s tests``); ``HEAVY`` (the other two math_rl modes and the recipes whose evaluations play
+hundreds of games) runs with ``COOKBOOK_PEER_SMOKE=1`` (``nox -s peer_smoke``, which runs them all and which
+``.ci/run`` runs after the suite). Every one carries the ``peer_smoke`` marker. ``NEEDS_NETWORK`` says why the
+others cannot run offline.
 """
 
 from __future__ import annotations
@@ -37,25 +37,22 @@ TOKENIZER_FAMILY = "qwen3_5"  # Qwen/Qwen3.5-4B (every offline smoke test) and Q
 
 #: offline, cheapest faithful subset: part of `nox -s tests`
 IN_SUITE = ("test_recipe_math_rl.py::test_math_rl_async",)
-_MATH_RL = "passes offline (about 155 s of CPU, like the async mode in the default suite): only the cheapest mode is there"
-#: offline, but too slow for `nox -s tests` (why; CPU times on the 2-core development machine)
+_MATH_RL = "passes offline (about 25 s, like the async mode in the default suite): only one mode is in the suite"
+#: offline, but minutes each: `nox -s peer_smoke` (and CI after the suite); wall times on the 2-core machine
 HEAVY = {
     "test_recipe_math_rl.py::test_math_rl_sync": _MATH_RL,
     "test_recipe_math_rl.py::test_math_rl_stream_minibatch": _MATH_RL,
     "test_recipe_guess_number.py::test_guess_number": (
-        "local data, but the evaluations at steps 0 and 2 play 103 numbers x 4 games of up to 10 turns of 64 "
-        "tokens (about 264,000 sampled tokens each) and training sees 16 games of ~900 tokens per step: "
-        "estimated 20+ CPU minutes at Qwen3.5's vocabulary"
+        "local data; the evaluations at steps 0 and 2 play 103 numbers x 4 games of up to 10 turns (about "
+        "264,000 sampled tokens each): passes in about 2.5 min (250 s of CPU)"
     ),
     "test_recipe_twenty_questions.py::test_twenty_questions": (
-        "local word list, but the evaluations at steps 0 and 2 play 34 words x 32 games of 20 turns (20 player + "
-        "5 answerer tokens, the answerer on Qwen/Qwen3.5-9B): about 544,000 sampled tokens each; estimated 40+ "
-        "CPU minutes"
+        "local word list; the evaluations at steps 0 and 2 play 34 words x 32 games of 20 turns, the answerer "
+        "on Qwen/Qwen3.5-9B: passes in about 16 min (1,300 s of CPU, most of it the recipe's own process)"
     ),
     "test_recipe_shorter.py::test_shorter": (
-        "a dummy local dataset and preference model, but 32 groups x 16 samples of 64 tokens per step: 512 "
-        "datums per forward_backward plus the post-step KL forward pass; a run hit a 30-minute timeout "
-        "(16 CPU minutes) still in step 0"
+        "a dummy local dataset and preference model; 32 groups x 16 samples of 64 tokens per step: passes in "
+        "about 1 min"
     ),
 }
 OFFLINE = (*IN_SUITE, *HEAVY)
