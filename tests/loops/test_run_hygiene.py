@@ -202,7 +202,8 @@ def test_a_changed_frozen_key_refuses_to_resume_with_a_diff(tmp_path: Path) -> N
 
 
 def test_ctrl_c_names_the_step_and_the_rerun_resumes(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "cookbook", "run", "sl_basic", f"log_path={tmp_path}", "max_steps=12",
+    # 40 steps (about 4 s on tiny-chat): the interrupt at step 4 must land while the run is still going
+    args = [sys.executable, "-m", "cookbook", "run", "sl_basic", f"log_path={tmp_path}", "max_steps=40",
             "save_every=2", "eval_every=0", "lora_rank=4"]
     proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
