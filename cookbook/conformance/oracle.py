@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ class Rendered:
 
 # backend tokenizer id -> (backend, literal copy): building the copy costs ~1 s for a large vocabulary
 _LITERAL_CACHE: dict[int, tuple[Any, Any]] = {}
+#: held while :meth:`Codec.encode_literal` switches a shared backend's special-token parsing off for one call
+_LITERAL_LOCK = threading.Lock()
 
 
 class Codec:
@@ -55,16 +58,27 @@ class Codec:
         if self._literal is None:
             if self._backend is None:
                 raise SpecError(f"{type(self.tokenizer).__name__} has no fast backend; cannot encode literal text")
-            key = id(self._backend)
+            backend = self._backend
+            if backend.truncation is None and backend.padding is None:
+                # the backend itself with special-token parsing switched off for the call encodes exactly as a
+                # literal copy of it would (a copy is a JSON round trip of the vocabulary: ~1 s per tokenizer)
+                with _LITERAL_LOCK:
+                    before = backend.encode_special_tokens
+                    backend.encode_special_tokens = True
+                    try:
+                        return list(backend.encode(text, add_special_tokens=False).ids)
+                    finally:
+                        backend.encode_special_tokens = before
+            key = id(backend)
             cached = _LITERAL_CACHE.get(key)
-            if cached is None or cached[0] is not self._backend:
+            if cached is None or cached[0] is not backend:
                 from tokenizers import Tokenizer
 
-                lit = Tokenizer.from_str(self._backend.to_str())
+                lit = Tokenizer.from_str(backend.to_str())
                 lit.encode_special_tokens = True
                 lit.no_truncation()
                 lit.no_padding()
-                cached = _LITERAL_CACHE[key] = (self._backend, lit)
+                cached = _LITERAL_CACHE[key] = (backend, lit)
             self._literal = cached[1]
         return list(self._literal.encode(text, add_special_tokens=False).ids)
 

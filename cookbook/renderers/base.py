@@ -235,11 +235,13 @@ def _literal_copy(backend: Any, literal_added_tokens: bool) -> Any:
     except TypeError:  # not weak-referenceable: no cache
         per_backend = {}
     if key not in per_backend:
-        spec = json.loads(backend.to_str())
-        if literal_added_tokens:
+        text = backend.to_str()
+        if literal_added_tokens:  # only this variant edits the serialisation (a JSON round trip of the vocabulary)
+            spec = json.loads(text)
             for added in spec.get("added_tokens", []):
                 added["special"] = True
-        literal = Tokenizer.from_str(json.dumps(spec))
+            text = json.dumps(spec)
+        literal = Tokenizer.from_str(text)
         literal.encode_special_tokens = True
         literal.no_truncation()
         literal.no_padding()
