@@ -75,6 +75,8 @@ def _fmt(obj: Any, level: int) -> str:
         items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {_fmt(obj[k], level + 1)}" for k in sorted(obj)]
         return "{\n" + ",\n".join(items) + "\n" + pad + "}"
     if isinstance(obj, list | tuple):
+        if all(type(x) is int for x in obj):  # token ids: str(int) is json.dumps(int), without its overhead
+            return "[" + ", ".join(map(str, obj)) + "]"
         if all(not isinstance(x, Mapping | list | tuple) for x in obj):
             return "[" + ", ".join(json.dumps(x, ensure_ascii=False) for x in obj) + "]"
         return "[\n" + ",\n".join(inner + _fmt(x, level + 1) for x in obj) + "\n" + pad + "]"

@@ -173,7 +173,20 @@ class TemplateOracle:
 # ----------------------------------------------------------------------------------------------- provenance
 
 
+#: (path, size, mtime) -> sha256: the specs sharing a tokenizer folder hash its tokenizer.json once
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
 def _sha256_file(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    got = _SHA_CACHE.get(key)
+    if got is None:
+        got = _SHA_CACHE[key] = _sha256_uncached(path)
+    return got
+
+
+def _sha256_uncached(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

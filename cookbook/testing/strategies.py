@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,14 +172,31 @@ def texts(
     Without ``strip_whitespace`` it may start or end with whitespace (spaces, tabs, newlines). Never contains
     an element of ``forbid``. ``min_size`` is in characters (after stripping).
     """
+    return _texts(min_size, max_pieces, strip_whitespace, tuple(f for f in forbid if f))
+
+
+@functools.lru_cache(maxsize=256)
+def _texts(min_size: int, max_pieces: int, strip_whitespace: bool, bad: tuple[str, ...]) -> st.SearchStrategy[str]:
+    """:func:`texts`, built once per set of options (:func:`conversations` asks for its text strategies on every
+    draw; a strategy is immutable, and a fresh one costs its construction and validation again)."""
     piece = st.one_of(st.sampled_from(SNIPPETS), _char_text(10))
     body = st.lists(piece, max_size=max_pieces).map(lambda ps: unicodedata.normalize("NFC", "".join(ps)))
     if strip_whitespace:
         s = body.map(str.strip)
     else:
         s = st.tuples(st.sampled_from(WHITESPACE_EDGES), body, st.sampled_from(WHITESPACE_EDGES)).map("".join)
-    bad = tuple(f for f in forbid if f)
-    return s.filter(lambda t: len(t) >= min_size and not any(f in t for f in bad))
+    contains_forbidden = _forbidden_finder(bad)
+    return s.filter(lambda t: len(t) >= min_size and not contains_forbidden(t))
+
+
+@functools.lru_cache(maxsize=64)
+def _forbidden_finder(bad: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether a text contains any of ``bad`` (one compiled alternation of the escaped strings: ``forbid`` holds a
+    tokenizer's special-token strings, hundreds for some, and every drawn text is checked against all of them)."""
+    if not bad:
+        return lambda t: False
+    search = re.compile("|".join(map(re.escape, bad))).search
+    return lambda t: search(t) is not None
 
 
 def tool_arguments(text: st.SearchStrategy[str]) -> st.SearchStrategy[dict[str, Any]]:
