@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 __all__ = ["TINY_MODEL", "Faults", "MockTinker"]
 
 TINY_MODEL = "cookbook/tiny-test"
+#: the models' output layer (``BaseModelSpec.head``): "auto" is the class-factored one (:mod:`cookbook.mock.classed`)
+#: from ``CLASSED_VOCAB`` tokens on and the dense softmax below; numpy-free here, for the CLI's argument parser
+HEADS = ("auto", "dense", "classed")
+CLASSED_VOCAB = 32768
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing the plugin must not pull in numpy/uvicorn

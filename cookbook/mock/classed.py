@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CLASSED_VOCAB = 32768  # vocabularies from this size on use the class-factored head
+from cookbook.mock import CLASSED_VOCAB
+
+__all__ = ["CLASSED_VOCAB", "Layout", "backward", "class_logits", "draw", "forward", "full_logprobs"]
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,15 @@ class Layout:
         return self.K * self.S + self.K
 
 
+def lse_rows(Z: np.ndarray) -> np.ndarray:
+    """Row-wise logsumexp of ``Z`` (``[n, m]``; ``-inf`` entries allowed): the one reduction the learner and the
+    sampler use, so their logprobs are computed by the same code."""
+    m = Z.max(axis=1)
+    return m + np.log(np.exp(Z - m[:, None]).sum(axis=1))
+
+
 def lse(z: np.ndarray) -> float:
-    m = float(z.max())
-    return m + math.log(float(np.exp(z - m).sum()))
+    return float(lse_rows(z[None, :])[0])
 
 
 def class_logits(L: Layout, W: np.ndarray, B: np.ndarray, H: np.ndarray, HA: np.ndarray | None) -> np.ndarray:
@@ -112,12 +120,8 @@ def forward(
     pos = np.repeat(np.arange(T), per)
     cls = flat // L.S
     zc = class_logits(L, W, B, H, HA)
-    pc = np.empty_like(zc)
-    lc = np.empty_like(zc)
-    for i in range(T):
-        m = lse(zc[i])
-        lc[i] = zc[i] - m
-        np.exp(lc[i], out=pc[i])
+    lc = zc - lse_rows(zc)[:, None]
+    pc = np.exp(lc)
     pb = np.empty((flat.shape[0], L.S))
     lp = np.empty(flat.shape[0])
     for j in range(flat.shape[0]):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cookbook.mock import CLASSED_VOCAB, HEADS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
@@ -37,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="trainers/samplers kept in memory; others are spilled to STATE_DIR/spill (default 8)",
     )
     parser.add_argument(
-        "--head", choices=("auto", "dense", "classed"), default="auto",
-        help="the models' output layer: auto (default) factors the softmax into classes from 32,768 tokens on "
-        "(fast at real vocabularies); dense is a full softmax at every size (slow: seconds per step)",
+        "--head", choices=HEADS, default="auto",
+        help=f"the models' output layer: auto (default) factors the softmax into classes from {CLASSED_VOCAB:,} "
+        "tokens on (fast at real vocabularies); dense is a full softmax at every size (slow: seconds per step)",
     )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
 

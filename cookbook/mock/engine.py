@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from cookbook.errors import DataError, LossInputError
-from cookbook.mock import classed
+from cookbook.mock import HEADS, classed
 from cookbook.mock.errors import InvalidConfig, InvalidData, InvalidLossInput
 
 GAMMA = 0.5
@@ -99,8 +99,8 @@ class BaseModelSpec:
     head: str = "auto"  # "dense" | "classed" | "auto" (classed from classed.CLASSED_VOCAB tokens on)
 
     def __post_init__(self) -> None:
-        if self.head not in ("auto", "dense", "classed"):
-            raise InvalidConfig("head", f"must be 'auto', 'dense' or 'classed', got {self.head!r}")
+        if self.head not in HEADS:
+            raise InvalidConfig("head", f"must be one of {', '.join(HEADS)}, got {self.head!r}")
 
     @property
     def layout(self) -> classed.Layout | None:
@@ -114,6 +114,11 @@ class BaseModelSpec:
         """Columns of ``W`` and of a LoRA ``B``."""
         lay = self.layout
         return self.vocab_size if lay is None else lay.width
+
+    def fits(self, A: np.ndarray, B: np.ndarray) -> bool:
+        """Whether LoRA arrays ``A`` [d, r] and ``B`` [r, head width] (a checkpoint's) belong to this model."""
+        return A.ndim == B.ndim == 2 and A.shape[0] == self.d_model and B.shape[1] == self.head_width \
+            and A.shape[1] == B.shape[0]
 
     def seed(self) -> int:
         return int.from_bytes(hashlib.sha256(self.name.encode("utf-8")).digest()[:8], "little")
@@ -582,32 +587,33 @@ class Engine:
         metric_acc: dict[str, list[float]] = {}
         cfg = dict(loss_fn_config) if loss_fn_config else None
         lay = trainer.spec.layout
-        if lay is not None:  # class-factored head: no logits arena, gradients per datum in datum order too
-            for i, d in enumerate(data):
-                lp, res = self._datum_classed(trainer, bw, lay, loss_fn, cfg, d, i, not forward_only)
-                for k, v in res.metrics.items():
-                    metric_acc.setdefault(k, []).append(float(v))
-                out.append(lp)
-            if not forward_only:
-                trainer.pending_grads += 1
-            return ForwardResult(out, _reduce_metrics(metric_acc))
-        V = trainer.spec.vocab_size
-        rb = max(1, min(ROW_BLOCK, BLOCK_ELEMS // V))
-        C = self._col_chunk(rb, V)
         backward = not forward_only and adapter.rank > 0
-        longest = max(int(d.tokens.shape[0]) for d in data)
-        stored_rows = min(longest, (STORE_ELEMS // V) // rb * rb) if backward else 0
-        spill = rb if longest > stored_rows else 0  # one block of room for blocks past the budget
-        arena = self._take((stored_rows + spill) * V)
+        arena: np.ndarray | None = None
+        datum: Callable[[int, DatumArrays], tuple[np.ndarray, Any]]
+        if lay is not None:  # class-factored head: no logits arena
+            def datum(i: int, d: DatumArrays) -> tuple[np.ndarray, Any]:
+                return self._datum_classed(trainer, bw, lay, loss_fn, cfg, d, i, backward)
+        else:
+            V = trainer.spec.vocab_size
+            rb = max(1, min(ROW_BLOCK, BLOCK_ELEMS // V))
+            C = self._col_chunk(rb, V)
+            longest = max(int(d.tokens.shape[0]) for d in data)
+            stored_rows = min(longest, (STORE_ELEMS // V) // rb * rb) if backward else 0
+            spill = rb if longest > stored_rows else 0  # one block of room for blocks past the budget
+            arena = buf = self._take((stored_rows + spill) * V)
+
+            def datum(i: int, d: DatumArrays) -> tuple[np.ndarray, Any]:
+                return self._datum(trainer, bw, loss_fn, cfg, d, i, rb, C, buf, stored_rows, backward)
         try:
             # gradients are accumulated per datum in datum order (bit-identical under any split of the batch)
             for i, d in enumerate(data):
-                lp, res = self._datum(trainer, bw, loss_fn, cfg, d, i, rb, C, arena, stored_rows, backward)
+                lp, res = datum(i, d)
                 for k, v in res.metrics.items():
                     metric_acc.setdefault(k, []).append(float(v))
                 out.append(lp)
         finally:
-            self._give(arena)
+            if arena is not None:
+                self._give(arena)
         if not forward_only:
             trainer.pending_grads += 1
         return ForwardResult(out, _reduce_metrics(metric_acc))
@@ -699,7 +705,7 @@ class Engine:
             raise InvalidLossInput(f"data[{i}]", str(exc)) from exc
         if not backward or HA is None:
             return fwd.lp, res
-        g = np.asarray(res.grad, dtype=np.float64).reshape(targets.shape)
+        g = np.asarray(res.grad, dtype=np.float64).reshape(targets.shape)  # backward implies rank > 0
         if not np.all(np.isfinite(g)):
             raise InvalidData(f"data[{i}]", "the loss gradient is not finite (check advantages/logprobs)")
         classed.backward(lay, fwd, targets, g, H, HA, adapter.B, adapter.scale, trainer.grad_A, trainer.grad_B)
@@ -839,17 +845,15 @@ class Engine:
         tids = np.zeros((P, k), dtype=np.int64) if k > 0 else None
         tlps = np.full((P, k), EMPTY_TOPK_LOGPROB) if k > 0 else None
         lay = bw.spec.layout
-        if P > 1 and lay is not None:
-            H = self._hidden(bw, prompt[:-1], req.images)
-            HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
+        H = self._hidden(bw, prompt[:-1], req.images) if P > 1 else None
+        HA = adapter.scale * (H @ adapter.A) if H is not None and adapter.rank else None
+        if H is not None and lay is not None:
             plp[1:] = classed.forward(lay, bw.W, adapter.B, H, HA, prompt[1:]).lp
             if k > 0 and tids is not None and tlps is not None:
                 for j in range(P - 1):
                     full = classed.full_logprobs(lay, bw.W, adapter.B, H[j], None if HA is None else HA[j])
                     tids[j + 1], tlps[j + 1] = _topk(full, 0.0, k)
-        elif P > 1:
-            H = self._hidden(bw, prompt[:-1], req.images)
-            HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
+        elif H is not None:
             rb = max(1, min(ROW_BLOCK, BLOCK_ELEMS // V))
             C = self._col_chunk(rb, V)
             for r0 in range(0, P - 1, rb):
@@ -935,23 +939,24 @@ class Engine:
             H[i] = s.h
         HA = adapter.scale * (H @ adapter.A) if adapter.rank else None
         lay = bw.spec.layout
+        step: Callable[[int, _Seq], None]
         if lay is not None:
             zc = classed.class_logits(lay, bw.W, adapter.B, H[:n], None if HA is None else HA[:n])
-            for i, s in enumerate(seqs):
-                try:
-                    s.advance_classed(bw, lay, adapter.B, H[i], None if HA is None else HA[i], zc[i])
-                except Exception as exc:  # this request's own error (e.g. a scripted token out of range)
-                    s.job.error = exc
-                    s.job.done = True
+
+            def step(i: int, s: _Seq) -> None:
+                s.advance_classed(bw, lay, adapter.B, H[i], None if HA is None else HA[i], zc[i])
         else:
             z = batch.buffer(self, n_pad, V)
             blk = self._chunk_pass(bw, adapter, H, HA, z, SAMPLE_CHUNK, False, None)
-            for i, s in enumerate(seqs):
-                try:
-                    s.advance(bw, z[i], blk, i, SAMPLE_CHUNK)
-                except Exception as exc:  # this request's own error (e.g. a scripted token out of range)
-                    s.job.error = exc
-                    s.job.done = True
+
+            def step(i: int, s: _Seq) -> None:
+                s.advance(bw, z[i], blk, i, SAMPLE_CHUNK)
+        for i, s in enumerate(seqs):
+            try:
+                step(i, s)
+            except Exception as exc:  # this request's own error (e.g. a scripted token out of range)
+                s.job.error = exc
+                s.job.done = True
         batch.active = [s for s in seqs if not s.done and not s.job.done]
         for s in seqs:
             job = s.job
@@ -1061,17 +1066,19 @@ class _Seq:
         step = len(self.toks)
         k = req.topk_sample_logprobs
         plain = req.temperature == 1.0 and req.top_k <= 0 and req.top_p >= 1.0
-        full = None if plain and k <= 0 else classed.full_logprobs(lay, bw.W, B, h, ha)
+        # the full V-token distribution only for top-k logprobs or a draw other than plain temperature 1
+        needs_full = k > 0 or (self.forced is None and not plain)
+        full = classed.full_logprobs(lay, bw.W, B, h, ha) if needs_full else None
         if self.forced is not None:
             tok = int(self.forced[step])
             _check_token_range(np.asarray([tok]), lay.V, "scripted completion")
             lp = classed.token_logprob(lay, bw.W, B, h, ha, zc, tok)
-        elif plain or full is None:
+        elif full is None or plain:  # the same draw whether or not top-k logprobs are asked for
             tok, lp = classed.draw(lay, bw.W, B, h, ha, zc, self.rng)
         else:
             tok = _draw(full, req.temperature, req.top_k, req.top_p, self.rng)
             lp = float(full[tok])
-        self._accept(bw, tok, lp, _topk(full, 0.0, k) if k > 0 and full is not None else None)
+        self._accept(bw, tok, lp, _topk(full, 0.0, k) if full is not None and k > 0 else None)
 
     def _accept(self, bw: BaseWeights, tok: int, lp: float, topk: tuple[np.ndarray, np.ndarray] | None) -> None:
         """Record the step's token and logprob (and top-k); stop checks; prepare ``h`` for the next step."""
@@ -1249,7 +1256,7 @@ def trainer_from_arrays(
 ) -> Trainer:
     A = np.array(arrays["A"], dtype=np.float64)
     B = np.array(arrays["B"], dtype=np.float64)
-    if A.shape[0] != spec.d_model or B.shape[1] != spec.head_width or A.shape[1] != B.shape[0]:
+    if not spec.fits(A, B):
         raise DataError(
             f"checkpoint shapes A{list(A.shape)} B{list(B.shape)} do not fit base model {spec.name!r}"
         )

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cookbook.errors import ConfigurationError, CookbookError
+from cookbook.mock import HEADS
 from cookbook.mock.engine import BaseModelSpec
 from cookbook.mock.tiny_chat import TINY_CHAT, TINY_CHAT_TOOLS, TOOLS_VOCAB_SIZE, tiny_chat_dir
 from cookbook.mock.tiny_chat import VOCAB_SIZE as TINY_CHAT_VOCAB
@@ -32,7 +33,6 @@ TOY_CHATS = {TINY_CHAT: (TINY_CHAT_VOCAB, "<|eot_id|>"), TINY_CHAT_TOOLS: (TOOLS
 TINY_VOCAB = 512
 TINY_EOS = TINY_VOCAB - 1
 
-HEADS = ("auto", "dense", "classed")  # "auto": the class-factored head from classed.CLASSED_VOCAB tokens on
 BUILTIN: dict[str, BaseModelSpec] = {
     "cookbook/tiny-test": BaseModelSpec("cookbook/tiny-test", TINY_VOCAB, eos_token_id=TINY_EOS),
     "cookbook/tiny-test-b": BaseModelSpec("cookbook/tiny-test-b", TINY_VOCAB, eos_token_id=TINY_EOS),

@@ -1203,7 +1203,7 @@ class MockState:
                 )
                 spec = self.resolve(str(ck.get("meta", {}).get("base_model")))
                 adapter = Adapter(np.asarray(arrays["A"], dtype=np.float64), np.asarray(arrays["B"], dtype=np.float64))
-                if adapter.A.shape[0] != spec.d_model or adapter.B.shape[1] != spec.head_width:
+                if not spec.fits(adapter.A, adapter.B):
                     raise MockError("model_path", f"checkpoint {model_path} does not fit {spec.name}")
             elif base_model is not None:
                 spec = self.resolve(base_model)
