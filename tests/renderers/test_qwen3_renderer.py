@@ -1,20 +1,14 @@
-"""Qwen3 text renderers (qwen3, qwen3_disable_thinking, qwen3_instruct) against their specs and the real template.
+"""Qwen3 text renderers (qwen3, qwen3_disable_thinking, qwen3_instruct): behaviours beyond their specs.
 
-Until the shared conformance runner lands, this module executes ``specs/renderers/qwen3*.yaml`` itself:
-
-* the spec text is checked against the **oracle** (the official Qwen3 chat template, then the spec's named
-  ``template_edits``), so a wrong spec fails here, not only a wrong renderer;
-* the renderer's decoded supervised example (trained tokens inside ⟦ ⟧) and generation prompt are checked
-  against the spec text, and the generation prompt's token ids against ``apply_chat_template`` token for token;
-* parse cases are run through ``parse_response``.
-
-Then unit tests of specific behaviours.
+The spec cases of ``specs/renderers/qwen3*.yaml`` run through the shared pipeline, as every family's do: the spec
+text against the oracle (the official Qwen3 chat template plus the spec's named ``template_edits``) and the goldens
+regenerated from it in ``test_goldens.py``, the renderer against the spec, its goldens and its parse cases in
+``test_conform_runner.py``. This module checks that the specs cover every scenario and what they pin of the
+renderer (claims, stop sequences), then specific behaviours.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 import pytest
@@ -58,89 +52,7 @@ def renderer_for(name: str) -> Renderer:
     return _RENDERERS[name]
 
 
-# ---------------------------------------------------------------------------------------------- conversions
-
-
-def to_message(m: dict[str, Any]) -> Message:
-    out: dict[str, Any] = dict(m)
-    if "tool_calls" in m:
-        out["tool_calls"] = [
-            ToolCall(name=c["name"], arguments=c["arguments"], id=c.get("id")) for c in m["tool_calls"]
-        ]
-    return out  # type: ignore[return-value]
-
-
-def renderer_conversation(r: Renderer, case: dict[str, Any], messages: list[dict[str, Any]]) -> list[Message]:
-    msgs = [to_message(m) for m in messages]
-    tools = case.get("tools")
-    if not tools:
-        return msgs
-    system = None
-    if msgs and msgs[0]["role"] == "system":
-        system, msgs = str(msgs[0]["content"]), msgs[1:]
-    assert isinstance(r, Qwen3Renderer)
-    return r.create_conversation_prefix_with_tools(tools, system_prompt=system) + msgs
-
-
-def template_message(m: dict[str, Any]) -> dict[str, Any]:
-    t: dict[str, Any] = {"role": m["role"]}
-    content = m["content"]
-    if isinstance(content, list):
-        t["content"] = "".join(p["text"] for p in content if p["type"] == "text")
-        thinking = [p["thinking"] for p in content if p["type"] == "thinking"]
-        if thinking:
-            t["reasoning_content"] = "".join(thinking)
-    else:
-        t["content"] = content
-    if m.get("tool_calls"):
-        t["tool_calls"] = [
-            {
-                "type": "function",
-                "id": c.get("id"),
-                "function": {"name": c["name"], "arguments": json.loads(c["arguments"])},
-            }
-            for c in m["tool_calls"]
-        ]
-    for k in ("tool_call_id", "name"):
-        if k in m:
-            t[k] = m[k]
-    return t
-
-
-def template_render(
-    name: str, case: dict[str, Any], messages: list[dict[str, Any]], gen: bool, tokenize: bool
-) -> Any:
-    kwargs = dict(_SPECS[name]["oracle"].get("template_kwargs") or {})
-    if case.get("tools"):
-        kwargs["tools"] = [{"type": "function", "function": t} for t in case["tools"]]
-    out = tokenizer_for(name).apply_chat_template(
-        [template_message(m) for m in messages], add_generation_prompt=gen, tokenize=tokenize, **kwargs
-    )
-    if tokenize and not isinstance(out, list):
-        out = out["input_ids"]
-    return out
-
-
-def case_deviations(name: str, case: dict[str, Any]) -> list[dict[str, Any]]:
-    by_id = {d["id"]: d for d in _SPECS[name]["deviations"]}
-    return [by_id[d] for d in case.get("deviations") or []]
-
-
-def apply_edits(text: str, deviations: list[dict[str, Any]]) -> tuple[str, list[int]]:
-    counts = []
-    for d in deviations:
-        for e in d.get("template_edits") or []:
-            if "replace" in e:
-                n = text.count(e["replace"])
-                text = text.replace(e["replace"], e["with"])
-            else:
-                text, n = re.subn(e["regex"], e["with"], text, flags=re.DOTALL)
-            counts.append(n)
-    return text, counts
-
-
-def required_edit_flags(deviations: list[dict[str, Any]]) -> list[bool]:
-    return [not e.get("optional", False) for d in deviations for e in d.get("template_edits") or []]
+# ---------------------------------------------------------------------------------------------- helpers
 
 
 def marked_text(r: Renderer, tokens: list[int], weights: list[float]) -> str:
@@ -161,112 +73,7 @@ def unmark(text: str) -> str:
     return text.replace(OPEN, "").replace(CLOSE, "")
 
 
-def prompt_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
-
-
-CASES = [pytest.param(n, c, id=f"{n}:{c['id']}") for n in NAMES for c in _SPECS[n]["cases"]]
-PARSE = [pytest.param(n, c, id=f"{n}:{c['id']}") for n in NAMES for c in _SPECS[n]["parse"]]
-
-
-# ---------------------------------------------------------------------------------------------- spec cases
-
-
-@pytest.mark.parametrize(("name", "case"), CASES)
-def test_spec_text_matches_the_oracle(name: str, case: dict[str, Any]) -> None:
-    """The spec's literal texts are what the template (plus the named edits) produces."""
-    expect = case["expect"]
-    if "raises" in expect or "skip" in (case.get("template") or {}):
-        pytest.skip("no template text to compare")
-    devs = case_deviations(name, case)
-    has_sup = "supervised" in expect  # a case may give only a generation prompt
-    sup_text = template_render(name, case, case["messages"], gen=False, tokenize=False) if has_sup else ""
-    sup, n_sup = apply_edits(sup_text, devs)
-    role = case.get("role", "assistant")
-    if role == "assistant":
-        gp_text = template_render(name, case, prompt_messages(case["messages"]), gen=True, tokenize=False)
-    else:  # the template opens an assistant turn only: the conversation followed by an empty message of the role
-        gp_text = template_render(name, case, [*case["messages"], {"role": role, "content": ""}], gen=False,
-                                  tokenize=False)
-    gp, n_gp = apply_edits(gp_text, devs)
-    for required, a, b in zip(required_edit_flags(devs), n_sup, n_gp):
-        assert not required or a + b > 0, "a required template edit matched nothing"
-    if has_sup:
-        assert unmark(expect["supervised"]) == sup
-    assert expect["generation_prompt"] == gp + (case.get("prefill") or "")
-
-
-@pytest.mark.parametrize(("name", "case"), CASES)
-def test_renderer_matches_spec(name: str, case: dict[str, Any]) -> None:
-    r = renderer_for(name)
-    expect = case["expect"]
-    msgs = renderer_conversation(r, case, case["messages"])
-    mode = TrainOnWhat(case.get("train_on_what", "last_assistant_message"))
-    if "raises" in expect:
-        with pytest.raises(RendererError, match=expect["raises"]):
-            r.supervised_tokens(msgs, mode)
-        return
-    if "supervised" in expect:
-        tokens, weights = r.supervised_tokens(msgs, mode)
-        assert set(weights) <= {0.0, 1.0}
-        assert marked_text(r, tokens, weights) == expect["supervised"]
-
-    role = case.get("role", "assistant")
-    prompt = renderer_conversation(r, case, prompt_messages(case["messages"]) if role == "assistant" else case["messages"])
-    gp_tokens = model_input_tokens(r.build_generation_prompt(prompt, role=role, prefill=case.get("prefill")))
-    assert r.decode(gp_tokens) == expect["generation_prompt"]
-    for tok_text, count in (expect.get("token_counts") or {}).items():
-        assert gp_tokens.count(r.enc.special(tok_text)) == count, tok_text
-
-
-@pytest.mark.parametrize(("name", "case"), CASES)
-def test_generation_prompt_tokens_match_the_template(name: str, case: dict[str, Any]) -> None:
-    """Token for token against ``apply_chat_template(..., tokenize=True)`` (after the named edits)."""
-    expect = case["expect"]
-    if "raises" in expect or "skip" in (case.get("template") or {}):
-        pytest.skip("no template to compare")
-    devs = case_deviations(name, case)
-    if any(d.get("compare") == "text" for d in devs):
-        pytest.skip("compare: text deviation (checked as text with token_counts)")
-    r = renderer_for(name)
-    tok = tokenizer_for(name)
-    role = case.get("role", "assistant")
-    if role != "assistant":
-        pytest.skip("a prompt for another role is the template's text of an empty message of it, edited: checked as text")
-    pmsgs = prompt_messages(case["messages"])
-    text = template_render(name, case, pmsgs, gen=True, tokenize=False)
-    edited, _ = apply_edits(text, devs)
-    if edited == text:
-        want = list(template_render(name, case, pmsgs, gen=True, tokenize=True))
-    else:
-        want = list(tok.encode(edited, add_special_tokens=False))
-    if case.get("prefill"):
-        want += r.enc.encode(case["prefill"])
-    got = model_input_tokens(
-        r.build_generation_prompt(renderer_conversation(r, case, pmsgs), prefill=case.get("prefill"))
-    )
-    assert got == want, f"\nours:     {r.decode(got)!r}\ntemplate: {r.decode(want)!r}"
-
-
-@pytest.mark.parametrize(("name", "case"), PARSE)
-def test_parse_cases(name: str, case: dict[str, Any]) -> None:
-    r = renderer_for(name)
-    tokens = list(tokenizer_for(name).encode(case["response"], add_special_tokens=False))
-    expect = case["expect"]
-    if "raises" in expect:
-        with pytest.raises(RendererError, match=expect["raises"]):
-            r.parse_response(tokens)
-        return
-    msg, term = r.parse_response(tokens)
-    assert term is ParseTermination(expect["termination"])
-    want = expect["message"]
-    assert msg["role"] == want["role"]
-    assert msg["content"] == want["content"]
-    got_calls = [{"name": c.name, "arguments": c.arguments, "id": c.id} for c in msg.get("tool_calls", [])]
-    assert got_calls == want.get("tool_calls", [])
-    got_unparsed = [u.raw_text for u in msg.get("unparsed_tool_calls", [])]
-    assert got_unparsed == [u["raw_text"] for u in want.get("unparsed_tool_calls", [])]
-    assert all(u.error for u in msg.get("unparsed_tool_calls", []))
+# ---------------------------------------------------------------------------------------------- specs
 
 
 def test_specs_cover_every_scenario() -> None:
