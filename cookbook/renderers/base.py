@@ -24,6 +24,8 @@ trained only under ``ALL_TOKENS``; an output is trained according to :class:`Tra
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import weakref
 from collections.abc import Callable, Sequence
@@ -189,6 +191,12 @@ class RenderedMessage:
     header: list[Segment] = field(default_factory=list)
     output: list[Segment] = field(default_factory=list)
     stop_overlap: list[Segment] | None = None
+
+
+@functools.cache
+def _takes_memo(fn: Callable[..., Any]) -> bool:
+    """Whether a ``generation_prompt_tokens`` accepts the private ``_memo`` argument (the base class's does)."""
+    return "_memo" in inspect.signature(fn).parameters
 
 
 @runtime_checkable
@@ -551,9 +559,9 @@ class Renderer:
             self._refuse_trained_reasoning(messages, boundary)
         if boundary >= len(messages) or messages[boundary]["role"] != "assistant":
             return weights
-        if type(self).generation_prompt_tokens is Renderer.generation_prompt_tokens:
+        if _takes_memo(type(self).generation_prompt_tokens):  # the example's encodings serve the prompt too
             prompt = self.generation_prompt_tokens(messages[:boundary], _memo=memo)
-        else:  # a family's own generation_prompt_tokens may predate the private memo argument
+        else:  # a subclass's own generation_prompt_tokens may predate the private memo argument
             prompt = self.generation_prompt_tokens(messages[:boundary])
         if tokens[: len(prompt)] == prompt:
             return [0.0] * len(prompt) + weights[len(prompt) :]
