@@ -446,10 +446,19 @@ def _token_diff(ours: Sequence[int], theirs: Sequence[int], decode: Callable[[Se
     )
 
 
-def differential(spec: Any, examples: int = 200, seed: int = 0, renderer: Any = None, tokenizer: Any = None) -> Differential:
-    """Render ``examples`` random conversations (tools, reasoning, multi-turn, per the spec's claims) with the
-    registered renderer and with the spec's official tml renderer (``spec.tml``); compare the supervised token
-    ids and weights (``last_assistant_message``) and the generation prompt's token ids, token-exact.
+def differential(
+    spec: Any,
+    examples: int = 200,
+    seed: int = 0,
+    renderer: Any = None,
+    tokenizer: Any = None,
+    transform: Callable[[list[Any]], list[Any]] | None = None,
+) -> Differential:
+    """Render ``examples`` random conversations (tools, reasoning, multi-turn, per the spec's claims; image parts
+    for a vision-language renderer) with the registered renderer and with the spec's official tml renderer
+    (``spec.tml``); compare the supervised token ids and weights (``last_assistant_message``) and the generation
+    prompt's token ids, token-exact. ``transform`` rewrites each conversation (and its prompt) before both render it,
+    e.g. to give tool calls the ids the model itself samples.
 
     A disagreement is counted under the first ``tml.differences`` entry whose ``when`` features the conversation
     has; otherwise it is reported in ``unexplained`` (never skipped silently).
@@ -475,19 +484,22 @@ def differential(spec: Any, examples: int = 200, seed: int = 0, renderer: Any = 
 
     def one(conv: Any) -> None:
         out.compared += 1
-        feats = conversation_features(conv.messages, conv.tools)
+        messages, prompt = list(conv.messages), list(conv.prompt_messages)
+        if transform is not None:
+            messages, prompt = transform(messages), transform(prompt)
+        feats = conversation_features(messages, conv.tools)
         for f in feats:
             out.features[f] = out.features.get(f, 0) + 1
         sup_imgs: list[tuple[int, Any]] = []
         gen_imgs: list[tuple[int, Any]] = []
         sup_t, sup_w = ours.supervised_tokens(
-            ctx.adapter.with_tools(conv.messages, conv.tools), "last_assistant_message", _images=sup_imgs
+            ctx.adapter.with_tools(messages, conv.tools), "last_assistant_message", _images=sup_imgs
         )
         gen_t = ours.generation_prompt_tokens(
-            ctx.adapter.with_tools(conv.prompt_messages, conv.tools), "assistant", None, _images=gen_imgs
+            ctx.adapter.with_tools(prompt, conv.tools), "assistant", None, _images=gen_imgs
         )
-        t_sup = oracle.supervised(conv.messages, conv.tools)
-        t_gen = oracle.generation(conv.prompt_messages, conv.tools)
+        t_sup = oracle.supervised(messages, conv.tools)
+        t_gen = oracle.generation(prompt, conv.tools)
         sup_t, gen_t = _images_marked(sup_t, sup_imgs), _images_marked(gen_t, gen_imgs)
         weights = [float(x) for x in sup_w]
         if gen_t != t_gen.tokens:
@@ -505,7 +517,8 @@ def differential(spec: Any, examples: int = 200, seed: int = 0, renderer: Any = 
             if set(d.when) <= feats:
                 out.named[d.id] = out.named.get(d.id, 0) + 1
                 return
-        out.unexplained.append(f"{conv!r}\n{what}\n  features: {sorted(feats)}")
+        shown = repr(conv) if transform is None else f"{conv!r}\n  transformed: {messages!r}"
+        out.unexplained.append(f"{shown}\n{what}\n  features: {sorted(feats)}")
 
     run = settings(
         max_examples=examples,
