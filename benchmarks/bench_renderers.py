@@ -67,14 +67,22 @@ def make_conversations(n: int, seed: int = 0) -> list[list[dict[str, Any]]]:
     return convs
 
 
-def timed(fn: Callable[[], int], repeat: int = 3) -> tuple[float, int]:
-    """Best wall time of ``repeat`` runs and the token count."""
-    best, count = float("inf"), 0
+def timed_together(fns: dict[str, Callable[[], int]], repeat: int = 3) -> dict[str, tuple[float, int]]:
+    """Best wall time of ``repeat`` runs and the token count of each function. The runs are interleaved (one of each
+    per round), so a slow spell of a shared machine falls on all of them and the ratios between them hold; a
+    function that raises is reported once and left out."""
+    best: dict[str, tuple[float, int]] = {key: (float("inf"), 0) for key in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        count = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, count
+        for key in list(best):
+            t0 = time.perf_counter()
+            try:
+                count = fns[key]()
+            except Exception as exc:  # a conversation a peer refuses: reported, never a crash of the benchmark
+                print(f"  ({key}: not measured: {type(exc).__name__}: {exc})")
+                del best[key]
+                continue
+            best[key] = (min(best[key][0], time.perf_counter() - t0), count)
+    return best
 
 
 #: peer implementations measured as contenders (``--impl`` keys of the conformance runner)
@@ -130,28 +138,28 @@ def bench(
             total += len(r["input_ids"] if hasattr(r, "keys") else r)
         return total
 
-    t_ours, n_ours = timed(ours, repeat)
-    t_raw, n_raw = timed(raw, repeat)
     has_template = bool(getattr(tok, "chat_template", None)) and has_oracle
-    t_tpl, n_tpl = timed(template, repeat) if has_template else (float("nan"), 0)
-    res = {
-        "ours_tok_s": n_ours / t_ours,
-        "raw_tok_s": n_raw / t_raw,
-        "template_tok_s": n_tpl / t_tpl if has_template else float("nan"),
-    }
-    res["vs_raw"] = res["ours_tok_s"] / res["raw_tok_s"]
-    res["vs_template"] = res["ours_tok_s"] / res["template_tok_s"] if has_template else float("nan")
+    fns: dict[str, Callable[[], int]] = {"ours": ours, "raw": raw}
+    if has_template:
+        fns["template"] = template
     for key, peer in (peer_renderers(name, tok) if peers else {}).items():
 
         def contender(peer: Any = peer) -> int:
             return sum(len(peer.build_supervised_example(c)[0]) for c in convs)
 
-        try:
-            t_peer, n_peer = timed(contender, repeat)
-        except Exception as exc:  # a conversation the peer refuses: reported, never a crash of the benchmark
-            print(f"  ({key} {name}: not measured: {type(exc).__name__}: {exc})")
-            continue
-        res[f"{key}_vs_raw"] = (n_peer / t_peer) / res["raw_tok_s"]
+        fns[f"{key} {name}"] = contender
+    got = timed_together(fns, repeat)
+    rate = {key: n / t for key, (t, n) in got.items()}
+    res = {
+        "ours_tok_s": rate["ours"],
+        "raw_tok_s": rate["raw"],
+        "template_tok_s": rate.get("template", float("nan")),
+    }
+    res["vs_raw"] = res["ours_tok_s"] / res["raw_tok_s"]
+    res["vs_template"] = res["ours_tok_s"] / res["template_tok_s"] if has_template else float("nan")
+    for key in CONTENDERS:
+        if f"{key} {name}" in rate:
+            res[f"{key}_vs_raw"] = rate[f"{key} {name}"] / res["raw_tok_s"]
     return res
 
 
