@@ -4,7 +4,7 @@ Usage: python tools/lock.py [--no-upgrade] [--only NAME[,NAME...]]
 
 * ``test.lock``: pyproject.toml's extras dev, test-torch, peers, wandb, inspect, plus peers.in and build.in;
 * ``runtime.lock``: pyproject.toml without extras, constrained by test.lock (the same versions);
-* ``lint.lock``, ``nox.lock``: lint.in, nox.in;
+* ``lint.lock``: lint.in; ``nox.lock``: nox.in (nox and pip), constrained by test.lock;
 * ``nodeps.lock``: each line of nodeps.in downloaded once (no dependencies) and pinned by its sha256.
 
 pip-compile (pip-tools) does the resolving with pip's own configuration, so a local wheel that pip would take
@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
     if "lint" in only:
         compile_lock(locks["lint"], [REQ / "lint.in"], upgrade=upgrade)
     if "nox" in only:
-        compile_lock(locks["nox"], [REQ / "nox.in"], upgrade=upgrade)
+        compile_lock(locks["nox"], [REQ / "nox.in"], constraint=locks["test"], upgrade=upgrade)  # same pins as test
     if "nodeps" in only:
         nodeps_lock(REQ / "nodeps.in", locks["nodeps"])
     total = sum(report(f"{n}.lock", before[n], pins(p)) for n, p in locks.items())
