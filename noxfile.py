@@ -148,7 +148,7 @@ def bench(session: nox.Session) -> None:
 def peer_smoke(session: nox.Session) -> None:
     """Every offline-capable smoke test of tinker-cookbook 0.6.1 (from its pinned sdist) against the mock, at the
     recipes' real model names. `nox -s tests` runs four (math_rl's three modes, shorter); this session runs all six
-    (about 20 minutes on 2 cores, twenty_questions 16 of them; see tests/peers/test_tinker_cookbook_smoke.py).
+    (20-25 minutes on 2 cores, twenty_questions 16-19 of them; see tests/peers/test_tinker_cookbook_smoke.py).
     .ci/run runs it after the suite."""
     _install(session)
     _provision(session)
