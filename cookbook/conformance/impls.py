@@ -66,6 +66,12 @@ def translating(what: str) -> Iterator[None]:
         raise AdapterError(f"translating {what}: {type(exc).__name__}: {exc}") from exc
 
 
+#: what ``pip install`` takes for each peer (the versions the adapters are written against)
+TINKER_COOKBOOK_PIP = "tinker-cookbook==0.6.1 --no-deps"
+TML_PIP = "tml-renderers==0.2.1"
+PI_PIP = "renderers==0.1.12"
+
+
 def _import(module: str, pip: str) -> Any:
     try:
         return importlib.import_module(module)
@@ -210,15 +216,17 @@ class Implementation:
     description: str
     package: str = ""
     names: Mapping[str, Any] | None = None
+    install: str = ""  # what ``pip install`` takes to make ``package`` importable
 
     def available(self) -> str | None:
-        """None when the implementation can be loaded here, else why not."""
+        """None when the implementation can be loaded here, else why not (and how to install it)."""
         if not self.package:
             return None
         try:
             importlib.import_module(self.package)
         except Exception as exc:
-            return f"{self.package} cannot be imported: {type(exc).__name__}: {exc}"
+            how = f"; install it with `pip install {self.install}`" if self.install else ""
+            return f"{self.package} cannot be imported ({type(exc).__name__}: {exc}){how}"
         return None
 
     def name_map(self) -> Mapping[str, Any] | None:
@@ -316,7 +324,7 @@ def names_compared_in(func: Any, parameter: str = "name") -> set[str]:
 @functools.lru_cache(maxsize=1)
 def tinker_cookbook_names() -> frozenset[str]:
     """The renderer names the installed tinker-cookbook registers (read from its ``get_renderer``)."""
-    r = _import("tinker_cookbook.renderers", "tinker-cookbook==0.6.1 --no-deps")
+    r = _import("tinker_cookbook.renderers", TINKER_COOKBOOK_PIP)
     return frozenset(names_compared_in(r.get_renderer))
 
 
@@ -380,7 +388,7 @@ class _TinkerCookbook(Implementation):
         return {**same, **renamed}
 
     def make(self, spec_name: str, tokenizer: Any, spec: Any = None) -> Any:
-        r = _import("tinker_cookbook.renderers", "tinker-cookbook==0.6.1 --no-deps")
+        r = _import("tinker_cookbook.renderers", TINKER_COOKBOOK_PIP)
         name = self.native_name(spec_name)
         try:
             inner = r.get_renderer(name, tokenizer)
@@ -389,7 +397,7 @@ class _TinkerCookbook(Implementation):
             # it the one its get_tokenizer returns for the spec's model (the same tml tokenizer our catalogue exports)
             if spec is None or "tokenizer" not in str(exc).lower():
                 raise
-            tu = _import("tinker_cookbook.tokenizer_utils", "tinker-cookbook==0.6.1 --no-deps")
+            tu = _import("tinker_cookbook.tokenizer_utils", TINKER_COOKBOOK_PIP)
             inner = r.get_renderer(name, tu.get_tokenizer(spec.tokenizer))
         except Exception as exc:
             if "image_processor" in str(exc) or "image processor" in str(exc).lower():
@@ -518,7 +526,7 @@ class _Tml(Implementation):
     def make(self, spec_name: str, tokenizer: Any, spec: Any = None) -> Any:
         from cookbook.conformance.tml import TmlOracle
 
-        _import("tml_renderers.renderers", "tml-renderers==0.2.1")
+        _import("tml_renderers.renderers", TML_PIP)
         name = self.native_name(spec_name)  # Unsupported for a family it does not have
         ref = tml_refs()[spec_name]
         return TmlRenderer(TmlOracle(ref.cls, ref.constructor, ref.kwargs), name)
@@ -618,7 +626,7 @@ def _harmony_vocab_offline(tokenizer: Any) -> None:
 
 class _Pi(Implementation):
     def make(self, spec_name: str, tokenizer: Any, spec: Any = None) -> Any:
-        base = _import("renderers", "renderers==0.1.12")
+        base = _import("renderers", PI_PIP)
         if spec_name.startswith("gpt_oss"):
             _harmony_vocab_offline(tokenizer)
         self.native_name(spec_name)
@@ -745,10 +753,12 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
     i.key: i
     for i in (
         _Cookbook("cookbook", "cookbook's own renderers"),
-        _TinkerCookbook("tinker-cookbook", "tinker-cookbook 0.6.1 renderers", "tinker_cookbook.renderers"),
-        _Tml("tml-renderers", "Thinking Machines' tml-renderers 0.2.1", "tml_renderers.renderers"),
-        _Pi("pi-renderers", "PrimeIntellect renderers 0.1.12", "renderers", PI_NAMES),
-        _HfTemplate("hf-template", "the model's own chat template (apply_chat_template)", "transformers"),
+        _TinkerCookbook("tinker-cookbook", "tinker-cookbook 0.6.1 renderers", "tinker_cookbook.renderers",
+                        install=TINKER_COOKBOOK_PIP),
+        _Tml("tml-renderers", "Thinking Machines' tml-renderers 0.2.1", "tml_renderers.renderers", install=TML_PIP),
+        _Pi("pi-renderers", "PrimeIntellect renderers 0.1.12", "renderers", PI_NAMES, install=PI_PIP),
+        _HfTemplate("hf-template", "the model's own chat template (apply_chat_template)", "transformers",
+                    install="transformers"),
     )
 }
 

@@ -51,6 +51,9 @@ def resolve_targets(args: argparse.Namespace) -> list[tuple[str, str, Path]]:
     from cookbook.errors import ConfigurationError
 
     impl = get_implementation(getattr(args, "impl", "cookbook"))
+    why = impl.available()
+    if why is not None:  # asked for by name: a run that could only skip every check would pass having checked nothing
+        raise ConfigurationError(f"--impl {impl.key}: {why}")
     if args.all:
         if args.renderer:
             raise ConfigurationError("give a renderer name or --all, not both")

@@ -169,7 +169,8 @@ def format_summary(results: Sequence[CheckResult], colour: bool = False) -> str:
             padded = f"{txt:<{widths[g]}}"
             row.append(_c(padded, _STATUS_COLOUR[st], colour) if colour and txt != "-" else padded)
         mine = [r for r in results if _label(r, with_impl) == rn]
-        verdict = "ERROR" if any(r.status == "ERROR" for r in mine) else "FAIL" if any(r.status == "FAIL" for r in mine) else "PASS"
+        verdict = ("ERROR" if any(r.status == "ERROR" for r in mine) else "FAIL" if any(r.status == "FAIL" for r in mine)
+                   else "PASS" if any(r.status == "PASS" for r in mine) else "SKIP")
         row.append(_status(verdict, colour))
         lines.append("  ".join(row))
     lines.append(summary_line(results))
@@ -264,12 +265,17 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return p
 
 
+def run_ok(results: Sequence[CheckResult]) -> bool:
+    """A run passes when no check failed or errored and at least one passed (every check skipped checks nothing)."""
+    return all(r.ok for r in results) and any(r.status == "PASS" for r in results)
+
+
 def to_json(results: Sequence[CheckResult], meta: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "schema": 2,
         **(meta or {}),
         "summary": summary_counts(results),
-        "ok": all(r.ok for r in results),
+        "ok": run_ok(results),
         "causes": [c.to_json() for c in group_causes(results)],
         "results": [asdict(r) for r in results],
     }
@@ -320,7 +326,8 @@ def emit(
     colour: bool | None = None,
     header: str | None = None,
 ) -> int:
-    """Print a run's report and write the requested files; the exit code (0 ok, 1 a check failed or errored).
+    """Print a run's report and write the requested files; the exit code (0 ok, 1 a check failed or errored, or
+    nothing passed: every check skipped, or none ran).
 
     The terminal shows the failures grouped by cause (``verbose``: every result as a table first), then the
     summary. ``json_to == "-"`` prints the JSON report to stdout and the human report to stderr.
@@ -343,4 +350,13 @@ def emit(
             print(f"JSON report: {write_json(json_to, results, meta)}", file=out)
     if junit_to:
         print(f"JUnit report: {write_junit_report(junit_to, suite, results)}", file=out)
-    return 0 if all(r.ok for r in results) else 1
+    if not run_ok(results) and all(r.ok for r in results):
+        why = "no checks ran" if not results else f"all {len(results)} check(s) were skipped"
+        print(f"nothing was checked ({why}), so the run does not pass", file=out)
+        reasons = list(dict.fromkeys(r.message for r in results if r.message))
+        for reason in reasons[:3]:
+            print(f"  skipped: {reason}", file=out)
+        if len(reasons) > 3:
+            print(f"  ... and {len(reasons) - 3} other reason(s) (-v lists every check)", file=out)
+        return 1
+    return 0 if run_ok(results) else 1

@@ -229,3 +229,42 @@ def test_a_users_renderer_in_the_current_folder_with_one_planted_bug_gives_one_c
     assert cause_lines == ["  1. FAIL missing token 271 '\\n\\n' after 128007 '<|end_header_id|>'"], out
     assert "1 distinct cause(s) explain" in out and "user_only" in out
     assert "0 errors" in out
+
+
+def test_a_named_peer_that_is_not_installed_is_an_error_not_a_pass(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--impl tinker-cookbook`` where it cannot be imported: exit 2 naming the package and how to install it,
+    before anything runs (it used to skip the one construct check and report PASS with exit 0)."""
+    import dataclasses
+
+    from cookbook.conformance import impls
+
+    missing = dataclasses.replace(impls.IMPLEMENTATIONS["tinker-cookbook"], package="cookbook_test_no_such_module")
+    monkeypatch.setitem(impls.IMPLEMENTATIONS, "tinker-cookbook", missing)
+    rc = main(["conform", "renderer", "qwen3", "--impl", "tinker-cookbook", "--no-properties", "--no-color"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "cookbook_test_no_such_module" in err and f"pip install {impls.TINKER_COOKBOOK_PIP}" in err
+
+
+OFFERS_NOTHING = """
+def factory(tokenizer):
+    raise NotImplementedError("this package has no llama3 renderer yet")
+"""
+
+
+def test_a_run_in_which_every_check_is_skipped_does_not_pass(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A factory that offers nothing skips every check: the run checked nothing, so it exits 1 (JSON ``ok`` false)
+    and says why each check was skipped."""
+    (tmp_path / "offers_nothing.py").write_text(OFFERS_NOTHING)
+    monkeypatch.chdir(tmp_path)
+    rc = main(["conform", "renderer", "llama3", "--impl", "offers_nothing:factory", "--no-properties", "--no-color",
+               "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert rc == 1
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["ok"] is False and report["summary"]["PASS"] == 0 and report["summary"]["SKIP"] >= 1
+    assert "this package has no llama3 renderer yet" in out
