@@ -66,10 +66,8 @@ def translating(what: str) -> Iterator[None]:
         raise AdapterError(f"translating {what}: {type(exc).__name__}: {exc}") from exc
 
 
-#: what ``pip install`` takes for each peer (the versions the adapters are written against)
+#: what ``pip install`` takes for tinker-cookbook (the version its adapter is written against; no torch)
 TINKER_COOKBOOK_PIP = "tinker-cookbook==0.6.1 --no-deps"
-TML_PIP = "tml-renderers==0.2.1"
-PI_PIP = "renderers==0.1.12"
 
 
 def _import(module: str, pip: str) -> Any:
@@ -218,15 +216,20 @@ class Implementation:
     names: Mapping[str, Any] | None = None
     install: str = ""  # what ``pip install`` takes to make ``package`` importable
 
+    def load(self) -> Any:
+        """``package``, imported; :class:`Unsupported` with the ``pip install`` line when it is not installed."""
+        return _import(self.package, self.install)
+
     def available(self) -> str | None:
         """None when the implementation can be loaded here, else why not (and how to install it)."""
         if not self.package:
             return None
         try:
-            importlib.import_module(self.package)
-        except Exception as exc:
-            how = f"; install it with `pip install {self.install}`" if self.install else ""
-            return f"{self.package} cannot be imported ({type(exc).__name__}: {exc}){how}"
+            self.load()
+        except Unsupported as exc:
+            return str(exc)
+        except Exception as exc:  # installed, but its import fails
+            return f"{self.package} cannot be imported: {type(exc).__name__}: {exc}"
         return None
 
     def name_map(self) -> Mapping[str, Any] | None:
@@ -388,7 +391,7 @@ class _TinkerCookbook(Implementation):
         return {**same, **renamed}
 
     def make(self, spec_name: str, tokenizer: Any, spec: Any = None) -> Any:
-        r = _import("tinker_cookbook.renderers", TINKER_COOKBOOK_PIP)
+        r = self.load()
         name = self.native_name(spec_name)
         try:
             inner = r.get_renderer(name, tokenizer)
@@ -526,7 +529,7 @@ class _Tml(Implementation):
     def make(self, spec_name: str, tokenizer: Any, spec: Any = None) -> Any:
         from cookbook.conformance.tml import TmlOracle
 
-        _import("tml_renderers.renderers", TML_PIP)
+        self.load()
         name = self.native_name(spec_name)  # Unsupported for a family it does not have
         ref = tml_refs()[spec_name]
         return TmlRenderer(TmlOracle(ref.cls, ref.constructor, ref.kwargs), name)
@@ -626,7 +629,7 @@ def _harmony_vocab_offline(tokenizer: Any) -> None:
 
 class _Pi(Implementation):
     def make(self, spec_name: str, tokenizer: Any, spec: Any = None) -> Any:
-        base = _import("renderers", PI_PIP)
+        base = self.load()
         if spec_name.startswith("gpt_oss"):
             _harmony_vocab_offline(tokenizer)
         self.native_name(spec_name)
@@ -755,8 +758,9 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
         _Cookbook("cookbook", "cookbook's own renderers"),
         _TinkerCookbook("tinker-cookbook", "tinker-cookbook 0.6.1 renderers", "tinker_cookbook.renderers",
                         install=TINKER_COOKBOOK_PIP),
-        _Tml("tml-renderers", "Thinking Machines' tml-renderers 0.2.1", "tml_renderers.renderers", install=TML_PIP),
-        _Pi("pi-renderers", "PrimeIntellect renderers 0.1.12", "renderers", PI_NAMES, install=PI_PIP),
+        _Tml("tml-renderers", "Thinking Machines' tml-renderers 0.2.1", "tml_renderers.renderers",
+             install="tml-renderers==0.2.1"),
+        _Pi("pi-renderers", "PrimeIntellect renderers 0.1.12", "renderers", PI_NAMES, install="renderers==0.1.12"),
         _HfTemplate("hf-template", "the model's own chat template (apply_chat_template)", "transformers",
                     install="transformers"),
     )

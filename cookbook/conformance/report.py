@@ -125,6 +125,12 @@ def summary_counts(results: Iterable[CheckResult]) -> dict[str, int]:
     return out
 
 
+def verdict(counts: dict[str, int]) -> Status:
+    """The status of a group of checks from its counts: ERROR, else FAIL, else PASS when any check passed, else
+    SKIP (a group whose every check was skipped checked nothing)."""
+    return "ERROR" if counts["ERROR"] else "FAIL" if counts["FAIL"] else "PASS" if counts["PASS"] else "SKIP"
+
+
 def group_of(check: str) -> str:
     """The summary column of a check: ``prompt.tokens`` -> ``prompt``, ``property.roundtrip`` -> ``property``."""
     return check.split(".", 1)[0]
@@ -155,7 +161,7 @@ def format_summary(results: Sequence[CheckResult], colour: bool = False) -> str:
         for st, letter in (("FAIL", "F"), ("ERROR", "E"), ("SKIP", "S")):
             if cnt[st]:
                 txt += f" {cnt[st]}{letter}"
-        return txt, ("ERROR" if cnt["ERROR"] else "FAIL" if cnt["FAIL"] else "PASS" if cnt["PASS"] else "SKIP")
+        return txt, verdict(cnt)
 
     head_name = "implementation:subject" if with_impl else "subject"
     wr = max(len(head_name), *(len(r) for r in subjects))
@@ -168,10 +174,7 @@ def format_summary(results: Sequence[CheckResult], colour: bool = False) -> str:
             txt, st = cell(rn, g)
             padded = f"{txt:<{widths[g]}}"
             row.append(_c(padded, _STATUS_COLOUR[st], colour) if colour and txt != "-" else padded)
-        mine = [r for r in results if _label(r, with_impl) == rn]
-        verdict = ("ERROR" if any(r.status == "ERROR" for r in mine) else "FAIL" if any(r.status == "FAIL" for r in mine)
-                   else "PASS" if any(r.status == "PASS" for r in mine) else "SKIP")
-        row.append(_status(verdict, colour))
+        row.append(_status(verdict(summary_counts(r for r in results if _label(r, with_impl) == rn)), colour))
         lines.append("  ".join(row))
     lines.append(summary_line(results))
     return "\n".join(lines)
@@ -267,7 +270,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def run_ok(results: Sequence[CheckResult]) -> bool:
     """A run passes when no check failed or errored and at least one passed (every check skipped checks nothing)."""
-    return all(r.ok for r in results) and any(r.status == "PASS" for r in results)
+    return verdict(summary_counts(results)) == "PASS"
 
 
 def to_json(results: Sequence[CheckResult], meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -350,7 +353,8 @@ def emit(
             print(f"JSON report: {write_json(json_to, results, meta)}", file=out)
     if junit_to:
         print(f"JUnit report: {write_junit_report(junit_to, suite, results)}", file=out)
-    if not run_ok(results) and all(r.ok for r in results):
+    status = verdict(summary_counts(results))
+    if status == "SKIP":  # every check skipped, or none ran
         why = "no checks ran" if not results else f"all {len(results)} check(s) were skipped"
         print(f"nothing was checked ({why}), so the run does not pass", file=out)
         reasons = list(dict.fromkeys(r.message for r in results if r.message))
@@ -358,5 +362,4 @@ def emit(
             print(f"  skipped: {reason}", file=out)
         if len(reasons) > 3:
             print(f"  ... and {len(reasons) - 3} other reason(s) (-v lists every check)", file=out)
-        return 1
-    return 0 if run_ok(results) else 1
+    return 0 if status == "PASS" else 1
